@@ -1,0 +1,5 @@
+import sys
+
+from mmolre.cli import main
+
+sys.exit(main())

@@ -1,0 +1,62 @@
+"""`mmolre <stage>`: each pipeline stage as a command that reads its params.yaml section."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mmolre import MmolreError, __version__
+from mmolre.params import load_params
+
+STAGES = {
+    "download": "mmolre.download",
+    "prepare": "mmolre.prepare",
+    "featurize": "mmolre.featurize",
+    "train": "mmolre.train",
+    "evaluate": "mmolre.evaluate",
+    "report": "mmolre.report",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="mmolre",
+        description="MMoLRE pipeline stages. `dvc repro` runs them in order; each also runs alone.",
+        epilog="Every stage reads params.yaml; override any value with --set section.key=value.")
+    root.add_argument("--version", action="version", version=f"mmolre {__version__}")
+    commands = root.add_subparsers(dest="command", required=True, metavar="STAGE")
+    for name, module_name in STAGES.items():
+        module = importlib.import_module(module_name)
+        doc = (module.__doc__ or "").strip()
+        sub = commands.add_parser(name, help=doc.splitlines()[0] if doc else name, description=doc,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+        sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a parameter, e.g. --set train.lr=0.0005 (repeatable)")
+        module.add_arguments(sub)
+        sub.set_defaults(module=module)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        params = load_params(args.params, args.overrides)
+        args.module.run(args, params)
+    except MmolreError as e:
+        print(f"mmolre {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mmolre {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run_stage(stage: str) -> None:
+    """Entry for `python -m mmolre.<stage> [args]`."""
+    sys.exit(main([stage, *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

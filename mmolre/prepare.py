@@ -1,0 +1,162 @@
+"""Stage `prepare`: raw corpus -> validated utterance table data/prepared/<dataset>/utterances.parquet.
+
+One row per utterance with the columns of the architecture's contract. The table is
+validated by a pandera schema; an invalid row fails the stage with a message naming
+the row and the rule it broke, or, with `prepare.on_invalid: quarantine`, is moved to
+rejected.csv (with its reasons) while the valid rows go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pandera.pandas as pa
+import soundfile as sf
+
+from mmolre import EMOTIONS, SPLITS, MmolreError
+from mmolre.files import atomic_dir
+from mmolre.params import build
+
+# pandera's built-in check names, said the way a user reads them
+RULE_WORDS = {"field_uniqueness": "must be unique (duplicate id)", "not_nullable": "must not be empty (null)",
+              "column_in_dataframe": "column is missing", "column_in_schema": "column is not in the contract"}
+COLUMNS = ["utterance_id", "video_id", "dataset", "split", "start_s", "end_s", "audio_path", "text",
+           "sentiment", *EMOTIONS]
+
+
+@dataclass
+class PrepareConfig:
+    on_invalid: str = "fail"
+
+    def __post_init__(self):
+        if self.on_invalid not in ("fail", "quarantine"):
+            raise MmolreError(f"prepare.on_invalid={self.on_invalid!r}: choose fail or quarantine")
+
+
+def audio_duration(path: Path) -> float | None:
+    """Seconds of audio in `path`, or None when it is missing or unreadable."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return None
+    return info.frames / info.samplerate if info.frames > 0 else None
+
+
+def demo_table(raw_root: Path) -> pd.DataFrame:
+    """The utterance table of the generated demo corpus (whole files: start 0, end = duration)."""
+    raw = pd.read_csv(raw_root / "demo" / "utterances.csv", keep_default_na=False, na_values=[""])
+    table = raw.assign(dataset="demo", start_s=0.0, audio_path="demo/audio/" + raw.utterance_id + ".wav")
+    table["end_s"] = [audio_duration(raw_root / p) for p in table.audio_path]
+    table["text"] = table.text.fillna("").astype(str).str.strip()
+    return table[COLUMNS]
+
+
+def utterance_schema(raw_root: Path) -> pa.DataFrameSchema:
+    """The utterance-table contract; `raw_root` is where audio_path is resolved."""
+    label = lambda low, high: pa.Column(float, pa.Check.in_range(low, high, error=f"must lie in [{low}, {high}]"),
+                                        nullable=True)
+    readable = pa.Check(lambda paths: paths.map(lambda p: audio_duration(raw_root / p) is not None),
+                        error="audio file missing or unreadable")
+    return pa.DataFrameSchema(
+        {
+            "utterance_id": pa.Column(str, unique=True, report_duplicates="all"),
+            "video_id": pa.Column(str, pa.Check.str_length(min_value=1, error="must be non-empty")),
+            "dataset": pa.Column(str, pa.Check.isin(["demo", "mosi", "mosei"], error="unknown dataset")),
+            "split": pa.Column(str, pa.Check.isin(list(SPLITS), error=f"must be one of {list(SPLITS)}")),
+            "start_s": pa.Column(float, pa.Check.ge(0, error="must be >= 0")),
+            "end_s": pa.Column(float, nullable=True),
+            "audio_path": pa.Column(str, readable),
+            "text": pa.Column(str, [pa.Check.str_length(min_value=1, error="must be non-empty"),
+                                    pa.Check(lambda s: s == s.str.strip(), error="must be stripped")]),
+            "sentiment": label(-3, 3),
+            **{emotion: label(0, 3) for emotion in EMOTIONS},
+        },
+        checks=[
+            pa.Check(lambda df: df.end_s > df.start_s, error="end_s must be > start_s"),
+            pa.Check(lambda df: df.groupby("video_id").split.transform("nunique") == 1,
+                     error="video appears in more than one split"),
+            pa.Check(lambda df: pd.Series([u.startswith(f"{v}_") for u, v in zip(df.utterance_id, df.video_id)],
+                                          index=df.index),
+                     error="utterance_id must be <video_id>_<clip>"),
+        ],
+        strict=True,
+        ordered=True,
+    )
+
+
+def find_violations(table: pd.DataFrame, raw_root: Path) -> pd.DataFrame:
+    """One row per (table row, broken rule): columns row, utterance_id, column, rule, value."""
+    try:
+        utterance_schema(raw_root).validate(table, lazy=True)
+        return pd.DataFrame(columns=["row", "utterance_id", "column", "rule", "value"])
+    except pa.errors.SchemaErrors as err:
+        cases = err.failure_cases
+    rows = []
+    for case in cases.itertuples(index=False):
+        index = None if pd.isna(case.index) else int(case.index)
+        row_rule = case.schema_context == "DataFrameSchema"  # reported once per row, not per column
+        rows.append({"row": index, "column": "(row)" if row_rule else str(case.column), "rule": RULE_WORDS.get(str(case.check), str(case.check)),
+                     "value": None if row_rule else case.failure_case,
+                     "utterance_id": table.utterance_id.iloc[index] if index is not None else None})
+    found = pd.DataFrame(rows).drop_duplicates(["row", "column", "rule"])
+    return found.sort_values("row", na_position="first", kind="stable").reset_index(drop=True)
+
+
+def describe(violations: pd.DataFrame, limit: int = 50) -> str:
+    lines = []
+    for v in violations.head(limit).itertuples(index=False):
+        where = "table" if pd.isna(v.row) else f"row {int(v.row)} (utterance_id={v.utterance_id!r})"
+        value = "" if v.value is None or (isinstance(v.value, float) and pd.isna(v.value)) else f" (got {v.value!r})"
+        lines.append(f"  {where}: {v.column}: {v.rule}{value}")
+    if len(violations) > limit:
+        lines.append(f"  ... and {len(violations) - limit} more")
+    return "\n".join(lines)
+
+
+def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
+    """Build, validate and write the utterance table; returns the output folder."""
+    cfg = build(PrepareConfig, params, "prepare")
+    dataset = params["data"]["dataset"]
+    if not (raw_root / dataset).is_dir():
+        raise MmolreError(f"{raw_root / dataset} does not exist: run `mmolre download` first")
+    if dataset != "demo":
+        raise MmolreError(f"data.dataset={dataset!r}: preparing the CMU corpora is not implemented yet")
+    table = demo_table(raw_root)
+    violations = find_violations(table, raw_root)
+    bad_rows = sorted({int(r) for r in violations.row.dropna()})
+    if len(violations) and (cfg.on_invalid == "fail" or violations.row.isna().any()):
+        raise MmolreError(f"{len(violations)} rule(s) broken in the utterance table of {dataset} "
+                          f"({len(bad_rows)} row(s)); fix the raw data or set prepare.on_invalid=quarantine:\n"
+                          + describe(violations))
+    valid = table.drop(index=bad_rows).reset_index(drop=True)
+    if valid.empty:
+        raise MmolreError(f"no valid utterances left in {dataset}:\n" + describe(violations))
+    with atomic_dir(out_root / dataset) as tmp:
+        valid.to_parquet(tmp / "utterances.parquet", index=False)
+        if bad_rows:
+            reasons = violations.groupby("row").apply(
+                lambda g: "; ".join(f"{c}: {r}" for c, r in zip(g.column, g.rule)), include_groups=False)
+            rejected = table.loc[bad_rows].assign(reasons=reasons.reindex(bad_rows).values)
+            rejected.to_csv(tmp / "rejected.csv", index=False)
+    counts = valid.split.value_counts().reindex(list(SPLITS), fill_value=0).to_dict()
+    note = f"; {len(bad_rows)} row(s) quarantined to rejected.csv" if bad_rows else ""
+    print(f"prepare: {dataset}: {len(valid)} utterances {counts}{note}")
+    return out_root / dataset
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--raw-root", type=Path, default=Path("data/raw"))
+    parser.add_argument("--out-root", type=Path, default=Path("data/prepared"))
+
+
+def run(args: argparse.Namespace, params: dict) -> None:
+    prepare(params, args.raw_root, args.out_root)
+
+
+if __name__ == "__main__":
+    from mmolre.cli import run_stage
+
+    run_stage("prepare")
