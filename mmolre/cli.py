@@ -19,7 +19,8 @@ STAGES = {
 }
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI; with `only`, just that stage's module is imported (stages import torch: seconds each)."""
     root = argparse.ArgumentParser(
         prog="mmolre",
         description="MMoLRE pipeline stages. `dvc repro` runs them in order; each also runs alone.",
@@ -27,6 +28,9 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--version", action="version", version=f"mmolre {__version__}")
     commands = root.add_subparsers(dest="command", required=True, metavar="STAGE")
     for name, module_name in STAGES.items():
+        if only is not None and name != only:
+            commands.add_parser(name)
+            continue
         module = importlib.import_module(module_name)
         doc = (module.__doc__ or "").strip()
         sub = commands.add_parser(name, help=doc.splitlines()[0] if doc else name, description=doc,
@@ -40,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(only=argv[0] if argv and argv[0] in STAGES else None).parse_args(argv)
     try:
         params = load_params(args.params, args.overrides)
         args.module.run(args, params)

@@ -1,0 +1,128 @@
+"""Stage `evaluate`: every trained run on valid and test -> reports/metrics.json and predictions.
+
+reports/metrics.json: the `main` run on `evaluate.split`, shaped
+{dataset: {"msa": {...}, "mer": {...}}} (mer where the dataset has emotion labels).
+reports/runs.json: the same for every run (modality comparison, ablations).
+reports/predictions/<run>_<split>.csv: labels, predictions and probabilities per utterance.
+reports/eval/details.json: feature provenance and the main run's mean router and fusion gates
+on the split (plot data for the report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmolre import EMOTIONS, MmolreError
+from mmolre.featurize import feature_path, pick_device
+from mmolre.features import FeatureFile
+from mmolre.files import atomic_file
+from mmolre.metrics import mer_metrics, msa_metrics
+from mmolre.params import build
+from mmolre.train import load_checkpoint, predict
+
+MAIN_RUN = "main"
+
+
+@dataclass
+class EvaluateConfig:
+    split: str = "test"
+    batch_size: int = 64
+
+
+def split_metrics(features: FeatureFile, indices: np.ndarray, sentiment: np.ndarray, emotions: np.ndarray) -> dict:
+    """{dataset: {"msa": ..., "mer": ...}} over `indices` (predictions aligned with them)."""
+    out = {}
+    for dataset in sorted(set(features.dataset[indices])):
+        rows = features.dataset[indices] == dataset
+        ids = indices[rows]
+        block = {}
+        has_sa = ~np.isnan(features.sentiment[ids])
+        if has_sa.any():
+            block["msa"] = msa_metrics(sentiment[rows][has_sa], features.sentiment[ids][has_sa])
+        has_er = ~np.isnan(features.emotions[ids]).any(1)
+        if has_er.any():
+            block["mer"] = mer_metrics(emotions[rows][has_er], features.emotions[ids][has_er])
+        out[dataset] = block
+    return out
+
+
+def predictions_table(features: FeatureFile, indices: np.ndarray, result: dict) -> pd.DataFrame:
+    table = pd.DataFrame({"utterance_id": features.utterance_id[indices], "dataset": features.dataset[indices],
+                          "sentiment": features.sentiment[indices], "sentiment_pred": result["sentiment"]})
+    for j, emotion in enumerate(EMOTIONS):
+        table[emotion] = features.emotions[indices, j]
+        table[f"{emotion}_prob"] = result["emotions"][:, j]
+    return table
+
+
+def clean(value):
+    """JSON without NaN: NaN -> null, floats rounded to 6 significant digits for stable diffs."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return None if math.isnan(value) else float(f"{value:.6g}")
+    return value
+
+
+def write_json(path: Path, data) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(clean(data), indent=2) + "\n")
+
+
+def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path) -> dict:
+    cfg = build(EvaluateConfig, params, "evaluate")
+    runs = list(params.get("runs", {}))
+    if MAIN_RUN not in runs:
+        raise MmolreError(f"params `runs` must include {MAIN_RUN!r} (the model metrics.json reports)")
+    features = FeatureFile(feature_path(params, features_root))
+    device = pick_device(params["train"]["device"])
+    all_metrics = {}
+    for run in runs:
+        model, meta = load_checkpoint(models_root / run / "model.pt", device)
+        if meta["features"]["params_hash"] != features.attrs["params_hash"]:
+            raise MmolreError(f"{models_root / run / 'model.pt'} was trained on other features "
+                              f"({meta['features']['text_encoder']} + {meta['features']['audio_encoder']}, "
+                              f"hash {meta['features']['params_hash']}); rerun `mmolre train --run {run}`")
+        for split in ("valid", "test"):
+            indices = features.indices(split)
+            result = predict(model, features, indices, cfg.batch_size, device,
+                             return_routing=run == MAIN_RUN and split == cfg.split)
+            with atomic_file(reports / "predictions" / f"{run}_{split}.csv") as tmp:
+                predictions_table(features, indices, result).to_csv(tmp, index=False, float_format="%.6g")
+            if split == cfg.split:
+                all_metrics[run] = split_metrics(features, indices, result["sentiment"], result["emotions"])
+                if run == MAIN_RUN:
+                    routing = {k: v.mean(0).tolist() for k, v in result["routing"].items()}
+    write_json(reports / "metrics.json", all_metrics[MAIN_RUN])
+    write_json(reports / "runs.json", all_metrics)
+    provenance = {k: str(v) for k, v in features.attrs.items()}
+    write_json(reports / "eval" / "details.json", {"split": cfg.split, "features": provenance, "gates": routing})
+    main = all_metrics[MAIN_RUN]
+    for dataset, block in main.items():
+        summary = ", ".join(f"{k} {v:.3f}" for k, v in block.get("msa", {}).items() if k in ("mae", "corr"))
+        print(f"evaluate: {dataset} {cfg.split}: {summary}"
+              + (f", emotion F1 {block['mer']['avg']['f1']:.1f}" if "mer" in block else ""))
+    return all_metrics
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--features-root", type=Path, default=Path("data/features"))
+    parser.add_argument("--models-root", type=Path, default=Path("models"))
+    parser.add_argument("--reports", type=Path, default=Path("reports"))
+
+
+def run(args: argparse.Namespace, params: dict) -> None:
+    evaluate(params, args.features_root, args.models_root, args.reports)
+
+
+if __name__ == "__main__":
+    from mmolre.cli import run_stage
+
+    run_stage("evaluate")

@@ -1,0 +1,59 @@
+"""The field's metrics for MSA and MER (definitions as in MMSA / MulT / UniMSE; architecture.md).
+
+Accuracies and F1 in percent, MAE and Corr as plain numbers. NaN where a metric is
+undefined (e.g. a split with no positive example of an emotion).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+from mmolre import EMOTIONS
+
+
+def _pct(x: float) -> float:
+    return float(100.0 * x)
+
+
+def msa_metrics(pred, label) -> dict[str, float]:
+    """Sentiment metrics from (N,) predictions and labels in [-3, 3].
+
+    has0: negative (< 0) vs non-negative (>= 0); non0: samples with label 0 dropped,
+    negative vs positive. F1 is weighted F1. acc7 / acc5: predictions and labels clipped to
+    [-3, 3] / [-2, 2] and rounded with np.round (half to even, as MMSA does).
+    """
+    pred, label = np.asarray(pred, dtype=np.float64), np.asarray(label, dtype=np.float64)
+    if pred.shape != label.shape or pred.ndim != 1:
+        raise ValueError(f"msa_metrics: pred {pred.shape} and label {label.shape} must be equal (N,) arrays")
+    non0 = label != 0
+    out = {
+        "acc2_has0": _pct(accuracy_score(label >= 0, pred >= 0)),
+        "f1_has0": _pct(f1_score(label >= 0, pred >= 0, average="weighted")),
+        "acc2_non0": _pct(accuracy_score(label[non0] > 0, pred[non0] > 0)) if non0.any() else float("nan"),
+        "f1_non0": _pct(f1_score(label[non0] > 0, pred[non0] > 0, average="weighted")) if non0.any() else float("nan"),
+        "acc7": _pct(np.mean(np.round(np.clip(pred, -3, 3)) == np.round(np.clip(label, -3, 3)))),
+        "acc5": _pct(np.mean(np.round(np.clip(pred, -2, 2)) == np.round(np.clip(label, -2, 2)))),
+        "mae": float(np.mean(np.abs(pred - label))),
+        "corr": float(np.corrcoef(pred, label)[0, 1]) if pred.std() > 0 and label.std() > 0 else float("nan"),
+    }
+    return out
+
+
+def mer_metrics(prob, label) -> dict[str, dict[str, float]]:
+    """Emotion metrics from (N, 6) presence probabilities and (N, 6) label intensities.
+
+    True presence: intensity > 0; predicted: probability >= 0.5. WA = (TP * N/P + TN) / (2N)
+    (= balanced accuracy), F1 = weighted F1; `avg` is the mean over the six emotions.
+    """
+    prob, label = np.asarray(prob, dtype=np.float64), np.asarray(label, dtype=np.float64)
+    if prob.shape != label.shape or prob.ndim != 2 or prob.shape[1] != len(EMOTIONS):
+        raise ValueError(f"mer_metrics: prob {prob.shape} and label {label.shape} must both be (N, 6)")
+    out = {}
+    for j, emotion in enumerate(EMOTIONS):
+        true, pred = label[:, j] > 0, prob[:, j] >= 0.5
+        both_classes = 0 < true.sum() < len(true)
+        out[emotion] = {"wa": _pct(balanced_accuracy_score(true, pred)) if both_classes else float("nan"),
+                        "f1": _pct(f1_score(true, pred, average="weighted", zero_division=0))}
+    out["avg"] = {k: float(np.nanmean([out[e][k] for e in EMOTIONS])) for k in ("wa", "f1")}
+    return out

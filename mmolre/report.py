@@ -1,0 +1,173 @@
+"""Stage `report`: reports/report.md with metric tables and figures in reports/figures/.
+
+Reads what evaluate and train wrote (metrics.json, runs.json, eval/details.json,
+predictions/, train/<run>/curves.tsv); draws training curves, router weights per
+task x modality x block, and predicted vs true sentiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from mmolre import EMOTIONS, MmolreError  # noqa: E402
+from mmolre.files import atomic_dir, atomic_file  # noqa: E402
+from mmolre.params import params_hash  # noqa: E402
+
+MSA_COLUMNS = {"acc2_has0": "Acc-2 (has0)", "acc2_non0": "Acc-2 (non0)", "f1_has0": "F1 (has0)",
+               "f1_non0": "F1 (non0)", "acc7": "Acc-7", "acc5": "Acc-5", "mae": "MAE", "corr": "Corr"}
+# The field's published CMU-MOSEI MSA numbers (paper.md): MAE, Corr, Acc-2 has0/non0, F1 has0/non0, Acc-7.
+FIELD_MOSEI = {"MulT": (0.580, 0.703, None, 82.5, None, None, 51.8),
+               "MISA": (0.555, 0.756, 83.6, 85.5, None, None, 52.2),
+               "Self-MM": (0.530, 0.765, 82.81, 85.17, None, None, None),
+               "MAG-BERT": (0.543, 0.755, 82.51, 84.82, None, None, None),
+               "AOBERT": (0.515, 0.763, 84.9, 86.2, None, None, 54.5)}
+
+
+def fmt(value, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def msa_row(msa: dict) -> list[str]:
+    return [fmt(msa[k], 3 if k in ("mae", "corr") else 1) for k in MSA_COLUMNS]
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "uncommitted"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for run, c in curves.items():
+        line, = axes[0].plot(c.epoch, c.train_loss, label=f"{run} train")
+        axes[0].plot(c.epoch, c.valid_loss, "--", color=line.get_color(), label=f"{run} valid")
+        axes[1].plot(c.epoch, c.valid_mae, color=line.get_color(), label=run)
+        axes[2].plot(c.epoch, c.valid_emotion_f1, color=line.get_color(), label=run)
+    for ax, title in zip(axes, ("loss (L_SA + λ L_ER)", "valid sentiment MAE ↓", "valid mean emotion F1 ↑")):
+        ax.set_title(title); ax.set_xlabel("epoch"); ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7); axes[1].legend(fontsize=7)
+    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+
+
+def plot_routing(gates: dict[str, list[float]], path: Path) -> None:
+    """Heatmap: rows block/modality/task, columns shared experts then the task-specific one; fusion gates beside."""
+    rows = sorted(k for k in gates if k.startswith("block"))
+    matrix = np.array([gates[k] for k in rows])
+    fusion = {k.split("/")[1]: gates[k] for k in gates if k.startswith("fusion")}
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.6), gridspec_kw={"width_ratios": [3, 1]})
+    image = ax.imshow(matrix, cmap="viridis", aspect="auto")
+    n = matrix.shape[1] - 1
+    ax.set_xticks(range(n + 1), [f"sh{i + 1}" for i in range(n)] + ["task"])
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_title("mean router weight per expert (test split)")
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    modalities = ["text", "audio"][: len(next(iter(fusion.values()), []))]
+    for i, (task, g) in enumerate(sorted(fusion.items())):
+        ax2.bar(np.arange(len(g)) + 0.4 * i, g, width=0.4, label=task)
+    ax2.set_xticks(np.arange(len(modalities)) + 0.2, modalities)
+    ax2.set_title("fusion gate per task"); ax2.set_ylim(0, 1); ax2.legend(fontsize=8)
+    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+
+
+def plot_scatter(predictions: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.scatter(predictions.sentiment, predictions.sentiment_pred, s=10, alpha=0.6)
+    ax.plot([-3, 3], [-3, 3], "k--", lw=1)
+    ax.set_xlabel("true sentiment"); ax.set_ylabel("predicted sentiment"); ax.set_title("main model, test split")
+    ax.set_xlim(-3.2, 3.2); ax.set_ylim(-3.2, 3.2); ax.grid(alpha=0.3)
+    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+
+
+def read_json(path: Path):
+    if not path.is_file():
+        raise MmolreError(f"{path} not found: run `mmolre evaluate` first")
+    return json.loads(path.read_text())
+
+
+def render(params: dict, reports: Path) -> str:
+    metrics, runs = read_json(reports / "metrics.json"), read_json(reports / "runs.json")
+    details = read_json(reports / "eval" / "details.json")
+    split, features = details["split"], details["features"]
+    lines = ["# MMoLRE report", "",
+             f"- dataset: **{params['data']['dataset']}**, metrics on the **{split}** split",
+             f"- encoders: text `{features['text_encoder']}`, audio `{features['audio_encoder']}`",
+             f"- model: d={params['model']['d_model']}, N={params['model']['n_experts']} shared experts, "
+             f"rank {params['model']['rank']}, {params['model']['n_blocks']} UniTSE blocks",
+             f"- params hash `{params_hash(params)}`, git revision `{git_revision()}`", ""]
+    for dataset, block in metrics.items():
+        if "msa" in block:
+            lines += [f"## {dataset}: sentiment (MSA)", "", table(list(MSA_COLUMNS.values()), [msa_row(block["msa"])]), ""]
+        if "mer" in block:
+            mer = block["mer"]
+            lines += [f"## {dataset}: emotions (MER)", "",
+                      table(["", *EMOTIONS, "avg"], [["WA", *[fmt(mer[e]["wa"], 1) for e in (*EMOTIONS, "avg")]],
+                                                     ["F1", *[fmt(mer[e]["f1"], 1) for e in (*EMOTIONS, "avg")]]]), ""]
+    lines += ["## Runs: modalities and variants", "",
+              "Each run is the same model trained on the modalities listed in params `runs`.", ""]
+    rows = []
+    for run, result in runs.items():
+        for dataset, block in result.items():
+            msa, mer = block.get("msa", {}), block.get("mer", {}).get("avg", {})
+            modalities = "+".join(params["runs"].get(run, {}).get("modalities", []))
+            rows.append([run, modalities, dataset, fmt(msa.get("mae"), 3), fmt(msa.get("corr"), 3),
+                         fmt(msa.get("acc2_non0"), 1), fmt(mer.get("wa"), 1), fmt(mer.get("f1"), 1)])
+    lines += [table(["run", "modalities", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)", "emotion WA", "emotion F1"], rows), ""]
+    lines += ["## The field's numbers (CMU-MOSEI, MSA)", "",
+              "Published results the paper's setting must beat (paper.md). "
+              + ("They are on CMU-MOSEI; the demo corpus is not comparable." if "mosei" not in metrics else ""), "",
+              table(["method", "MAE", "Corr", "Acc-2 (has0)", "Acc-2 (non0)", "F1 (has0)", "F1 (non0)", "Acc-7"],
+                    [[name, *[fmt(v, 3 if i < 2 else 1) for i, v in enumerate(values)]]
+                     for name, values in FIELD_MOSEI.items()]
+                    + ([["**MMoLRE (ours)**", *[fmt(metrics["mosei"]["msa"][k], 3 if k in ("mae", "corr") else 1)
+                         for k in ("mae", "corr", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "acc7")]]]
+                       if "mosei" in metrics else [])), ""]
+    lines += ["## Figures", "", "![training curves](figures/curves.png)", "",
+              "![router weights](figures/routing.png)", "", "![predicted vs true sentiment](figures/scatter.png)", ""]
+    return "\n".join(lines)
+
+
+def report(params: dict, reports: Path) -> Path:
+    text = render(params, reports)
+    curves = {run: pd.read_csv(reports / "train" / run / "curves.tsv", sep="\t")
+              for run in params["runs"] if (reports / "train" / run / "curves.tsv").is_file()}
+    details = read_json(reports / "eval" / "details.json")
+    with atomic_dir(reports / "figures") as figures:
+        plot_curves(curves, figures / "curves.png")
+        plot_routing(details["gates"], figures / "routing.png")
+        plot_scatter(pd.read_csv(reports / "predictions" / f"main_{details['split']}.csv"), figures / "scatter.png")
+    with atomic_file(reports / "report.md") as tmp:
+        tmp.write_text(text)
+    print(f"report: wrote {reports / 'report.md'} and {reports / 'figures'}/")
+    return reports / "report.md"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reports", type=Path, default=Path("reports"))
+
+
+def run(args: argparse.Namespace, params: dict) -> None:
+    report(params, args.reports)
+
+
+if __name__ == "__main__":
+    from mmolre.cli import run_stage
+
+    run_stage("report")

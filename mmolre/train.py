@@ -1,0 +1,216 @@
+"""Stage `train`: multi-task MMoLRE training -> models/<run>/model.pt and reports/train/<run>/.
+
+`--run NAME` picks an entry of params `runs` (its modalities); the model's size comes from
+params `model`, the optimisation from `train`. AdamW, gradient clipping, early stopping on
+the valid split's sentiment MAE (best epoch kept), bf16 autocast on CUDA. The checkpoint
+is a plain dict (config, state_dict, feature provenance) loadable with weights_only=True.
+Curves go to reports/train/<run>/curves.tsv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mmolre import MmolreError
+from mmolre.batches import loader
+from mmolre.featurize import feature_path, pick_device
+from mmolre.features import FeatureFile
+from mmolre.files import atomic_file
+from mmolre.metrics import mer_metrics
+from mmolre.model import MMoLRE, MMoLREConfig
+from mmolre.params import build
+
+MODEL_KEYS = ("d_model", "n_experts", "rank", "n_blocks", "n_heads", "dropout", "variant", "fused_experts")
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    epochs: int = 40
+    patience: int = 8
+    grad_clip: float = 1.0
+    er_loss_weight: float = 1.0
+    emotion_pos_weight: bool = True
+    device: str = "auto"
+    threads: int = 0
+
+
+def model_config(params: dict, run: str, features: FeatureFile, pos_weight=None) -> MMoLREConfig:
+    """MMoLREConfig from params `model`, the run's modalities and the feature widths."""
+    section = dict(params["model"])
+    unknown = sorted(set(section) - set(MODEL_KEYS))
+    if unknown:
+        raise MmolreError(f"params: model.{unknown[0]} is not a known key; model takes {sorted(MODEL_KEYS)}")
+    if section.pop("variant", "mmolre") != "mmolre":
+        raise MmolreError("model.variant: only 'mmolre' is implemented so far (ablations come with the model issue)")
+    runs = params.get("runs", {})
+    if run not in runs:
+        raise MmolreError(f"--run {run!r}: params `runs` has {sorted(runs)}")
+    train = build(TrainConfig, params, "train")
+    try:
+        return MMoLREConfig(text_dim=features.dims["text"], audio_dim=features.dims["audio"],
+                            modalities=tuple(runs[run]["modalities"]), er_loss_weight=train.er_loss_weight,
+                            emotion_pos_weight=pos_weight, **section)
+    except ValueError as e:
+        raise MmolreError(f"params model / runs.{run}: {e}") from None
+
+
+def feature_stats(features: FeatureFile, indices: np.ndarray, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of a modality's frames over `indices` (float64 sums)."""
+    total = np.zeros(features.dims[modality]); squares = np.zeros_like(total); count = 0
+    for i in indices:
+        x = features.get(modality, int(i)).astype(np.float64)
+        total += x.sum(0); squares += (x**2).sum(0); count += len(x)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(squares / max(count, 1) - mean**2, 0.0))
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
+def emotion_pos_weight(emotions: np.ndarray) -> tuple[float, ...] | None:
+    """negatives / positives per emotion over the labelled rows (1 where an emotion never occurs)."""
+    labelled = emotions[~np.isnan(emotions).any(1)]
+    if not len(labelled):
+        return None
+    positives = (labelled > 0).sum(0)
+    return tuple(float((len(labelled) - p) / p) if p else 1.0 for p in positives)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(model: MMoLRE, features: FeatureFile, indices, batch_size: int, device: torch.device,
+            return_routing: bool = False) -> dict:
+    """Sentiment predictions (N,), emotion probabilities (N, 6), mean loss, and (optionally) routing,
+    in the order of `indices`."""
+    model.eval()
+    indices = np.asarray(indices)
+    position = {int(i): k for k, i in enumerate(indices)}
+    sentiment, emotions = np.zeros(len(indices)), np.zeros((len(indices), model.config.n_emotions))
+    routing: dict[str, np.ndarray] = {}
+    loss_sum = 0.0
+    for batch in loader(features, indices, model.config.modalities, batch_size, shuffle=False):
+        batch = to_device(batch, device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(**{k: v for k, v in batch.items() if k != "index"}, return_routing=return_routing)
+        rows = [position[int(i)] for i in batch["index"]]
+        sentiment[rows] = out.sentiment.float().cpu().numpy()
+        emotions[rows] = torch.sigmoid(out.emotions.float()).cpu().numpy()
+        loss_sum += float(out.loss) * len(rows)
+        for key, value in out.routing.items():
+            routing.setdefault(key, np.zeros((len(indices), value.shape[-1])))[rows] = value.float().cpu().numpy()
+    return {"sentiment": sentiment, "emotions": emotions, "loss": loss_sum / max(len(indices), 1),
+            "routing": routing}
+
+
+def save_checkpoint(path: Path, model: MMoLRE, meta: dict) -> None:
+    with atomic_file(path) as tmp:
+        torch.save({"config": asdict(model.config), "state_dict": model.state_dict(), **meta}, tmp)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[MMoLRE, dict]:
+    """The model of a checkpoint (eval mode) and the checkpoint's metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise MmolreError(f"{path}: no such checkpoint (run `mmolre train`)")
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    model = MMoLRE(MMoLREConfig(**checkpoint["config"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), {k: v for k, v in checkpoint.items() if k not in ("config", "state_dict")}
+
+
+def train(params: dict, run: str, features_root: Path, models_root: Path, curves_root: Path) -> Path:
+    cfg = build(TrainConfig, params, "train")
+    seed = int(params["data"]["seed"])
+    torch.manual_seed(seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    features = FeatureFile(feature_path(params, features_root))
+    train_idx, valid_idx = features.indices("train"), features.indices("valid")
+    if not len(train_idx) or not len(valid_idx):
+        raise MmolreError(f"{features.path}: need train and valid utterances "
+                          f"(have {len(train_idx)} train, {len(valid_idx)} valid)")
+    pos_weight = emotion_pos_weight(features.emotions[train_idx]) if cfg.emotion_pos_weight else None
+    model_cfg = model_config(params, run, features, pos_weight)
+    model = MMoLRE(model_cfg)
+    model.set_feature_stats({m: feature_stats(features, train_idx, m) for m in model_cfg.modalities})
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches = loader(features, train_idx, model_cfg.modalities, cfg.batch_size, shuffle=True, seed=seed)
+    curves, best, best_mae, stale = [], None, float("inf"), 0
+    progress = tqdm(range(1, cfg.epochs + 1), desc=f"train {run}", unit="epoch")
+    for epoch in progress:
+        started = time.perf_counter()
+        model.train()
+        batches.batch_sampler.set_epoch(epoch)
+        sums = np.zeros(3)
+        for batch in batches:
+            batch = to_device(batch, device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out = model(**{k: v for k, v in batch.items() if k != "index"})
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            sums += np.array([out.loss.item(), out.loss_sa.item(), out.loss_er.item()]) * len(batch["index"])
+        valid = predict(model, features, valid_idx, cfg.batch_size * 2, device)
+        mae = float(np.mean(np.abs(valid["sentiment"] - features.sentiment[valid_idx])))
+        f1 = mer_metrics(valid["emotions"], features.emotions[valid_idx])["avg"]["f1"] \
+            if not np.isnan(features.emotions[valid_idx]).any() else float("nan")
+        train_loss, train_sa, train_er = sums / len(train_idx)
+        curves.append({"epoch": epoch, "train_loss": train_loss, "train_loss_sa": train_sa, "train_loss_er": train_er,
+                       "valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1,
+                       "seconds": time.perf_counter() - started})
+        progress.set_postfix(train_loss=f"{train_loss:.3f}", valid_mae=f"{mae:.3f}", valid_f1=f"{f1:.1f}")
+        if mae < best_mae:
+            best, best_mae, stale = copy.deepcopy(model.state_dict()), mae, 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    progress.close()
+    model.load_state_dict(best)
+    best_epoch = min(curves, key=lambda c: c["valid_mae"])["epoch"]
+    out = models_root / run / "model.pt"
+    save_checkpoint(out, model.cpu(), {
+        "run": run, "dataset": params["data"]["dataset"], "best_epoch": best_epoch, "valid_mae": best_mae,
+        "features": {k: features.attrs[k] for k in ("text_encoder", "audio_encoder", "text_encoder_revision",
+                                                    "audio_encoder_revision", "params_hash")}})
+    write_curves(curves_root / run / "curves.tsv", curves)
+    print(f"train {run}: best epoch {best_epoch}/{len(curves)}, valid MAE {best_mae:.4f} -> {out}")
+    return out
+
+
+def write_curves(path: Path, curves: list[dict]) -> None:
+    with atomic_file(path) as tmp:
+        lines = ["\t".join(curves[0])] + ["\t".join(f"{v:.6g}" for v in c.values()) for c in curves]
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", default="main", help="which entry of params `runs` to train (default: main)")
+    parser.add_argument("--features-root", type=Path, default=Path("data/features"))
+    parser.add_argument("--models-root", type=Path, default=Path("models"))
+    parser.add_argument("--curves-root", type=Path, default=Path("reports/train"))
+
+
+def run(args: argparse.Namespace, params: dict) -> None:
+    train(params, args.run, args.features_root, args.models_root, args.curves_root)
+
+
+if __name__ == "__main__":
+    from mmolre.cli import run_stage
+
+    run_stage("train")
