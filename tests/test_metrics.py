@@ -1,0 +1,77 @@
+"""Metrics against values computed by hand from the definitions in architecture.md."""
+
+import numpy as np
+import pytest
+
+from mmolre.metrics import mer_metrics, msa_metrics
+
+
+def test_has0_counts_zero_labels_as_non_negative_non0_drops_them():
+    label = np.array([0.0, 0.0, -1.0, 2.0])
+    pred = np.array([0.5, -0.5, -2.0, 1.0])
+    m = msa_metrics(pred, label)
+    # has0: truth [T, T, F, T], pred>=0 [T, F, F, T] -> 3/4 right
+    assert m["acc2_has0"] == pytest.approx(75.0)
+    # non0: only rows 2, 3 remain, both right
+    assert m["acc2_non0"] == pytest.approx(100.0)
+    assert m["f1_non0"] == pytest.approx(100.0)
+    # weighted F1 on has0: class T (support 3): P=2/2, R=2/3 -> F1=0.8; class F (support 1): P=1/2, R=1 -> 2/3
+    assert m["f1_has0"] == pytest.approx(100 * (3 * 0.8 + 1 * 2 / 3) / 4)
+
+
+def test_acc7_and_acc5_clip_then_round_half_to_even():
+    label = np.array([3.0, -3.0, 0.0, 2.0, 1.0])
+    pred = np.array([4.2, -2.6, 0.5, 2.5, 1.4])
+    m = msa_metrics(pred, label)
+    # acc7: 4.2 -> clip 3 -> 3 ok; -2.6 -> -3 ok; 0.5 -> 0 (half to even) ok; 2.5 -> 2 ok; 1.4 -> 1 ok
+    assert m["acc7"] == pytest.approx(100.0)
+    # acc5: labels clip to [2, -2, 0, 2, 1], preds to [2, -2, 0 (0.5 -> 0), 2, 1] -> all equal
+    assert m["acc5"] == pytest.approx(100.0)
+    m = msa_metrics(np.array([1.6, -0.4]), np.array([1.0, 0.0]))
+    assert m["acc7"] == pytest.approx(50.0)  # 1.6 -> 2 != 1; -0.4 -> -0 == 0
+
+
+def test_mae_and_pearson_corr():
+    pred, label = np.array([1.0, 2.0, 3.0, 5.0]), np.array([1.5, 2.0, 2.0, 4.0])
+    m = msa_metrics(pred, label)
+    assert m["mae"] == pytest.approx((0.5 + 0 + 1 + 1) / 4)
+    pc, lc = pred - pred.mean(), label - label.mean()
+    assert m["corr"] == pytest.approx((pc @ lc) / np.sqrt((pc @ pc) * (lc @ lc)))
+    assert np.isnan(msa_metrics(np.ones(3), np.array([1.0, 2.0, 3.0]))["corr"])
+
+
+def test_weighted_accuracy_formula():
+    # one emotion: 2 positives, 4 negatives; TP = 1, TN = 3
+    label = np.zeros((6, 6))
+    prob = np.zeros((6, 6))
+    label[:2, 0] = [1.0, 0.3333]
+    prob[:, 0] = [0.9, 0.4, 0.6, 0.1, 0.2, 0.49]
+    m = mer_metrics(prob, label)
+    tp, tn, p, n = 1, 3, 2, 4
+    assert m["happy"]["wa"] == pytest.approx(100 * (tp * n / p + tn) / (2 * n))
+    # weighted F1: positives P=1/2 R=1/2 F=1/2 (support 2); negatives P=3/4 R=3/4 F=3/4 (support 4)
+    assert m["happy"]["f1"] == pytest.approx(100 * (2 * 0.5 + 4 * 0.75) / 6)
+
+
+def test_presence_is_intensity_above_zero_and_prob_at_least_half():
+    label = np.array([[0.0] * 6, [0.3333] * 6])
+    prob = np.array([[0.49] * 6, [0.5] * 6])
+    m = mer_metrics(prob, label)
+    assert all(m[e]["wa"] == pytest.approx(100.0) for e in ("happy", "fear"))
+    assert m["avg"] == {"wa": pytest.approx(100.0), "f1": pytest.approx(100.0)}
+
+
+def test_wa_is_nan_without_both_classes_and_avg_skips_it():
+    label = np.zeros((4, 6))
+    label[:2, 1:] = 1.0  # happy never present
+    prob = np.where(label > 0, 0.9, 0.1)
+    m = mer_metrics(prob, label)
+    assert np.isnan(m["happy"]["wa"])
+    assert m["avg"]["wa"] == pytest.approx(100.0)
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="equal"):
+        msa_metrics(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match=r"\(N, 6\)"):
+        mer_metrics(np.zeros((3, 5)), np.zeros((3, 5)))

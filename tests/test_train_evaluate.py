@@ -1,0 +1,84 @@
+"""train -> evaluate -> report on the tiny demo, in process: checkpoint, curves, metrics, report."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmolre import EMOTIONS
+from mmolre.evaluate import evaluate
+from mmolre.features import FeatureFile
+from mmolre.report import report
+from mmolre.train import emotion_pos_weight, feature_stats, load_checkpoint, predict, train
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_demo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    params = tiny_demo["params"]
+    for run in params["runs"]:
+        train(params, run, tiny_demo["features"], root / "models", root / "reports" / "train")
+    return {"root": root, "params": params, "features": tiny_demo["features"], "h5": tiny_demo["h5"]}
+
+
+def test_checkpoint_loads_with_weights_only_and_reproduces_predictions(trained):
+    path = trained["root"] / "models" / "main" / "model.pt"
+    raw = torch.load(path, weights_only=True)
+    assert raw["config"]["modalities"] == ("text", "audio") and raw["run"] == "main"
+    assert raw["features"]["audio_encoder"] == "fbank-prosody"
+    model, meta = load_checkpoint(path)
+    assert meta["best_epoch"] in (1, 2)
+    feats = FeatureFile(trained["h5"])
+    valid = feats.indices("valid")
+    a = predict(model, feats, valid, 4, torch.device("cpu"))
+    b = predict(model, feats, valid[::-1], 64, torch.device("cpu"))
+    np.testing.assert_allclose(a["sentiment"], b["sentiment"][::-1], atol=1e-5)  # order and batch independent
+    assert meta["valid_mae"] == pytest.approx(np.mean(np.abs(a["sentiment"] - feats.sentiment[valid])), abs=1e-5)
+
+
+def test_feature_stats_fill_the_input_standardisation(trained):
+    feats = FeatureFile(trained["h5"])
+    model, _ = load_checkpoint(trained["root"] / "models" / "main" / "model.pt")
+    train_idx = feats.indices("train")
+    frames = np.concatenate([feats.get("audio", i) for i in train_idx]).astype(np.float64)
+    mean, std = feature_stats(feats, train_idx, "audio")
+    np.testing.assert_allclose(mean.numpy(), frames.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std.numpy(), frames.std(0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model.inputs["audio"].mean, mean)
+
+
+def test_pos_weight_is_negatives_over_positives():
+    emotions = np.array([[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [2, 1, 0, 0, 0, 0], [np.nan] * 6], dtype=float)
+    assert emotion_pos_weight(emotions) == (0.5, 2.0, 1.0, 1.0, 1.0, 1.0)
+
+
+def test_curves_have_one_row_per_epoch(trained):
+    curves = pd.read_csv(trained["root"] / "reports" / "train" / "main" / "curves.tsv", sep="\t")
+    assert curves.epoch.tolist() == [1, 2]
+    assert {"train_loss", "valid_loss", "valid_mae", "valid_emotion_f1"} <= set(curves.columns)
+
+
+def test_evaluate_writes_contract_metrics_and_predictions(trained):
+    reports = trained["root"] / "reports"
+    evaluate(trained["params"], trained["features"], trained["root"] / "models", reports)
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert set(metrics) == {"demo"}
+    assert set(metrics["demo"]["msa"]) == {"acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc7", "acc5", "mae", "corr"}
+    assert set(metrics["demo"]["mer"]) == {*EMOTIONS, "avg"}
+    assert set(json.loads((reports / "runs.json").read_text())) == {"main", "text_only", "audio_only"}
+    predictions = pd.read_csv(reports / "predictions" / "main_test.csv")
+    feats = FeatureFile(trained["h5"])
+    assert predictions.utterance_id.tolist() == feats.utterance_id[feats.indices("test")].tolist()
+    assert metrics["demo"]["msa"]["mae"] == pytest.approx(
+        np.mean(np.abs(predictions.sentiment_pred - predictions.sentiment)), rel=1e-4)
+    gates = json.loads((reports / "eval" / "details.json").read_text())["gates"]
+    assert len(gates["block1/text/sa"]) == trained["params"]["model"]["n_experts"] + 1
+
+    report(trained["params"], reports)
+    text = (reports / "report.md").read_text()
+    assert "## demo: sentiment (MSA)" in text and "| text_only | text |" in text and "| audio_only | audio |" in text
+    for figure in ("curves.png", "routing.png", "scatter.png"):
+        assert (reports / "figures" / figure).stat().st_size > 1000
+        assert f"figures/{figure}" in text
