@@ -1,0 +1,63 @@
+"""Run the DVC pipeline as a Prefect flow: `python -m flows.pipeline [--force] [--set k=v ...]`.
+
+DVC owns the stages and their caching, so the task that calls it has no Prefect cache,
+and the flow runs one `dvc` command at a time (DVC locks the workspace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+
+class DvcFailed(RuntimeError):
+    pass
+
+
+@task(cache_policy=NO_CACHE, log_prints=True)
+def run_dvc(args: list[str], repo: str = ".") -> str:
+    """`dvc <args>` in `repo`, its output streamed into the run log; fails on a non-zero exit."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    process = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    for line in process.stdout:
+        print(line.rstrip())
+        lines.append(line)
+    if process.wait() != 0:
+        raise DvcFailed(f"dvc {' '.join(args)} exited with {process.returncode}:\n{''.join(lines[-20:])}")
+    return "".join(lines)
+
+
+@flow(name="mmolre-pipeline")
+def pipeline(repo: str = ".", force: bool = False, set_params: tuple[str, ...] = ()) -> dict:
+    """Reproduce the pipeline (as a DVC experiment when params are overridden); return the metrics."""
+    if set_params:
+        run_dvc(["exp", "run", *[a for p in set_params for a in ("-S", p)]], repo)
+    else:
+        run_dvc(["repro", *(["--force"] if force else [])], repo)
+    return json.loads(run_dvc(["metrics", "show", "--json"], repo))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repo", default=".", help="the project checkout (default: .)")
+    parser.add_argument("--force", action="store_true", help="rerun every stage")
+    parser.add_argument("--set", dest="set_params", action="append", default=[], metavar="KEY=VALUE",
+                        help="run as `dvc exp run -S KEY=VALUE` (repeatable)")
+    args = parser.parse_args()
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    metrics = pipeline(args.repo, args.force, tuple(args.set_params))
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    main()

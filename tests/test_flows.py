@@ -1,0 +1,14 @@
+"""The Prefect flow's DVC task: output captured, failures raised with DVC's message."""
+
+import pytest
+
+from flows.pipeline import DvcFailed, run_dvc
+
+
+def test_run_dvc_returns_output(tmp_path):
+    assert "DVC version" in run_dvc.fn(["doctor"], str(tmp_path))
+
+
+def test_run_dvc_raises_with_the_error(tmp_path):
+    with pytest.raises(DvcFailed, match="not a DVC repository|you are not inside of a DVC repository"):
+        run_dvc.fn(["status"], str(tmp_path))
