@@ -119,7 +119,10 @@ class Speech:
             self._chunks.append(np.ctypeslib.as_array(samples, shape=(n,)).copy())
         return 0
 
-    def say(self, text: str, voice: str, pitch: int, pitch_range: int, rate: int, volume: int) -> np.ndarray:
+    def say(self, text: str, voice: str, pitch: int, pitch_range: int, rate: int, volume: int,
+            noise_seed: int = 0) -> np.ndarray:
+        """int16 samples; `noise_seed` seeds eSpeak's breath noise (otherwise seeded from the clock)."""
+        self._lib.espeak_ng_SetRandSeed(ctypes.c_long(noise_seed))
         if self._lib.espeak_SetVoiceByName(f"en+{voice}".encode()) != 0:
             raise MmolreError(f"eSpeak NG has no voice variant {voice!r}")
         for key, value in ((_PITCH, pitch), (_RANGE, pitch_range), (_RATE, rate), (_VOLUME, volume)):
@@ -211,11 +214,11 @@ def add_noise(rng: np.random.Generator, samples: np.ndarray, snr_db: float) -> n
 
 
 def synthesize(jobs: list[dict]) -> list[np.ndarray]:
-    """Speak each job ({text, voice, pitch, pitch_range, rate, volume}) in a fresh process.
+    """Speak each job (Speech.say's arguments) in a fresh process.
 
     eSpeak NG's output depends on every call made before in the same process (it keeps
     internal state), so the corpus is only reproducible when one new process speaks
-    every utterance in order.
+    every utterance in order, each with its own noise seed.
     """
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
@@ -244,7 +247,8 @@ def generate(cfg: DemoConfig, out_dir: Path, seed: int) -> pd.DataFrame:
             video_id = f"spk{spk:02d}"
             rows.append({"utterance_id": f"{video_id}_{clip:03d}", "video_id": video_id, "split": split_of[spk],
                          "voice": VOICES[spk]} | utt | {f"gen_{k}": v for k, v in settings.items()})
-            jobs.append({"text": utt["text"], "voice": VOICES[spk], **settings})
+            jobs.append({"text": utt["text"], "voice": VOICES[spk], "noise_seed": (seed * 7919 + len(jobs)) % 2**31,
+                         **settings})
     table = pd.DataFrame(rows)
     noise = np.random.default_rng([seed, 1])
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
