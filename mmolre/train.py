@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -152,7 +151,6 @@ def train(params: dict, run: str, features_root: Path, models_root: Path, curves
     curves, best, best_mae, stale = [], None, float("inf"), 0
     progress = tqdm(range(1, cfg.epochs + 1), desc=f"train {run}", unit="epoch")
     for epoch in progress:
-        started = time.perf_counter()
         model.train()
         batches.batch_sampler.set_epoch(epoch)
         sums = np.zeros(3)
@@ -171,8 +169,7 @@ def train(params: dict, run: str, features_root: Path, models_root: Path, curves
             if not np.isnan(features.emotions[valid_idx]).any() else float("nan")
         train_loss, train_sa, train_er = sums / len(train_idx)
         curves.append({"epoch": epoch, "train_loss": train_loss, "train_loss_sa": train_sa, "train_loss_er": train_er,
-                       "valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1,
-                       "seconds": time.perf_counter() - started})
+                       "valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1})
         progress.set_postfix(train_loss=f"{train_loss:.3f}", valid_mae=f"{mae:.3f}", valid_f1=f"{f1:.1f}")
         if mae < best_mae:
             best, best_mae, stale = copy.deepcopy(model.state_dict()), mae, 0
