@@ -77,6 +77,18 @@ def feature_path(params: dict, root: Path = Path("data/features")) -> Path:
     return root / params["data"]["dataset"] / f"{tag}.h5"
 
 
+def load_pretrained(name: str, processor_class, kind: str, device: torch.device):
+    """(processor, frozen model) of a transformers checkpoint given by id, folder or model package."""
+    from transformers import AutoModel
+
+    path = resolve_model(name)
+    try:
+        return processor_class.from_pretrained(path), AutoModel.from_pretrained(path).eval().to(device)
+    except OSError as e:
+        raise MmolreError(f"{kind} encoder {name!r} could not be loaded ({e}); give a local model folder "
+                          "or an installed model package when offline") from None
+
+
 def _revision(model) -> str:
     return getattr(model.config, "_commit_hash", None) or "local"
 
@@ -89,15 +101,9 @@ class TextEncoder:
     """A frozen transformers text model: texts -> list of (tokens, dim) arrays."""
 
     def __init__(self, name: str, layer: int, max_tokens: int, device: torch.device):
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        path = resolve_model(name)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path).eval().to(device)
-        except OSError as e:
-            raise MmolreError(f"text encoder {name!r} could not be loaded ({e}); give a local model folder "
-                              "or an installed model package when offline") from None
+        self.tokenizer, self.model = load_pretrained(name, AutoTokenizer, "text", device)
         self.name, self.layer, self.max_tokens, self.device = name, layer, max_tokens, device
         self.dim = self.model.config.hidden_size
         self.revision = _revision(self.model)
@@ -142,15 +148,9 @@ class TransformersAudioEncoder:
     """A frozen transformers audio model (wav2vec2, data2vec-audio, HuBERT, ...): waves -> frames."""
 
     def __init__(self, name: str, layer: int, device: torch.device):
-        from transformers import AutoFeatureExtractor, AutoModel
+        from transformers import AutoFeatureExtractor
 
-        path = resolve_model(name)
-        try:
-            self.extractor = AutoFeatureExtractor.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path).eval().to(device)
-        except OSError as e:
-            raise MmolreError(f"audio encoder {name!r} could not be loaded ({e}); give a local model folder "
-                              "when offline") from None
+        self.extractor, self.model = load_pretrained(name, AutoFeatureExtractor, "audio", device)
         self.name, self.layer, self.device = name, layer, device
         self.sample_rate = self.extractor.sampling_rate
         self.dim = self.model.config.hidden_size

@@ -128,3 +128,10 @@ def test_transformers_audio_encoder_from_a_local_folder(tiny_demo, tmp_path):
         direct = model(**inputs).last_hidden_state[0].numpy()
     assert feats.dims["audio"] == 16
     np.testing.assert_allclose(feats.get("audio", 2), direct, rtol=5e-3, atol=5e-3)
+
+
+def test_unloadable_encoder_names_itself(tmp_path):
+    from mmolre.featurize import TextEncoder
+
+    with pytest.raises(MmolreError, match="text encoder '.*not-a-model' could not be loaded"):
+        TextEncoder(str(tmp_path / "not-a-model"), -1, 64, torch.device("cpu"))
