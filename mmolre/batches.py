@@ -34,22 +34,30 @@ class FeatureDataset(Dataset):
 class LengthBucketSampler(Sampler[list[int]]):
     """Batches of similar length: shuffle, sort within pools of `pool` batches, shuffle the batches.
 
-    Without `shuffle`, batches follow length order (deterministic evaluation).
+    Without `shuffle`, batches follow length order (deterministic evaluation). With `world` > 1
+    (DDP), every rank forms the same global batches and takes its share `batch[rank::world]`;
+    a global batch smaller than `world` is skipped on every rank.
     """
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0, pool: int = 50):
-        self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = lengths, batch_size, shuffle, seed, pool
+    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0, pool: int = 50,
+                 rank: int = 0, world: int = 1):
+        self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = np.asarray(lengths), batch_size, shuffle, seed, pool
+        self.rank, self.world = rank, world
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
+        for batch in self.global_batches():
+            if len(batch) >= self.world:
+                yield batch[self.rank::self.world].tolist()
+
+    def global_batches(self) -> list[np.ndarray]:
         n = len(self.lengths)
         if not self.shuffle:
             order = np.argsort(self.lengths, kind="stable")
-            yield from (order[i:i + self.batch_size].tolist() for i in range(0, n, self.batch_size))
-            return
+            return [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
         rng = np.random.default_rng(self.seed + self.epoch)
         order = rng.permutation(n)
         span = self.batch_size * self.pool
@@ -58,8 +66,7 @@ class LengthBucketSampler(Sampler[list[int]]):
             chunk = order[start:start + span]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
             batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        for b in rng.permutation(len(batches)):
-            yield batches[b].tolist()
+        return [batches[b] for b in rng.permutation(len(batches))]
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
@@ -83,8 +90,8 @@ def collate(items: list[dict]) -> dict:
 
 
 def loader(features: FeatureFile, indices, modalities, batch_size: int, shuffle: bool, seed: int = 0,
-           workers: int = 0) -> torch.utils.data.DataLoader:
+           workers: int = 0, rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
     dataset = FeatureDataset(features, indices, modalities)
-    sampler = LengthBucketSampler(dataset.lengths(), batch_size, shuffle, seed)
+    sampler = LengthBucketSampler(dataset.lengths(), batch_size, shuffle, seed, rank=rank, world=world)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                                        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)

@@ -43,10 +43,10 @@ def split_metrics(features: FeatureFile, indices: np.ndarray, sentiment: np.ndar
         rows = features.dataset[indices] == dataset
         ids = indices[rows]
         block = {}
-        has_sa = ~np.isnan(features.sentiment[ids])
+        has_sa = ~np.isnan(features.sentiment[ids]) & ~np.isnan(sentiment[rows])  # NaN: the model has no SA head
         if has_sa.any():
             block["msa"] = msa_metrics(sentiment[rows][has_sa], features.sentiment[ids][has_sa])
-        has_er = ~np.isnan(features.emotions[ids]).any(1)
+        has_er = ~np.isnan(features.emotions[ids]).any(1) & ~np.isnan(emotions[rows]).any(1)
         if has_er.any():
             block["mer"] = mer_metrics(emotions[rows][has_er], features.emotions[ids][has_er])
         out[dataset] = block

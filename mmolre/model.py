@@ -17,6 +17,8 @@ from torch import nn
 
 TASKS = ("sa", "er")
 MODALITIES = ("text", "audio")
+# The paper's ablations, each one config value (mmolre = the full model).
+VARIANTS = ("mmolre", "no_shared", "no_specific", "full_rank", "hard_sharing", "msa_only", "mer_only")
 
 
 @dataclass
@@ -32,6 +34,7 @@ class MMoLREConfig:
     dropout: float = 0.1         # [ours]
     n_emotions: int = 6          # happy, sad, anger, surprise, disgust, fear
     modalities: tuple[str, ...] = MODALITIES  # a subset gives the unimodal runs
+    variant: str = "mmolre"      # one of VARIANTS: an ablation of the paper
     fused_experts: bool = True   # mixture as two wide convolutions; False = loop over experts
     er_loss_weight: float = 1.0  # lambda in L = L_SA + lambda * L_ER [ours]
     emotion_pos_weight: tuple[float, ...] | None = None  # BCE positive-class weights [ours]
@@ -40,16 +43,39 @@ class MMoLREConfig:
         self.modalities = tuple(self.modalities)
         if not self.modalities or set(self.modalities) - set(MODALITIES):
             raise ValueError(f"modalities {self.modalities}: choose a non-empty subset of {MODALITIES}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant {self.variant!r}: choose one of {VARIANTS}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if self.emotion_pos_weight is not None:
             self.emotion_pos_weight = tuple(float(w) for w in self.emotion_pos_weight)
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return {"msa_only": ("sa",), "mer_only": ("er",)}.get(self.variant, TASKS)
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        """Paths through UniTSE and fusion: one per task, or one trunk for both (hard sharing)."""
+        return ("trunk",) if self.variant == "hard_sharing" else self.tasks
+
+    @property
+    def n_shared(self) -> int:
+        return 0 if self.variant == "no_shared" else self.n_experts
+
+    @property
+    def task_specific(self) -> bool:
+        return self.variant not in ("no_specific", "hard_sharing")
+
+    @property
+    def expert_rank(self) -> int:
+        return self.d_model if self.variant == "full_rank" else self.rank
+
 
 @dataclass
 class MMoLREOutput:
-    sentiment: torch.Tensor                  # (B,) predicted sentiment intensity
-    emotions: torch.Tensor                   # (B, 6) emotion presence logits
+    sentiment: torch.Tensor | None           # (B,) predicted sentiment intensity (None: no SA head)
+    emotions: torch.Tensor | None            # (B, 6) emotion presence logits (None: no ER head)
     loss: torch.Tensor | None = None         # L_SA + lambda * L_ER, when labels are given
     loss_sa: torch.Tensor | None = None
     loss_er: torch.Tensor | None = None
@@ -101,24 +127,31 @@ class ExpertGroup(nn.Module):
 
 
 class ExpertMixture(nn.Module):
-    """One task's mixture: y = sum_n g_n(x) f_sh^(n)(x) + g_{N+1}(x) f_ts(x), g = softmax(router(x)) per token."""
+    """One task's mixture: y = sum_n g_n(x) f_sh^(n)(x) + g_{N+1}(x) f_ts(x), g = softmax(router(x)) per token.
 
-    def __init__(self, shared: ExpertGroup, d: int, rank: int, kernel_size: int, fused: bool):
+    Ablations drop the shared group (no_shared) or the task-specific expert (no_specific).
+    """
+
+    def __init__(self, shared: ExpertGroup | None, task_specific: bool, d: int, rank: int, kernel_size: int,
+                 fused: bool):
         super().__init__()
-        self.shared = [shared]  # a list, so the group shared with the other task is not registered twice
-        self.specific = ExpertGroup(1, d, rank, kernel_size, fused)
-        self.router = nn.Linear(d, len(shared.experts) + 1)
+        self.shared = [shared] if shared else []  # a list: the group is registered once, by the block
+        self.specific = ExpertGroup(1, d, rank, kernel_size, fused) if task_specific else None
+        self.n_shared = len(shared.experts) if shared else 0
+        self.router = nn.Linear(d, self.n_shared + int(task_specific))
 
     def forward(self, x: torch.Tensor, shared_features: torch.Tensor | None = None):
         """x (B, T, d) -> y (B, T, d), gates (B, T, N+1)."""
         xc = x.transpose(1, 2)  # (B, d, T)
-        shared = self.shared[0]
-        if shared_features is None:
-            shared_features = shared.features(xc)
         gates = torch.softmax(self.router(x), dim=-1)  # (B, T, N+1)
-        n = len(shared.experts)
-        y = shared.combine(shared_features, gates[..., :n]) + self.specific.combine(
-            self.specific.features(xc), gates[..., n:])
+        n = self.n_shared
+        y = 0
+        if self.shared:
+            if shared_features is None:
+                shared_features = self.shared[0].features(xc)
+            y = y + self.shared[0].combine(shared_features, gates[..., :n])
+        if self.specific is not None:
+            y = y + self.specific.combine(self.specific.features(xc), gates[..., n:])
         return y.transpose(1, 2), gates
 
 
@@ -127,11 +160,11 @@ class UniTSEBlock(nn.Module):
 
     def __init__(self, cfg: MMoLREConfig):
         super().__init__()
-        d = cfg.d_model
-        self.shared = ExpertGroup(cfg.n_experts, d, cfg.rank, cfg.kernel_size, cfg.fused_experts)
-        self.mixtures = nn.ModuleDict(
-            {task: ExpertMixture(self.shared, d, cfg.rank, cfg.kernel_size, cfg.fused_experts) for task in TASKS})
-        self.norms = nn.ModuleDict({task: nn.LayerNorm(d) for task in TASKS})
+        d, r = cfg.d_model, cfg.expert_rank
+        self.shared = ExpertGroup(cfg.n_shared, d, r, cfg.kernel_size, cfg.fused_experts) if cfg.n_shared else None
+        self.mixtures = nn.ModuleDict({branch: ExpertMixture(self.shared, cfg.task_specific, d, r, cfg.kernel_size,
+                                                             cfg.fused_experts) for branch in cfg.branches})
+        self.norms = nn.ModuleDict({branch: nn.LayerNorm(d) for branch in cfg.branches})
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor | dict[str, torch.Tensor], mask: torch.Tensor):
@@ -139,16 +172,17 @@ class UniTSEBlock(nn.Module):
 
         Returns task -> (B, T, d) and task -> gates (B, T, N+1).
         """
-        keep = mask.unsqueeze(-1).to(self.norms[TASKS[0]].weight.dtype)  # zero padding before the convolutions
+        keep = mask.unsqueeze(-1).to(next(iter(self.norms.values())).weight.dtype)  # zero padding before convs
         if isinstance(x, torch.Tensor):  # x^SA = x^ER = x: the shared experts run once for both tasks
             x = x * keep
-            xs, shared_features = {task: x for task in TASKS}, self.shared.features(x.transpose(1, 2))
+            xs = {branch: x for branch in self.mixtures}
+            shared_features = self.shared.features(x.transpose(1, 2)) if self.shared else None
         else:
-            xs, shared_features = {task: v * keep for task, v in x.items()}, None
+            xs, shared_features = {branch: v * keep for branch, v in x.items()}, None
         out, gates = {}, {}
-        for task, x_task in xs.items():
-            y, gates[task] = self.mixtures[task](x_task, shared_features)
-            out[task] = self.norms[task](x_task + self.dropout(y))
+        for branch, x_branch in xs.items():
+            y, gates[branch] = self.mixtures[branch](x_branch, shared_features)
+            out[branch] = self.norms[branch](x_branch + self.dropout(y))
         return out, gates
 
 
@@ -220,14 +254,19 @@ def head(d: int, out: int, dropout: float) -> nn.Sequential:
 
 
 def multitask_loss(sentiment_pred, emotion_logits, sentiment, emotions, pos_weight, er_weight):
-    """L = L1(sentiment) + lambda * BCE(presence = intensity > 0); each over the samples that have the label."""
+    """L = L1(sentiment) + lambda * BCE(presence = intensity > 0); each over the samples that have the label
+    (and zero for a task the model has no head for)."""
+    zero = sum(p.float().sum() * 0.0 for p in (sentiment_pred, emotion_logits) if p is not None)  # keeps the graph
     has_sa = ~torch.isnan(sentiment)
     has_er = ~torch.isnan(emotions).any(-1)
-    zero = sentiment_pred.sum() * 0.0  # keeps the graph when a batch has no label of a kind
-    loss_sa = F.l1_loss(sentiment_pred[has_sa], sentiment[has_sa]) if has_sa.any() else zero
-    loss_er = F.binary_cross_entropy_with_logits(
-        emotion_logits[has_er], (emotions[has_er] > 0).to(emotion_logits.dtype), pos_weight=pos_weight,
-    ) if has_er.any() else zero
+    loss_sa = zero
+    if sentiment_pred is not None and has_sa.any():
+        loss_sa = F.l1_loss(sentiment_pred.float()[has_sa], sentiment[has_sa])
+    loss_er = zero
+    if emotion_logits is not None and has_er.any():
+        logits = emotion_logits.float()[has_er]
+        loss_er = F.binary_cross_entropy_with_logits(logits, (emotions[has_er] > 0).to(logits.dtype),
+                                                     pos_weight=pos_weight)
     return loss_sa + er_weight * loss_er, loss_sa, loss_er
 
 
@@ -240,9 +279,9 @@ class MMoLRE(nn.Module):
         dims = {"text": cfg.text_dim, "audio": cfg.audio_dim}
         self.inputs = nn.ModuleDict({m: InputProjection(dims[m], cfg.d_model) for m in cfg.modalities})
         self.unitse = nn.ModuleDict({m: UniTSE(cfg) for m in cfg.modalities})
-        self.fusion = nn.ModuleDict({task: TaskAdaptiveFusion(cfg) for task in TASKS})
-        self.sa_head = head(cfg.d_model, 1, cfg.dropout)
-        self.er_head = head(cfg.d_model, cfg.n_emotions, cfg.dropout)
+        self.fusion = nn.ModuleDict({branch: TaskAdaptiveFusion(cfg) for branch in cfg.branches})
+        self.sa_head = head(cfg.d_model, 1, cfg.dropout) if "sa" in cfg.tasks else None
+        self.er_head = head(cfg.d_model, cfg.n_emotions, cfg.dropout) if "er" in cfg.tasks else None
         pos_weight = torch.tensor(cfg.emotion_pos_weight) if cfg.emotion_pos_weight else None
         self.register_buffer("pos_weight", pos_weight, persistent=False)
 
@@ -250,31 +289,33 @@ class MMoLRE(nn.Module):
                 return_routing: bool = False) -> MMoLREOutput:
         """text (B, T_t, text_dim), audio (B, T_a, audio_dim), masks (B, T) True = real position;
         sentiment (B,) and emotions (B, 6) labels (NaN where absent) give the loss."""
+        cfg = self.config
         given = {"text": (text, text_mask), "audio": (audio, audio_mask)}
-        per_task = {task: {} for task in TASKS}
+        per_branch = {branch: {} for branch in cfg.branches}
         masks, routing = {}, {}
-        for m in self.config.modalities:
+        for m in cfg.modalities:
             x, masks[m] = given[m]
             if x is None:
                 raise ValueError(f"this model reads {m}: pass {m} and {m}_mask")
             xs, gates = self.unitse[m](self.inputs[m](x), masks[m])
-            for task in TASKS:
-                per_task[task][m] = xs[task]
+            for branch in cfg.branches:
+                per_branch[branch][m] = xs[branch]
             if return_routing:
                 for b, block_gates in enumerate(gates, start=1):
-                    for task, g in block_gates.items():
-                        routing[f"block{b}/{m}/{task}"] = masked_mean(g, masks[m]).detach()
+                    for branch, g in block_gates.items():
+                        routing[f"block{b}/{m}/{branch}"] = masked_mean(g, masks[m]).detach()
         vectors = {}
-        for task in TASKS:
-            vectors[task], modality_gates = self.fusion[task](per_task[task], masks)
+        for branch in cfg.branches:
+            vectors[branch], modality_gates = self.fusion[branch](per_branch[branch], masks)
             if return_routing:
-                routing[f"fusion/{task}"] = modality_gates.detach()
-        out = MMoLREOutput(sentiment=self.sa_head(vectors["sa"]).squeeze(-1), emotions=self.er_head(vectors["er"]),
-                           routing=routing)
+                routing[f"fusion/{branch}"] = modality_gates.detach()
+        vector = {task: vectors["trunk" if "trunk" in vectors else task] for task in cfg.tasks}
+        out = MMoLREOutput(
+            sentiment=self.sa_head(vector["sa"]).squeeze(-1) if self.sa_head is not None else None,
+            emotions=self.er_head(vector["er"]) if self.er_head is not None else None, routing=routing)
         if sentiment is not None and emotions is not None:
             out.loss, out.loss_sa, out.loss_er = multitask_loss(
-                out.sentiment.float(), out.emotions.float(), sentiment, emotions, self.pos_weight,
-                self.config.er_loss_weight)
+                out.sentiment, out.emotions, sentiment, emotions, self.pos_weight, cfg.er_loss_weight)
         return out
 
     @torch.no_grad()

@@ -1,21 +1,26 @@
 """Stage `train`: multi-task MMoLRE training -> models/<run>/model.pt and reports/train/<run>/.
 
-`--run NAME` picks an entry of params `runs` (its modalities); the model's size comes from
-params `model`, the optimisation from `train`. AdamW, gradient clipping, early stopping on
-the valid split's sentiment MAE (best epoch kept), bf16 autocast on CUDA. The checkpoint
-is a plain dict (config, state_dict, feature provenance) loadable with weights_only=True.
-Curves go to reports/train/<run>/curves.tsv.
+`--run NAME` picks an entry of params `runs` (its modalities, and any `model` key it
+overrides, e.g. `variant: no_shared` for an ablation); the model comes from params `model`,
+the optimisation from `train`. AdamW, gradient clipping, early stopping on the valid split's
+sentiment MAE (best epoch kept), bf16 autocast on CUDA, optional torch.compile. Runs
+unchanged under `torchrun --standalone --nproc_per_node=K -m mmolre.train` (DDP; rank 0
+writes). The checkpoint is a plain dict (config, state_dict, feature provenance) loadable
+with weights_only=True. Curves go to reports/train/<run>/curves.tsv.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from mmolre import MmolreError
@@ -42,24 +47,23 @@ class TrainConfig:
     emotion_pos_weight: bool = True
     device: str = "auto"
     threads: int = 0
+    compile: bool = False
 
 
 def model_config(params: dict, run: str, features: FeatureFile, pos_weight=None) -> MMoLREConfig:
-    """MMoLREConfig from params `model`, the run's modalities and the feature widths."""
-    section = dict(params["model"])
-    unknown = sorted(set(section) - set(MODEL_KEYS))
-    if unknown:
-        raise MmolreError(f"params: model.{unknown[0]} is not a known key; model takes {sorted(MODEL_KEYS)}")
-    if section.pop("variant", "mmolre") != "mmolre":
-        raise MmolreError("model.variant: only 'mmolre' is implemented so far (ablations come with the model issue)")
+    """MMoLREConfig from params `model`, overridden by the run's entry in `runs`, and the feature widths."""
     runs = params.get("runs", {})
     if run not in runs:
         raise MmolreError(f"--run {run!r}: params `runs` has {sorted(runs)}")
+    section = {**params["model"], **runs[run]}
+    unknown = sorted(set(section) - set(MODEL_KEYS) - {"modalities"})
+    if unknown:
+        raise MmolreError(f"params: {unknown[0]!r} in model / runs.{run} is not a known key; "
+                          f"they take modalities and {sorted(MODEL_KEYS)}")
     train = build(TrainConfig, params, "train")
     try:
         return MMoLREConfig(text_dim=features.dims["text"], audio_dim=features.dims["audio"],
-                            modalities=tuple(runs[run]["modalities"]), er_loss_weight=train.er_loss_weight,
-                            emotion_pos_weight=pos_weight, **section)
+                            er_loss_weight=train.er_loss_weight, emotion_pos_weight=pos_weight, **section)
     except ValueError as e:
         raise MmolreError(f"params model / runs.{run}: {e}") from None
 
@@ -104,8 +108,8 @@ def predict(model: MMoLRE, features: FeatureFile, indices, batch_size: int, devi
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(**{k: v for k, v in batch.items() if k != "index"}, return_routing=return_routing)
         rows = [position[int(i)] for i in batch["index"]]
-        sentiment[rows] = out.sentiment.float().cpu().numpy()
-        emotions[rows] = torch.sigmoid(out.emotions.float()).cpu().numpy()
+        sentiment[rows] = out.sentiment.float().cpu().numpy() if out.sentiment is not None else np.nan
+        emotions[rows] = torch.sigmoid(out.emotions.float()).cpu().numpy() if out.emotions is not None else np.nan
         loss_sum += float(out.loss) * len(rows)
         for key, value in out.routing.items():
             routing.setdefault(key, np.zeros((len(indices), value.shape[-1])))[rows] = value.float().cpu().numpy()
@@ -129,13 +133,36 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     return model.to(device).eval(), {k: v for k, v in checkpoint.items() if k not in ("config", "state_dict")}
 
 
+def distributed_context() -> tuple[int, int, int]:
+    """(rank, world size, local rank) under torchrun, else (0, 1, 0)."""
+    if "RANK" not in os.environ:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+
+
 def train(params: dict, run: str, features_root: Path, models_root: Path, curves_root: Path) -> Path:
+    """Train one run; under `torchrun --nproc_per_node=K` each global batch is split across K ranks (DDP),
+    every rank validates on the whole valid split (same early-stopping decision), rank 0 writes."""
     cfg = build(TrainConfig, params, "train")
+    rank, world, local_rank = distributed_context()
+    device = pick_device(cfg.device)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        return _train(params, cfg, run, features_root, models_root, curves_root, device, rank, world)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_root, device, rank, world) -> Path:
     seed = int(params["data"]["seed"])
     torch.manual_seed(seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
     features = FeatureFile(feature_path(params, features_root))
     train_idx, valid_idx = features.indices("train"), features.indices("valid")
     if not len(train_idx) or not len(valid_idx):
@@ -146,47 +173,58 @@ def train(params: dict, run: str, features_root: Path, models_root: Path, curves
     model = MMoLRE(model_cfg)
     model.set_feature_stats({m: feature_stats(features, train_idx, m) for m in model_cfg.modalities})
     model.to(device)
+    stepper = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    if cfg.compile:
+        stepper = torch.compile(stepper)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    batches = loader(features, train_idx, model_cfg.modalities, cfg.batch_size, shuffle=True, seed=seed)
-    curves, best, best_mae, stale = [], None, float("inf"), 0
-    progress = tqdm(range(1, cfg.epochs + 1), desc=f"train {run}", unit="epoch")
+    batches = loader(features, train_idx, model_cfg.modalities, cfg.batch_size, shuffle=True, seed=seed,
+                     rank=rank, world=world)
+    by_mae = "sa" in model_cfg.tasks  # early stopping on valid MAE; on valid loss for an ER-only model
+    curves, best, best_score, stale = [], None, float("inf"), 0
+    progress = tqdm(range(1, cfg.epochs + 1), desc=f"train {run}", unit="epoch", disable=rank != 0)
     for epoch in progress:
         model.train()
         batches.batch_sampler.set_epoch(epoch)
-        sums = np.zeros(3)
+        sums = torch.zeros(4, dtype=torch.float64)
         for batch in batches:
             batch = to_device(batch, device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                out = model(**{k: v for k, v in batch.items() if k != "index"})
+                out = stepper(**{k: v for k, v in batch.items() if k != "index"})
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            sums += np.array([out.loss.item(), out.loss_sa.item(), out.loss_er.item()]) * len(batch["index"])
+            n = len(batch["index"])
+            sums += torch.tensor([out.loss.item() * n, out.loss_sa.item() * n, out.loss_er.item() * n, n])
+        if world > 1:
+            dist.all_reduce(sums)
         valid = predict(model, features, valid_idx, cfg.batch_size * 2, device)
         mae = float(np.mean(np.abs(valid["sentiment"] - features.sentiment[valid_idx])))
         f1 = mer_metrics(valid["emotions"], features.emotions[valid_idx])["avg"]["f1"] \
-            if not np.isnan(features.emotions[valid_idx]).any() else float("nan")
-        train_loss, train_sa, train_er = sums / len(train_idx)
+            if "er" in model_cfg.tasks and not np.isnan(features.emotions[valid_idx]).any() else float("nan")
+        train_loss, train_sa, train_er = (sums[:3] / sums[3]).tolist()
         curves.append({"epoch": epoch, "train_loss": train_loss, "train_loss_sa": train_sa, "train_loss_er": train_er,
                        "valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1})
         progress.set_postfix(train_loss=f"{train_loss:.3f}", valid_mae=f"{mae:.3f}", valid_f1=f"{f1:.1f}")
-        if mae < best_mae:
-            best, best_mae, stale = copy.deepcopy(model.state_dict()), mae, 0
+        score = mae if by_mae else valid["loss"]
+        if score < best_score:
+            best, best_score, stale = copy.deepcopy(model.state_dict()), score, 0
         else:
             stale += 1
             if stale >= cfg.patience:
                 break
     progress.close()
     model.load_state_dict(best)
-    best_epoch = min(curves, key=lambda c: c["valid_mae"])["epoch"]
+    best_epoch = min(curves, key=lambda c: c["valid_mae" if by_mae else "valid_loss"])["epoch"]
+    best_mae = curves[best_epoch - 1]["valid_mae"]
     out = models_root / run / "model.pt"
-    save_checkpoint(out, model.cpu(), {
-        "run": run, "dataset": params["data"]["dataset"], "best_epoch": best_epoch, "valid_mae": best_mae,
-        "features": {k: features.attrs[k] for k in ("text_encoder", "audio_encoder", "text_encoder_revision",
-                                                    "audio_encoder_revision", "params_hash")}})
-    write_curves(curves_root / run / "curves.tsv", curves)
-    print(f"train {run}: best epoch {best_epoch}/{len(curves)}, valid MAE {best_mae:.4f} -> {out}")
+    if rank == 0:
+        save_checkpoint(out, model.cpu(), {
+            "run": run, "dataset": params["data"]["dataset"], "best_epoch": best_epoch, "valid_mae": best_mae,
+            "features": {k: features.attrs[k] for k in ("text_encoder", "audio_encoder", "text_encoder_revision",
+                                                        "audio_encoder_revision", "params_hash")}})
+        write_curves(curves_root / run / "curves.tsv", curves)
+        print(f"train {run}: best epoch {best_epoch}/{len(curves)}, valid MAE {best_mae:.4f} -> {out}")
     return out
 
 
@@ -197,14 +235,17 @@ def write_curves(path: Path, curves: list[dict]) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", default="main", help="which entry of params `runs` to train (default: main)")
+    parser.add_argument("run_name", nargs="?", metavar="RUN",
+                        help="which entry of params `runs` to train (default: main); as the first argument it "
+                             "also passes through torchrun, whose own --run-path swallows --run")
+    parser.add_argument("--run", help="the same as RUN")
     parser.add_argument("--features-root", type=Path, default=Path("data/features"))
     parser.add_argument("--models-root", type=Path, default=Path("models"))
     parser.add_argument("--curves-root", type=Path, default=Path("reports/train"))
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
-    train(params, args.run, args.features_root, args.models_root, args.curves_root)
+    train(params, args.run or args.run_name or "main", args.features_root, args.models_root, args.curves_root)
 
 
 if __name__ == "__main__":

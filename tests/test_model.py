@@ -168,3 +168,82 @@ def test_bad_config_is_refused():
         MMoLREConfig(modalities=("video",))
     with pytest.raises(ValueError, match="divisible"):
         MMoLREConfig(d_model=30, n_heads=8)
+
+
+@pytest.mark.parametrize("variant, shared, specific, heads", [
+    ("mmolre", 3, True, ("sa", "er")), ("no_shared", 0, True, ("sa", "er")), ("no_specific", 3, False, ("sa", "er")),
+    ("full_rank", 3, True, ("sa", "er")), ("hard_sharing", 3, False, ("sa", "er")),
+    ("msa_only", 3, True, ("sa",)), ("mer_only", 3, True, ("er",)),
+])
+def test_ablation_variants(variant, shared, specific, heads):
+    torch.manual_seed(6)
+    model = MMoLRE(tiny(variant=variant))
+    block = model.unitse["text"].blocks[0]
+    assert (len(block.shared.experts) if block.shared else 0) == shared
+    mixture = next(iter(block.mixtures.values()))
+    assert (mixture.specific is not None) == specific
+    assert mixture.router.out_features == shared + int(specific)
+    assert list(block.mixtures) == (["trunk"] if variant == "hard_sharing" else list(heads))
+    rank = 16 if variant == "full_rank" else 4
+    expert = (block.shared or mixture.specific).experts[0]
+    assert expert.conv1.out_channels == rank
+    out = model(**inputs(), sentiment=torch.tensor([0.5, -1.0, 2.0]), emotions=torch.rand(3, 6))
+    assert (out.sentiment is not None) == ("sa" in heads) and (out.emotions is not None) == ("er" in heads)
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters())  # every parameter of a variant is used
+    if heads == ("sa",):
+        assert out.loss_er.item() == 0.0
+
+
+def test_hard_sharing_feeds_both_heads_one_vector():
+    torch.manual_seed(7)
+    model = MMoLRE(tiny(variant="hard_sharing")).eval()
+    assert list(model.fusion) == ["trunk"]
+    captured = {}
+    model.sa_head[0].register_forward_pre_hook(lambda m, i: captured.update(sa=i[0]))
+    model.er_head[0].register_forward_pre_hook(lambda m, i: captured.update(er=i[0]))
+    model(**inputs())
+    assert torch.equal(captured["sa"], captured["er"])
+
+
+def test_fusion_equation():
+    """t' = LN(t + MHA(t, a, a)), a' = LN(a + MHA(a, t, t)); p_m = masked mean; g = softmax(W [p_t; p_a] + b);
+    v = g_t p_t + g_a p_a."""
+    from mmolre.model import TaskAdaptiveFusion
+
+    torch.manual_seed(8)
+    fusion = TaskAdaptiveFusion(tiny()).double().eval()
+    t, a = torch.randn(2, 4, 16, dtype=torch.float64), torch.randn(2, 6, 16, dtype=torch.float64)
+    tm = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    am = torch.tensor([[1] * 6, [1, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    v, g = fusion({"text": t, "audio": a}, {"text": tm, "audio": am})
+
+    def attend(mha, q, kv, kv_mask):  # one multi-head attention written out
+        w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
+        h, dh = mha.num_heads, 16 // mha.num_heads
+        split = lambda x: x.view(x.shape[0], x.shape[1], h, dh).transpose(1, 2)
+        scores = split(q @ w_q.T + b_q) @ split(kv @ w_k.T + b_k).transpose(-1, -2) / dh**0.5
+        scores = scores.masked_fill(~kv_mask[:, None, None, :], float("-inf"))
+        heads = torch.softmax(scores, -1) @ split(kv @ w_v.T + b_v)
+        return heads.transpose(1, 2).reshape(q.shape) @ mha.out_proj.weight.T + mha.out_proj.bias
+
+    t2 = fusion.norms["text"](t + attend(fusion.attend["text"], t, a, am))
+    a2 = fusion.norms["audio"](a + attend(fusion.attend["audio"], a, t, tm))
+    mean = lambda x, m: (x * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+    pooled = torch.stack([mean(t2, tm), mean(a2, am)], dim=1)
+    gates = torch.softmax(pooled.flatten(1) @ fusion.gate.weight.T + fusion.gate.bias, -1)
+    assert torch.allclose(g, gates, atol=1e-10)
+    assert torch.allclose(v, gates[:, :1] * pooled[:, 0] + gates[:, 1:] * pooled[:, 1], atol=1e-10)
+
+
+def test_heads_equation():
+    """SA: W2 GELU(W1 v + b1) + b2 (one output); ER: the same shape with six logits."""
+    torch.manual_seed(9)
+    model = MMoLRE(tiny()).double().eval()
+    v = torch.randn(2, 16, dtype=torch.float64)
+    for head_, width in ((model.sa_head, 1), (model.er_head, 6)):
+        l1, l2 = head_[0], head_[3]
+        expected = F.gelu(v @ l1.weight.T + l1.bias) @ l2.weight.T + l2.bias
+        assert l1.out_features == 8 and l2.out_features == width
+        assert torch.allclose(head_(v), expected, atol=1e-12)

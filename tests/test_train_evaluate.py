@@ -82,3 +82,16 @@ def test_evaluate_writes_contract_metrics_and_predictions(trained):
     for figure in ("curves.png", "routing.png", "scatter.png"):
         assert (reports / "figures" / figure).stat().st_size > 1000
         assert f"figures/{figure}" in text
+
+
+def test_single_task_variants_train_and_report_only_their_task(tiny_demo, tmp_path):
+    params = {**tiny_demo["params"], "runs": {"main": {"modalities": ["text", "audio"], "variant": "msa_only"},
+                                             "er_only": {"modalities": ["text", "audio"], "variant": "mer_only"}}}
+    for run in params["runs"]:
+        train(params, run, tiny_demo["features"], tmp_path / "models", tmp_path / "reports" / "train")
+    runs = evaluate(params, tiny_demo["features"], tmp_path / "models", tmp_path / "reports")
+    assert set(runs["main"]["demo"]) == {"msa"} and set(runs["er_only"]["demo"]) == {"mer"}
+    curves = pd.read_csv(tmp_path / "reports" / "train" / "er_only" / "curves.tsv", sep="\t")
+    assert curves.valid_emotion_f1.notna().all()
+    model, _ = load_checkpoint(tmp_path / "models" / "er_only" / "model.pt")
+    assert model.config.variant == "mer_only" and model.sa_head is None

@@ -1,0 +1,46 @@
+"""DDP: `torchrun --nproc_per_node=2` on CPU (gloo) trains the same model as one process."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from mmolre.batches import LengthBucketSampler
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_ranks_split_each_global_batch():
+    lengths = [5, 3, 8, 1, 9, 2, 7]
+    single = LengthBucketSampler(lengths, 4, shuffle=True, seed=3)
+    ranks = [list(LengthBucketSampler(lengths, 4, shuffle=True, seed=3, rank=r, world=2)) for r in (0, 1)]
+    for batch, part0, part1 in zip(single, *ranks):
+        assert sorted(part0 + part1) == sorted(batch)
+
+
+def test_two_gloo_processes_equal_one_process(tiny_demo, tmp_path):
+    params = {**tiny_demo["params"], "model": {**tiny_demo["params"]["model"], "dropout": 0.0},
+              "train": {**tiny_demo["params"]["train"], "batch_size": 8, "epochs": 2, "threads": 1}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    common = ["main", "--params", str(tmp_path / "params.yaml"), "--features-root", str(tiny_demo["features"])]
+    outputs = {}
+    for name, launcher in (("single", [sys.executable, "-m", "mmolre.train"]),
+                           ("ddp", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                    "--nproc_per_node=2", "-m", "mmolre.train"])):
+        done = subprocess.run([*launcher, *common, "--models-root", str(tmp_path / name / "models"),
+                               "--curves-root", str(tmp_path / name / "curves")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[name] = done
+    single = torch.load(tmp_path / "single/models/main/model.pt", weights_only=True)
+    ddp = torch.load(tmp_path / "ddp/models/main/model.pt", weights_only=True)
+    for key, value in single["state_dict"].items():
+        torch.testing.assert_close(ddp["state_dict"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    curves = {n: pd.read_csv(tmp_path / n / "curves/main/curves.tsv", sep="\t") for n in ("single", "ddp")}
+    pd.testing.assert_frame_equal(curves["single"], curves["ddp"], rtol=1e-4)
+    assert outputs["ddp"].stdout.count("train main: best epoch") == 1  # only rank 0 reports and writes
