@@ -16,6 +16,7 @@ STAGES = {
     "train": "mmolre.train",
     "evaluate": "mmolre.evaluate",
     "report": "mmolre.report",
+    "model-info": "mmolre.model_info",
 }
 
 

@@ -123,7 +123,7 @@ class ExpertGroup(nn.Module):
         weight = torch.cat([e.conv2.weight for e in self.experts], dim=1)  # (d, E*r, 1)
         bias = torch.stack([e.conv2.bias for e in self.experts])  # (E, d)
         hidden = features * gates.transpose(1, 2).repeat_interleave(self.rank, dim=1)  # (B, E*r, T)
-        return F.conv1d(hidden, weight) + torch.einsum("bte,ed->bdt", gates, bias)
+        return F.conv1d(hidden, weight) + (gates @ bias).transpose(1, 2)  # + sum_e g_e b2_e
 
 
 class ExpertMixture(nn.Module):
@@ -232,7 +232,7 @@ class TaskAdaptiveFusion(nn.Module):
                 for q in MODALITIES}
         pooled = torch.stack([masked_mean(xs[m], masks[m]) for m in self.modalities], dim=1)  # (B, M, d)
         gates = torch.softmax(self.gate(pooled.flatten(1)), dim=-1)  # (B, M)
-        return torch.einsum("bm,bmd->bd", gates, pooled), gates
+        return (gates.unsqueeze(1) @ pooled).squeeze(1), gates  # sum_m g_m p_m
 
 
 class InputProjection(nn.Module):
