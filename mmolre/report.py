@@ -120,16 +120,19 @@ def render(params: dict, reports: Path) -> str:
             lines += [f"## {dataset}: emotions (MER)", "",
                       table(["", *EMOTIONS, "avg"], [["WA", *[fmt(mer[e]["wa"], 1) for e in (*EMOTIONS, "avg")]],
                                                      ["F1", *[fmt(mer[e]["f1"], 1) for e in (*EMOTIONS, "avg")]]]), ""]
-    lines += ["## Runs: modalities and variants", "",
-              "Each run is the same model trained on the modalities listed in params `runs`.", ""]
+    lines += ["## Runs: modalities and ablations", "",
+              "Each run is one entry of params `runs`: the model on the listed modalities, with the `model` "
+              "values it overrides (an ablation is `variant: no_shared`, `full_rank`, ...).", ""]
     rows = []
     for run, result in runs.items():
+        spec = {**params["model"], **params["runs"].get(run, {})}
         for dataset, block in result.items():
             msa, mer = block.get("msa", {}), block.get("mer", {}).get("avg", {})
-            modalities = "+".join(params["runs"].get(run, {}).get("modalities", []))
-            rows.append([run, modalities, dataset, fmt(msa.get("mae"), 3), fmt(msa.get("corr"), 3),
-                         fmt(msa.get("acc2_non0"), 1), fmt(mer.get("wa"), 1), fmt(mer.get("f1"), 1)])
-    lines += [table(["run", "modalities", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)", "emotion WA", "emotion F1"], rows), ""]
+            rows.append([run, "+".join(spec.get("modalities", [])), spec.get("variant", "mmolre"), dataset,
+                         fmt(msa.get("mae"), 3), fmt(msa.get("corr"), 3), fmt(msa.get("acc2_non0"), 1),
+                         fmt(mer.get("wa"), 1), fmt(mer.get("f1"), 1)])
+    lines += [table(["run", "modalities", "variant", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)", "emotion WA",
+                     "emotion F1"], rows), ""]
     lines += ["## The field's numbers (CMU-MOSEI, MSA)", "",
               "Published results the paper's setting must beat (paper.md). "
               + ("They are on CMU-MOSEI; the demo corpus is not comparable." if "mosei" not in metrics else ""), "",

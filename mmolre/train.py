@@ -48,6 +48,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
     compile: bool = False
+    workers: int = 0
 
 
 def model_config(params: dict, run: str, features: FeatureFile, pos_weight=None) -> MMoLREConfig:
@@ -178,7 +179,7 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
         stepper = torch.compile(stepper)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = loader(features, train_idx, model_cfg.modalities, cfg.batch_size, shuffle=True, seed=seed,
-                     rank=rank, world=world)
+                     workers=cfg.workers, rank=rank, world=world)
     by_mae = "sa" in model_cfg.tasks  # early stopping on valid MAE; on valid loss for an ER-only model
     curves, best, best_score, stale = [], None, float("inf"), 0
     progress = tqdm(range(1, cfg.epochs + 1), desc=f"train {run}", unit="epoch", disable=rank != 0)

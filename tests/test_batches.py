@@ -39,3 +39,17 @@ def test_bucket_sampler_covers_every_item_once_and_groups_lengths():
 def test_unshuffled_sampler_is_length_order():
     lengths = np.array([5, 1, 3, 2])
     assert list(LengthBucketSampler(lengths, 3, shuffle=False)) == [[1, 3, 2], [0]]
+
+
+def test_worker_processes_read_the_same_batches(tiny_demo):
+    from mmolre.batches import loader
+    from mmolre.features import FeatureFile
+
+    features = FeatureFile(tiny_demo["h5"])
+    indices = features.indices("train")
+    batches = [list(loader(features, indices, ("text", "audio"), 8, shuffle=True, seed=3, workers=w))
+               for w in (0, 2)]
+    assert len(batches[0]) == len(batches[1]) == 3
+    for a, b in zip(*batches):
+        assert torch.equal(a["index"], b["index"])
+        assert torch.equal(a["audio"], b["audio"]) and torch.equal(a["text_mask"], b["text_mask"])

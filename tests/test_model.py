@@ -247,3 +247,20 @@ def test_heads_equation():
         expected = F.gelu(v @ l1.weight.T + l1.bias) @ l2.weight.T + l2.bias
         assert l1.out_features == 8 and l2.out_features == width
         assert torch.allclose(head_(v), expected, atol=1e-12)
+
+
+def test_block2_reads_each_task_its_own_input_through_the_same_shared_experts():
+    """Block 2: y^tau = mixture^tau(x^tau) with x^SA != x^ER, the shared experts' weights common to both."""
+    torch.manual_seed(10)
+    block = UniTSEBlock(tiny()).double().eval()
+    xs = {"sa": torch.randn(2, 5, 16, dtype=torch.float64), "er": torch.randn(2, 5, 16, dtype=torch.float64)}
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    out, gates = block(xs, mask)
+    for task, x in xs.items():
+        mixture = block.mixtures[task]
+        g = torch.softmax(mixture.router(x), -1)
+        experts = [*block.shared.experts, mixture.specific.experts[0]]
+        y = sum(g[..., n:n + 1] * e(x.transpose(1, 2)).transpose(1, 2) for n, e in enumerate(experts))
+        assert torch.allclose(gates[task], g, atol=1e-12)
+        assert torch.allclose(out[task], block.norms[task](x + y), atol=1e-12)
+    assert not torch.allclose(out["sa"], out["er"])

@@ -78,7 +78,7 @@ def test_evaluate_writes_contract_metrics_and_predictions(trained):
 
     report(trained["params"], reports)
     text = (reports / "report.md").read_text()
-    assert "## demo: sentiment (MSA)" in text and "| text_only | text |" in text and "| audio_only | audio |" in text
+    assert "## demo: sentiment (MSA)" in text and "| text_only | text | mmolre |" in text and "| audio_only | audio | mmolre |" in text
     for figure in ("curves.png", "routing.png", "scatter.png"):
         assert (reports / "figures" / figure).stat().st_size > 1000
         assert f"figures/{figure}" in text

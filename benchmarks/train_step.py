@@ -1,0 +1,140 @@
+"""Training-step speed of MMoLRE at the paper's size: loop vs fused mixture, fp32 vs bf16, eager vs compiled.
+
+    python benchmarks/train_step.py                    # CPU or GPU, whichever is there
+    python benchmarks/train_step.py --only mixture     # just one UniTSE mixture, fwd+bwd
+
+Prints a table (step time, samples/s, achieved TFLOP/s and, on CUDA, MFU = model FLOPs per
+second / the device's measured bf16 matmul rate). Model FLOPs per step = 3 x forward FLOPs
+(closed form, mmolre.model_info) x batch. Results go to benchmarks/RESULTS.md by hand,
+with date, device and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import statistics
+import time
+
+import torch
+
+from mmolre.model import ExpertGroup, ExpertMixture, MMoLRE, MMoLREConfig
+from mmolre.model_info import closed_form_flops
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, warmup: int, repeats: int) -> float:
+    """Median seconds of fn() after warm-up."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(device: torch.device, dtype=torch.bfloat16, n: int = 8192) -> float:
+    """Measured dense matmul FLOP/s (the MFU denominator)."""
+    n = n if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    seconds = timed(lambda: a @ b, device, 3, 10)
+    return 2 * n**3 / seconds
+
+
+def mixture_case(cfg: MMoLREConfig, batch: int, frames: int, device, dtype, warmup, repeats) -> float:
+    torch.manual_seed(0)
+    shared = ExpertGroup(cfg.n_experts, cfg.d_model, cfg.rank, cfg.kernel_size, cfg.fused_experts)
+    mixture = ExpertMixture(shared, True, cfg.d_model, cfg.rank, cfg.kernel_size, cfg.fused_experts)
+    shared.to(device); mixture.to(device)
+    x = torch.randn(batch, frames, cfg.d_model, device=device, requires_grad=True)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            y, _ = mixture(x)
+        y.float().sum().backward()
+
+    return timed(step, device, warmup, repeats)
+
+
+def train_step_case(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, device, dtype, compiled: bool,
+                    warmup: int, repeats: int) -> float:
+    torch.manual_seed(0)
+    model = MMoLRE(cfg).to(device)
+    stepper = torch.compile(model) if compiled else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    inputs = {"text": torch.randn(batch, tokens, cfg.text_dim, device=device),
+              "text_mask": torch.ones(batch, tokens, dtype=torch.bool, device=device),
+              "audio": torch.randn(batch, frames, cfg.audio_dim, device=device),
+              "audio_mask": torch.ones(batch, frames, dtype=torch.bool, device=device),
+              "sentiment": torch.randn(batch, device=device), "emotions": torch.rand(batch, 6, device=device)}
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = stepper(**inputs)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    return timed(step, device, warmup, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--text-tokens", type=int, default=50)
+    parser.add_argument("--audio-frames", type=int, default=250)
+    parser.add_argument("--only", choices=["mixture", "step"], help="run one part")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile cases")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or 'CPU'}, " \
+                                                                       f"{torch.get_num_threads()} threads"
+    cfg = MMoLREConfig()  # the paper's size: d=768, N=15, r=128
+    print(f"device: {name}; torch {torch.__version__}; batch {args.batch}, text {args.text_tokens} tokens, "
+          f"audio {args.audio_frames} frames, d={cfg.d_model}, N={cfg.n_experts}, r={cfg.rank}")
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+    if args.only in (None, "mixture"):
+        print("\none UniTSE mixture (15 shared + 1 task expert), fwd+bwd, input (B, audio frames, d)")
+        print(f"{'experts':<8}{'dtype':<6}{'ms':>10}{'speed-up':>10}")
+        for dname, dtype in dtypes.items():
+            loop = mixture_case(dataclasses.replace(cfg, fused_experts=False), args.batch, args.audio_frames,
+                                device, dtype, args.warmup, args.repeats)
+            fused = mixture_case(cfg, args.batch, args.audio_frames, device, dtype, args.warmup, args.repeats)
+            print(f"{'loop':<8}{dname:<6}{loop * 1e3:>10.1f}{'':>10}")
+            print(f"{'fused':<8}{dname:<6}{fused * 1e3:>10.1f}{loop / fused:>9.2f}x")
+
+    if args.only in (None, "step"):
+        flops = 3 * closed_form_flops(cfg, args.text_tokens, args.audio_frames) * args.batch
+        peak = matmul_peak(device) if device.type == "cuda" else None
+        print(f"\nfull training step (fwd + bwd + AdamW); model FLOPs/step {flops / 1e12:.3f} T"
+              + (f"; measured bf16 matmul peak {peak / 1e12:.0f} TFLOP/s" if peak else ""))
+        print(f"{'experts':<8}{'dtype':<6}{'mode':<10}{'ms/step':>10}{'samples/s':>11}{'TFLOP/s':>9}"
+              + (f"{'MFU':>7}" if peak else ""))
+        for fused in (False, True):
+            for dname, dtype in dtypes.items():
+                for compiled in (False, True):
+                    if compiled and (args.no_compile or not fused):
+                        continue
+                    seconds = train_step_case(dataclasses.replace(cfg, fused_experts=fused), args.batch,
+                                              args.text_tokens, args.audio_frames, device, dtype, compiled,
+                                              args.warmup + (2 if compiled else 0), args.repeats)
+                    line = (f"{'fused' if fused else 'loop':<8}{dname:<6}{'compiled' if compiled else 'eager':<10}"
+                            f"{seconds * 1e3:>10.1f}{args.batch / seconds:>11.1f}{flops / seconds / 1e12:>9.3f}")
+                    print(line + (f"{flops / seconds / peak:>7.1%}" if peak else ""), flush=True)
+
+
+if __name__ == "__main__":
+    main()
