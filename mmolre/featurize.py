@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import re
+import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +45,8 @@ class FeaturizeConfig:
     max_text_tokens: int = 64
     max_audio_s: float = 20.0
     batch_size: int = 32
+    max_batch_audio_s: float = 320.0
+    workers: int = 1
     device: str = "auto"
 
 
@@ -185,65 +190,157 @@ def load_audio(path: Path, start_s: float, end_s: float, sample_rate: int, max_s
     return torchaudio.functional.resample(wave, rate, sample_rate) if rate != sample_rate else wave
 
 
-def batches_by_length(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Indices sorted by length, cut into batches (short padding inside each batch)."""
-    order = np.argsort(lengths, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+def batches_by_length(lengths, batch_size: int, max_total: float = float("inf")) -> list[np.ndarray]:
+    """Indices sorted by length, cut into batches of at most `batch_size` items whose padded size
+    (items x longest) stays within `max_total` (a batch holds at least one item)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    batches, current = [], []
+    for i in order:
+        if current and (len(current) == batch_size or (len(current) + 1) * lengths[i] > max_total):
+            batches.append(np.array(current))
+            current = []
+        current.append(i)
+    return batches + ([np.array(current)] if current else [])
 
 
-def encode_in_order(encode, items: list, lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """encode(items) batched by length, results returned in the original order."""
-    out: list = [None] * len(items)
-    for idx in batches_by_length(lengths, batch_size):
-        for i, features in zip(idx, encode([items[i] for i in idx])):
-            out[i] = features
-    return out
+class AudioRows(torch.utils.data.Dataset):
+    """Row i of the utterance table -> (i, mono wave at `sample_rate`); decoded in DataLoader workers."""
+
+    def __init__(self, table: pd.DataFrame, raw_root: Path, sample_rate: int, max_s: float):
+        self.rows = table[["audio_path", "start_s", "end_s"]].to_numpy()
+        self.raw_root, self.sample_rate, self.max_s = raw_root, sample_rate, max_s
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        path, start, end = self.rows[i]
+        return i, load_audio(self.raw_root / path, start, end, self.sample_rate, self.max_s)
 
 
-def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path) -> Path:
+def _keep_items(items):
+    return items
+
+
+def _save_chunk(path: Path, text: list[np.ndarray], audio: list[np.ndarray]) -> None:
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, text=np.concatenate(text).astype(np.float16), text_lengths=[len(x) for x in text],
+                     audio=np.concatenate(audio).astype(np.float16), audio_lengths=[len(x) for x in audio])
+
+
+def _load_chunk(path: Path) -> dict[str, list[np.ndarray]]:
+    with np.load(path) as chunk:
+        return {m: np.split(chunk[m], np.cumsum(chunk[f"{m}_lengths"])[:-1]) for m in ("text", "audio")}
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise MmolreError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise MmolreError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
+              shard: tuple[int, int] | None = None) -> Path | None:
+    """Encode the utterance table into the HDF5 file; returns its path (None for a shard that is not the last).
+
+    Work is done in windows of rows (batch_size x 8), each saved as a chunk under
+    <out_root>/.partial/ when done, so an interrupted run resumes where it stopped and
+    `shard=(i, n)` computes windows i, i+n, ...; the HDF5 file is assembled from the chunks
+    once all exist (any later run, or `--merge`), and the chunks are then removed.
+    """
     cfg = build(FeaturizeConfig, params, "featurize")
     dataset = params["data"]["dataset"]
     table_path = prepared_root / dataset / "utterances.parquet"
     if not table_path.is_file():
         raise MmolreError(f"{table_path} not found: run `mmolre prepare` first")
     table = pd.read_parquet(table_path)
+    out = feature_path(params, out_root)
+    config_hash = params_hash(dataset, asdict(cfg), pd.util.hash_pandas_object(table).sum())
+    partial = out_root / ".partial" / dataset / f"{out.stem}-{config_hash}"
+    partial.mkdir(parents=True, exist_ok=True)
+    window = cfg.batch_size * 8  # rows encoded together; batches inside a window are formed by length
+    windows = range(-(-len(table) // window))
+    chunk = lambda w: partial / f"{w:06d}.npz"
+    todo = [w for w in windows if (shard is None or w % shard[1] == shard[0]) and not chunk(w).exists()]
     device = pick_device(cfg.device)
     text = TextEncoder(cfg.text_encoder, cfg.text_layer, cfg.max_text_tokens, device)
     audio = audio_encoder(cfg, device)
+    if todo:
+        encode_windows(table, todo, window, chunk, text, audio, cfg, raw_root, f"featurize {dataset}")
+    missing = [w for w in windows if not chunk(w).exists()]
+    if missing:
+        print(f"featurize: shard {shard[0]}/{shard[1]} done; {len(missing)} window(s) left to other shards, "
+              f"then `mmolre featurize --merge`")
+        return None
     attrs = {"text_encoder": cfg.text_encoder, "text_encoder_revision": text.revision, "text_layer": cfg.text_layer,
              "audio_encoder": cfg.audio_encoder, "audio_encoder_revision": audio.revision,
              "audio_layer": cfg.audio_layer, "sample_rate": audio.sample_rate, "dataset": dataset,
-             "created_with": f"mmolre {__version__}",
-             "params_hash": params_hash(dataset, asdict(cfg))}
-    out = feature_path(params, out_root)
-    window = cfg.batch_size * 8  # rows encoded together; batches inside a window are formed by length
+             "featurize_config": json.dumps(asdict(cfg), sort_keys=True),
+             "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, asdict(cfg))}
     with atomic_file(out) as tmp:
         writer = FeatureWriter(tmp, table, {"text": text.dim, "audio": audio.dim}, attrs)
-        progress = tqdm(total=len(table), desc=f"featurize {dataset}", unit="utt")
-        for start in range(0, len(table), window):
-            rows = table.iloc[start:start + window]
-            texts = rows.text.tolist()
-            writer.append("text", encode_in_order(text.encode, texts, np.array([len(t) for t in texts]),
-                                                  cfg.batch_size))
-            waves = [load_audio(raw_root / r.audio_path, r.start_s, r.end_s, audio.sample_rate, cfg.max_audio_s)
-                     for r in rows.itertuples()]
-            writer.append("audio", encode_in_order(audio.encode, waves, np.array([len(w) for w in waves]),
-                                                   cfg.batch_size))
-            progress.update(len(rows))
-        progress.close()
+        for w in windows:
+            parts = _load_chunk(chunk(w))
+            writer.append("text", parts["text"])
+            writer.append("audio", parts["audio"])
         writer.close()
+    shutil.rmtree(partial)
     print(f"featurize: wrote {out} (text {text.dim}-d, audio {audio.dim}-d, {len(table)} utterances)")
     return out
+
+
+def encode_windows(table, todo, window, chunk, text, audio, cfg: FeaturizeConfig, raw_root, desc) -> None:
+    """Encode the windows `todo`, saving each as a chunk; audio is decoded by DataLoader workers meanwhile."""
+    rows = {w: np.arange(w * window, min((w + 1) * window, len(table))) for w in todo}
+    durations = (np.minimum(table.end_s - table.start_s, cfg.max_audio_s)).to_numpy()
+    audio_batches = [rows[w][b] for w in todo for b in batches_by_length(durations[rows[w]], cfg.batch_size,
+                                                                            cfg.max_batch_audio_s or float("inf"))]
+    loader = torch.utils.data.DataLoader(AudioRows(table, raw_root, audio.sample_rate, cfg.max_audio_s),
+                                         batch_sampler=audio_batches, num_workers=cfg.workers,
+                                         collate_fn=_keep_items)
+    texts = table.text.tolist()
+    progress = tqdm(total=sum(len(r) for r in rows.values()), desc=desc, unit="utt")
+    started, audio_seconds = time.perf_counter(), 0.0
+    batches = iter(loader)
+    for w in todo:
+        idx = rows[w]
+        text_out = [None] * len(idx)
+        for b in batches_by_length(np.array([len(texts[i]) for i in idx]), cfg.batch_size):
+            for k, features in zip(b, text.encode([texts[idx[k]] for k in b])):
+                text_out[k] = features
+        audio_out = [None] * len(idx)
+        done = 0
+        while done < len(idx):
+            items = next(batches)
+            for (i, _), features in zip(items, audio.encode([wave for _, wave in items])):
+                audio_out[i - idx[0]] = features
+            done += len(items)
+            audio_seconds += sum(len(wave) for _, wave in items) / audio.sample_rate
+            progress.update(len(items))
+            progress.set_postfix(audio_s_per_s=f"{audio_seconds / (time.perf_counter() - started):.1f}")
+        _save_chunk(chunk(w), text_out, audio_out)
+    progress.close()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prepared-root", type=Path, default=Path("data/prepared"))
     parser.add_argument("--raw-root", type=Path, default=Path("data/raw"))
     parser.add_argument("--out-root", type=Path, default=Path("data/features"))
+    parser.add_argument("--shard", metavar="I/N", help="compute only share I of N (0-based), e.g. on N GPUs or "
+                                                       "machines; the last shard to finish, or --merge, assembles")
+    parser.add_argument("--merge", action="store_true", help="assemble the HDF5 file from the shards' chunks "
+                                                             "(computes any chunk still missing)")
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
-    featurize(params, args.prepared_root, args.raw_root, args.out_root)
+    featurize(params, args.prepared_root, args.raw_root, args.out_root, None if args.merge else parse_shard(args.shard))
 
 
 if __name__ == "__main__":

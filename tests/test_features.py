@@ -135,3 +135,52 @@ def test_unloadable_encoder_names_itself(tmp_path):
 
     with pytest.raises(MmolreError, match="text encoder '.*not-a-model' could not be loaded"):
         TextEncoder(str(tmp_path / "not-a-model"), -1, 64, torch.device("cpu"))
+
+
+def small_windows(tiny_demo):
+    """The tiny demo in three windows of 16 rows (batch_size 2 x 8)."""
+    return {**tiny_demo["params"], "featurize": {**tiny_demo["params"]["featurize"], "batch_size": 2}}
+
+
+def test_interrupted_run_resumes_without_recomputing(tiny_demo, tmp_path, monkeypatch):
+    from mmolre.featurize import FbankProsodyEncoder
+
+    params = small_windows(tiny_demo)
+    reference = featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "reference")
+    original, calls = FbankProsodyEncoder.encode, []
+
+    def crash_in_second_window(self, waves):
+        if sum(calls) >= 16:
+            raise KeyboardInterrupt
+        calls.append(len(waves))
+        return original(self, waves)
+
+    monkeypatch.setattr(FbankProsodyEncoder, "encode", crash_in_second_window)
+    with pytest.raises(KeyboardInterrupt):
+        featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "run")
+    assert not list((tmp_path / "run").glob("demo/*.h5"))  # nothing a later stage would take as complete
+    assert len(list((tmp_path / "run" / ".partial").rglob("*.npz"))) == 1  # the first window survived
+
+    calls.clear()
+    monkeypatch.setattr(FbankProsodyEncoder, "encode", lambda self, waves: calls.append(len(waves)) or original(self, waves))
+    out = featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "run")
+    assert sum(calls) == 36 - 16  # only the windows that were not done
+    assert out.read_bytes() == reference.read_bytes()
+    assert not (tmp_path / "run" / ".partial" / "demo").exists() or not any((tmp_path / "run" / ".partial" / "demo").iterdir())
+
+
+def test_shards_assemble_to_the_unsharded_file(tiny_demo, tmp_path):
+    params = small_windows(tiny_demo)
+    reference = featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "reference")
+    assert featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "sharded", shard=(1, 2)) is None
+    merged = featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "sharded", shard=(0, 2))
+    assert merged.read_bytes() == reference.read_bytes()
+
+
+def test_batches_by_length_caps_padded_size():
+    from mmolre.featurize import batches_by_length
+
+    lengths = np.array([1.0, 10.0, 2.0, 9.0, 3.0])
+    batches = batches_by_length(lengths, batch_size=4, max_total=20.0)
+    assert [b.tolist() for b in batches] == [[0, 2, 4], [3, 1]]  # 3 x 3 s, then 2 x 10 s = 20 s
+    assert [b.tolist() for b in batches_by_length(lengths, 2)] == [[0, 2], [4, 3], [1]]
