@@ -17,6 +17,7 @@ STAGES = {
     "evaluate": "mmolre.evaluate",
     "report": "mmolre.report",
     "model-info": "mmolre.model_info",
+    "predict": "mmolre.predict",
 }
 
 
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser(only=argv[0] if argv and argv[0] in STAGES else None).parse_args(argv)
     try:
-        params = load_params(args.params, args.overrides)
+        uses_params = getattr(args.module, "USES_PARAMS", True)
+        params = load_params(args.params, args.overrides) if uses_params else {}
         args.module.run(args, params)
     except MmolreError as e:
         print(f"mmolre {args.command}: error: {e}", file=sys.stderr)

@@ -223,7 +223,8 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
         save_checkpoint(out, model.cpu(), {
             "run": run, "dataset": params["data"]["dataset"], "best_epoch": best_epoch, "valid_mae": best_mae,
             "features": {k: features.attrs[k] for k in ("text_encoder", "audio_encoder", "text_encoder_revision",
-                                                        "audio_encoder_revision", "params_hash")}})
+                                                        "audio_encoder_revision", "params_hash",
+                                                        "featurize_config")}})
         write_curves(curves_root / run / "curves.tsv", curves)
         print(f"train {run}: best epoch {best_epoch}/{len(curves)}, valid MAE {best_mae:.4f} -> {out}")
     return out

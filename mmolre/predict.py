@@ -1,0 +1,144 @@
+"""`mmolre predict`: sentiment and emotion presence for new recordings, with a trained model.
+
+    mmolre predict --model models/main/model.pt --audio clip.wav --text "what was said"
+    mmolre predict --model models/main/model.pt --inputs clips.csv    # columns audio, text[, id]
+    mmolre predict --model models/main/model.pt --inputs clips/       # <name>.wav + <name>.txt pairs
+
+Runs the encoders the model was trained on (recorded in its checkpoint) and the model;
+prints the sentiment score in [-3, 3] and each emotion's presence probability, or JSON
+with --json. Many inputs are batched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+
+from mmolre import EMOTIONS, MmolreError
+from mmolre.batches import pad
+from mmolre.featurize import FeaturizeConfig, TextEncoder, audio_encoder, load_audio, pick_device
+from mmolre.model import MMoLRE
+from mmolre.train import load_checkpoint
+
+USES_PARAMS = False  # everything comes from the checkpoint
+
+
+@dataclass
+class Predictor:
+    model: MMoLRE
+    text: TextEncoder
+    audio: object
+    cfg: FeaturizeConfig
+    device: torch.device
+
+
+def load_predictor(model_path: Path, device: torch.device) -> Predictor:
+    model, meta = load_checkpoint(model_path, device)
+    features = meta["features"]
+    if "featurize_config" not in features:
+        raise MmolreError(f"{model_path}: the checkpoint does not record its encoders' settings; retrain it")
+    cfg = FeaturizeConfig(**json.loads(features["featurize_config"]))
+    text, audio = TextEncoder(cfg.text_encoder, cfg.text_layer, cfg.max_text_tokens, device), audio_encoder(cfg, device)
+    for name, encoder, expected_dim, revision in (
+            ("text", text, model.config.text_dim, features["text_encoder_revision"]),
+            ("audio", audio, model.config.audio_dim, features["audio_encoder_revision"])):
+        if encoder.dim != expected_dim or encoder.revision != revision:
+            raise MmolreError(f"{model_path} was trained on other {name} features: {expected_dim}-d from "
+                              f"{encoder.name!r} revision {revision}; that encoder now gives {encoder.dim}-d, "
+                              f"revision {encoder.revision}")
+    return Predictor(model, text, audio, cfg, device)
+
+
+def read_inputs(audio: Path | None, text: str | None, inputs: Path | None) -> pd.DataFrame:
+    """A table with columns id, audio (path), text."""
+    if inputs is None:
+        if audio is None or text is None:
+            raise MmolreError("give --audio and --text, or --inputs (a CSV or a folder)")
+        return pd.DataFrame({"id": [audio.stem], "audio": [audio], "text": [text]})
+    if inputs.is_dir():
+        wavs = sorted(p for p in inputs.iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg"))
+        missing = [w.name for w in wavs if not w.with_suffix(".txt").is_file()]
+        if missing:
+            raise MmolreError(f"{inputs}: no transcript <name>.txt beside {missing[:5]}")
+        return pd.DataFrame({"id": [w.stem for w in wavs], "audio": wavs,
+                             "text": [w.with_suffix(".txt").read_text().strip() for w in wavs]})
+    if not inputs.is_file():
+        raise MmolreError(f"--inputs {inputs}: no such file or folder")
+    table = pd.read_csv(inputs, keep_default_na=False)
+    if not {"audio", "text"} <= set(table.columns):
+        raise MmolreError(f"{inputs}: needs columns audio and text (has {list(table.columns)})")
+    table["audio"] = [Path(p) if Path(p).is_absolute() else inputs.parent / p for p in table.audio]
+    if "id" not in table:
+        table["id"] = [Path(p).stem for p in table.audio]
+    return table[["id", "audio", "text"]]
+
+
+def as_stored(features: np.ndarray) -> torch.Tensor:
+    """The precision the feature file stores (float16), so predictions match the evaluate stage's."""
+    return torch.from_numpy(features.astype(np.float16).astype(np.float32))
+
+
+@torch.no_grad()
+def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 16) -> list[dict]:
+    results = []
+    for start in range(0, len(table), batch_size):
+        rows = table.iloc[start:start + batch_size]
+        texts = [str(t).strip() for t in rows.text]
+        for i, t in zip(rows.id, texts):
+            if not t:
+                raise MmolreError(f"{i}: the text is empty; the model needs what was said")
+        waves = []
+        for path in rows.audio:
+            try:
+                duration = sf.info(str(path)).duration
+            except (sf.LibsndfileError, RuntimeError, OSError) as e:
+                raise MmolreError(f"{path}: cannot read audio ({e})") from None
+            waves.append(load_audio(Path(path), 0.0, duration, predictor.audio.sample_rate, predictor.cfg.max_audio_s))
+        text, text_mask = pad([as_stored(x) for x in predictor.text.encode(texts)])
+        audio, audio_mask = pad([as_stored(x) for x in predictor.audio.encode(waves)])
+        device = predictor.device
+        out = predictor.model(text=text.to(device), text_mask=text_mask.to(device), audio=audio.to(device),
+                              audio_mask=audio_mask.to(device))
+        sentiment = out.sentiment.float().cpu().numpy() if out.sentiment is not None else [None] * len(rows)
+        emotions = torch.sigmoid(out.emotions.float()).cpu().numpy() if out.emotions is not None else None
+        for k, utterance in enumerate(rows.id):
+            result = {"id": str(utterance), "sentiment": None if sentiment[k] is None else float(sentiment[k])}
+            if emotions is not None:
+                result["emotions"] = {e: float(emotions[k, j]) for j, e in enumerate(EMOTIONS)}
+            results.append(result)
+    return results
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=Path("models/main/model.pt"), help="a trained checkpoint")
+    parser.add_argument("--audio", type=Path, help="one recording (wav, flac, ogg)")
+    parser.add_argument("--text", help="its transcript")
+    parser.add_argument("--inputs", type=Path, help="a CSV (audio, text[, id]) or a folder of <name>.wav + <name>.txt")
+    parser.add_argument("--json", action="store_true", help="print JSON (one object per input)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+
+
+def run(args: argparse.Namespace, params: dict) -> None:
+    table = read_inputs(args.audio, args.text, args.inputs)
+    results = predict_table(load_predictor(args.model, pick_device(args.device)), table, args.batch_size)
+    if args.json:
+        print(json.dumps(results if args.inputs else results[0], indent=2))
+        return
+    for r in results:
+        emotions = "  ".join(f"{e} {p:.2f}" for e, p in r.get("emotions", {}).items())
+        sentiment = "" if r["sentiment"] is None else f"sentiment {r['sentiment']:+.3f}  "
+        print(f"{r['id']}: {sentiment}{emotions}")
+
+
+if __name__ == "__main__":
+    from mmolre.cli import run_stage
+
+    run_stage("predict")
