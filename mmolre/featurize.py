@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import re
 import shutil
 import time
@@ -46,7 +47,7 @@ class FeaturizeConfig:
     max_audio_s: float = 20.0
     batch_size: int = 32
     max_batch_audio_s: float = 320.0
-    workers: int = 1
+    workers: int | str = "auto"
     device: str = "auto"
 
 
@@ -296,6 +297,14 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
     return out
 
 
+def decode_workers(cfg: FeaturizeConfig, device: torch.device) -> int:
+    """`auto`: decode in the main process on a CPU (workers would take the encoders' cores),
+    in up to 4 worker processes when a GPU does the encoding."""
+    if cfg.workers != "auto":
+        return int(cfg.workers)
+    return 0 if device.type == "cpu" else max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
 def encode_windows(table, todo, window, chunk, text, audio, cfg: FeaturizeConfig, raw_root, desc) -> None:
     """Encode the windows `todo`, saving each as a chunk; audio is decoded by DataLoader workers meanwhile."""
     rows = {w: np.arange(w * window, min((w + 1) * window, len(table))) for w in todo}
@@ -303,7 +312,7 @@ def encode_windows(table, todo, window, chunk, text, audio, cfg: FeaturizeConfig
     audio_batches = [rows[w][b] for w in todo for b in batches_by_length(durations[rows[w]], cfg.batch_size,
                                                                             cfg.max_batch_audio_s or float("inf"))]
     loader = torch.utils.data.DataLoader(AudioRows(table, raw_root, audio.sample_rate, cfg.max_audio_s),
-                                         batch_sampler=audio_batches, num_workers=cfg.workers,
+                                         batch_sampler=audio_batches, num_workers=decode_workers(cfg, text.device),
                                          collate_fn=_keep_items)
     texts = table.text.tolist()
     progress = tqdm(total=sum(len(r) for r in rows.values()), desc=desc, unit="utt")

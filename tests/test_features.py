@@ -184,3 +184,9 @@ def test_batches_by_length_caps_padded_size():
     batches = batches_by_length(lengths, batch_size=4, max_total=20.0)
     assert [b.tolist() for b in batches] == [[0, 2, 4], [3, 1]]  # 3 x 3 s, then 2 x 10 s = 20 s
     assert [b.tolist() for b in batches_by_length(lengths, 2)] == [[0, 2], [4, 3], [1]]
+
+
+def test_decoding_in_a_worker_process_gives_the_same_file(tiny_demo, tmp_path):
+    params = {**tiny_demo["params"], "featurize": {**tiny_demo["params"]["featurize"], "workers": 1}}
+    out = featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path)
+    assert out.read_bytes() == tiny_demo["h5"].read_bytes()
