@@ -263,7 +263,8 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
         raise MmolreError(f"{table_path} not found: run `mmolre prepare` first")
     table = pd.read_parquet(table_path)
     out = feature_path(params, out_root)
-    config_hash = params_hash(dataset, asdict(cfg), pd.util.hash_pandas_object(table).sum())
+    identity = {k: v for k, v in asdict(cfg).items() if k != "workers"}  # what the values depend on
+    config_hash = params_hash(dataset, identity, pd.util.hash_pandas_object(table).sum())
     partial = out_root / ".partial" / dataset / f"{out.stem}-{config_hash}"
     partial.mkdir(parents=True, exist_ok=True)
     window = cfg.batch_size * 8  # rows encoded together; batches inside a window are formed by length
@@ -283,8 +284,8 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
     attrs = {"text_encoder": cfg.text_encoder, "text_encoder_revision": text.revision, "text_layer": cfg.text_layer,
              "audio_encoder": cfg.audio_encoder, "audio_encoder_revision": audio.revision,
              "audio_layer": cfg.audio_layer, "sample_rate": audio.sample_rate, "dataset": dataset,
-             "featurize_config": json.dumps(asdict(cfg), sort_keys=True),
-             "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, asdict(cfg))}
+             "featurize_config": json.dumps(identity, sort_keys=True),
+             "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, identity)}
     with atomic_file(out) as tmp:
         writer = FeatureWriter(tmp, table, {"text": text.dim, "audio": audio.dim}, attrs)
         for w in windows:
