@@ -190,3 +190,50 @@ def test_decoding_in_a_worker_process_gives_the_same_file(tiny_demo, tmp_path):
     params = {**tiny_demo["params"], "featurize": {**tiny_demo["params"]["featurize"], "workers": 1}}
     out = featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path)
     assert out.read_bytes() == tiny_demo["h5"].read_bytes()
+
+
+@pytest.fixture(scope="module")
+def tiny_paper_encoders(tmp_path_factory, tiny_demo):
+    """Random-initialised RoBERTa and Data2Vec-audio (the paper's architectures, tiny), saved locally
+    with a byte-level BPE tokenizer trained on the demo's transcripts and a feature extractor."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import (Data2VecAudioConfig, Data2VecAudioModel, RobertaConfig, RobertaModel,
+                              RobertaTokenizerFast, Wav2Vec2FeatureExtractor)
+
+    root = tmp_path_factory.mktemp("encoders")
+    texts = pd.read_parquet(tiny_demo["prepared"] / "demo" / "utterances.parquet").text.tolist()
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(root))
+    tokenizer = RobertaTokenizerFast(vocab_file=str(root / "vocab.json"), merges_file=str(root / "merges.txt"))
+    torch.manual_seed(0)
+    roberta = RobertaModel(RobertaConfig(vocab_size=len(tokenizer), hidden_size=24, num_hidden_layers=2,
+                                         num_attention_heads=2, intermediate_size=48, max_position_embeddings=80,
+                                         pad_token_id=tokenizer.pad_token_id)).eval()
+    roberta.save_pretrained(root / "tiny-roberta")
+    tokenizer.save_pretrained(root / "tiny-roberta")
+    d2v = Data2VecAudioModel(Data2VecAudioConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8),
+        conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)).eval()
+    d2v.save_pretrained(root / "tiny-d2v")
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True,
+                             do_normalize=True).save_pretrained(root / "tiny-d2v")
+    return {"text": root / "tiny-roberta", "audio": root / "tiny-d2v", "roberta": roberta, "tokenizer": tokenizer}
+
+
+def test_tiny_roberta_and_data2vec_featurize_resume_and_shard(tiny_demo, tiny_paper_encoders, tmp_path):
+    enc = tiny_paper_encoders
+    params = {**tiny_demo["params"], "featurize": {**tiny_demo["params"]["featurize"], "text_encoder": str(enc["text"]),
+                                                   "audio_encoder": str(enc["audio"]), "batch_size": 2}}
+    out = featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "whole")
+    assert out.name == "tiny-roberta__tiny-d2v.h5"
+    feats = FeatureFile(out)
+    assert feats.dims == {"text": 24, "audio": 16}
+    table = pd.read_parquet(tiny_demo["prepared"] / "demo" / "utterances.parquet")
+    with torch.no_grad():
+        direct = enc["roberta"](**enc["tokenizer"](table.text[4], return_tensors="pt")).last_hidden_state[0]
+    np.testing.assert_allclose(feats.get("text", 4), direct.numpy(), rtol=2e-3, atol=2e-3)
+    assert featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "shards", shard=(0, 3)) is None
+    assert featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "shards", shard=(2, 3)) is None
+    merged = featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "shards", shard=None)
+    assert merged.read_bytes() == out.read_bytes()
