@@ -62,6 +62,21 @@ def predictions_table(features: FeatureFile, indices: np.ndarray, result: dict) 
     return table
 
 
+def write_confusion(folder: Path, features: FeatureFile, indices: np.ndarray, emotions: np.ndarray) -> None:
+    """Per emotion, one row per utterance: actual and predicted presence (DVC's confusion plots)."""
+    labels = features.emotions[indices]
+    if np.isnan(emotions).all():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    word = np.array(["absent", "present"])
+    for j, emotion in enumerate(EMOTIONS):
+        known = ~np.isnan(labels[:, j])
+        frame = pd.DataFrame({"actual": word[(labels[known, j] > 0).astype(int)],
+                              "predicted": word[(emotions[known, j] >= 0.5).astype(int)]})
+        with atomic_file(folder / f"{emotion}.csv") as tmp:
+            frame.to_csv(tmp, index=False)
+
+
 def clean(value):
     """JSON without NaN: NaN -> null, floats rounded to 6 significant digits for stable diffs."""
     if isinstance(value, dict):
@@ -100,10 +115,14 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
                 all_metrics[run] = split_metrics(features, indices, result["sentiment"], result["emotions"])
                 if run == MAIN_RUN:
                     routing = {k: v.mean(0).tolist() for k, v in result["routing"].items()}
+                    write_confusion(reports / "eval" / "confusion", features, indices, result["emotions"])
     write_json(reports / "metrics.json", all_metrics[MAIN_RUN])
     write_json(reports / "runs.json", all_metrics)
     provenance = {k: str(v) for k, v in features.attrs.items()}
-    write_json(reports / "eval" / "details.json", {"split": cfg.split, "features": provenance, "gates": routing})
+    gates = {k: v for k, v in routing.items() if not k.startswith("top1/")}
+    top1 = {k.removeprefix("top1/"): v for k, v in routing.items() if k.startswith("top1/")}
+    write_json(reports / "eval" / "details.json",
+               {"split": cfg.split, "features": provenance, "gates": gates, "top1": top1})
     main = all_metrics[MAIN_RUN]
     for dataset, block in main.items():
         summary = ", ".join(f"{k} {v:.3f}" for k, v in block.get("msa", {}).items() if k in ("mae", "corr"))

@@ -79,7 +79,9 @@ class MMoLREOutput:
     loss: torch.Tensor | None = None         # L_SA + lambda * L_ER, when labels are given
     loss_sa: torch.Tensor | None = None
     loss_er: torch.Tensor | None = None
-    routing: dict[str, torch.Tensor] = field(default_factory=dict)  # "block1/text/sa" -> (B, E) mean gates
+    # "block1/text/sa" -> (B, E) mean gate per expert; "top1/block1/text/sa" -> (B, E) share of tokens
+    # whose largest gate is that expert; "fusion/sa" -> (B, M) modality gates
+    routing: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class LowRankExpert(nn.Module):
@@ -304,6 +306,8 @@ class MMoLRE(nn.Module):
                 for b, block_gates in enumerate(gates, start=1):
                     for branch, g in block_gates.items():
                         routing[f"block{b}/{m}/{branch}"] = masked_mean(g, masks[m]).detach()
+                        top1 = F.one_hot(g.argmax(-1), g.shape[-1]).to(g.dtype)  # share of tokens led by each expert
+                        routing[f"top1/block{b}/{m}/{branch}"] = masked_mean(top1, masks[m]).detach()
         vectors = {}
         for branch in cfg.branches:
             vectors[branch], modality_gates = self.fusion[branch](per_branch[branch], masks)

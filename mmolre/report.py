@@ -1,14 +1,17 @@
 """Stage `report`: reports/report.md with metric tables and figures in reports/figures/.
 
 Reads what evaluate and train wrote (metrics.json, runs.json, eval/details.json,
-predictions/, train/<run>/curves.tsv); draws training curves, router weights per
-task x modality x block, and predicted vs true sentiment.
+predictions/, train/<run>/curves.tsv); draws training and validation curves, predicted vs
+true sentiment, per-emotion confusion matrices, router weights per task x modality x block
+and expert utilisation; compares the metrics with the accepted model's (git tag
+`promote.tag`). Also writes reports/report.html, self-contained.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -18,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from sklearn.metrics import confusion_matrix  # noqa: E402
 
 from mmolre import EMOTIONS, MmolreError  # noqa: E402
 from mmolre.files import atomic_dir, atomic_file  # noqa: E402
@@ -87,6 +91,70 @@ def plot_routing(gates: dict[str, list[float]], path: Path) -> None:
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
 
 
+def plot_confusions(predictions: pd.DataFrame, path: Path) -> None:
+    """Per emotion: counts of true vs predicted presence (intensity > 0, probability >= 0.5)."""
+    fig, axes = plt.subplots(2, 3, figsize=(9, 5.6))
+    for ax, emotion in zip(axes.flat, EMOTIONS):
+        known = predictions[emotion].notna() & predictions[f"{emotion}_prob"].notna()
+        matrix = confusion_matrix(predictions[emotion][known] > 0, predictions[f"{emotion}_prob"][known] >= 0.5,
+                                  labels=[False, True])
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(j, i, str(count), ha="center", va="center", color="black" if count < matrix.max() / 2 else "white")
+        ax.set_xticks([0, 1], ["absent", "present"]); ax.set_yticks([0, 1], ["absent", "present"])
+        ax.set_title(emotion); ax.set_xlabel("predicted"); ax.set_ylabel("true")
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
+def plot_utilization(top1: dict[str, list[float]], path: Path) -> None:
+    """Share of tokens whose largest router weight goes to each expert, per block x modality, tasks side by side."""
+    panels = sorted({k.rsplit("/", 1)[0] for k in top1})
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        tasks = sorted(k for k in top1 if k.startswith(panel + "/"))
+        width = 0.8 / len(tasks)
+        for i, key in enumerate(tasks):
+            share = top1[key]
+            ax.bar(np.arange(len(share)) + i * width, share, width=width, label=key.rsplit("/", 1)[1])
+        n = len(top1[tasks[0]])
+        ax.set_xticks(np.arange(n) + 0.4 - width / 2, [f"sh{i + 1}" for i in range(n - 1)] + ["task"], fontsize=7)
+        ax.set_title(panel, fontsize=9); ax.set_ylim(0, 1); ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("share of tokens (top-1 expert)")
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def accepted_metrics(tag: str, path: str = "reports/metrics.json") -> dict | None:
+    """metrics.json at the accepted model's git tag (read with git: a stage must not call dvc)."""
+    try:
+        shown = subprocess.run(["git", "show", f"{tag}:{path}"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+
+def diff_section(metrics: dict, tag: str) -> list[str]:
+    accepted = accepted_metrics(tag)
+    lines = [f"## Against the accepted model (git tag `{tag}`)", ""]
+    if accepted is None:
+        return lines + [f"No accepted model yet: the retraining flow (`python -m flows.retrain`) tags the "
+                        f"revision it promotes as `{tag}`.", ""]
+    old, new = flatten(accepted), flatten(metrics)
+    keys = [k for k in new if ".msa." in k or ".mer.avg." in k]
+    rows = [[k, fmt(old.get(k), 3), fmt(new[k], 3),
+             "–" if old.get(k) is None or new[k] is None else f"{new[k] - old[k]:+.3f}"] for k in keys]
+    return lines + [table(["metric", "accepted", "this run", "change"], rows), ""]
+
+
 def plot_scatter(predictions: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.scatter(predictions.sentiment, predictions.sentiment_pred, s=10, alpha=0.6)
@@ -142,8 +210,17 @@ def render(params: dict, reports: Path) -> str:
                     + ([["**MMoLRE (ours)**", *[fmt(metrics["mosei"]["msa"][k], 3 if k in ("mae", "corr") else 1)
                          for k in ("mae", "corr", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "acc7")]]]
                        if "mosei" in metrics else [])), ""]
-    lines += ["## Figures", "", "![training curves](figures/curves.png)", "",
-              "![router weights](figures/routing.png)", "", "![predicted vs true sentiment](figures/scatter.png)", ""]
+    lines += diff_section(metrics, params["promote"]["tag"])
+    lines += ["## Figures", "", "Training (solid) and validation (dashed) loss, and the validation metrics per epoch:", "",
+              "![training curves](figures/curves.png)", "",
+              "Predicted against true sentiment on the test split:", "",
+              "![predicted vs true sentiment](figures/scatter.png)", "",
+              "Emotion presence, true against predicted, per emotion:", "",
+              "![emotion confusion matrices](figures/confusion.png)", "",
+              "Mean router weight per expert for each block, modality and task, and the fusion gates:", "",
+              "![router weights](figures/routing.png)", "",
+              "Expert utilisation: the share of tokens whose largest router weight goes to each expert:", "",
+              "![expert utilisation](figures/utilization.png)", ""]
     return "\n".join(lines)
 
 
@@ -152,13 +229,38 @@ def report(params: dict, reports: Path) -> Path:
     curves = {run: pd.read_csv(reports / "train" / run / "curves.tsv", sep="\t")
               for run in params["runs"] if (reports / "train" / run / "curves.tsv").is_file()}
     details = read_json(reports / "eval" / "details.json")
+    predictions = pd.read_csv(reports / "predictions" / f"main_{details['split']}.csv")
     with atomic_dir(reports / "figures") as figures:
         plot_curves(curves, figures / "curves.png")
         plot_routing(details["gates"], figures / "routing.png")
-        plot_scatter(pd.read_csv(reports / "predictions" / f"main_{details['split']}.csv"), figures / "scatter.png")
+        plot_utilization(details["top1"], figures / "utilization.png")
+        plot_scatter(predictions, figures / "scatter.png")
+        if predictions.filter(like="_prob").notna().any().any():
+            plot_confusions(predictions, figures / "confusion.png")
     with atomic_file(reports / "report.md") as tmp:
         tmp.write_text(text)
-    print(f"report: wrote {reports / 'report.md'} and {reports / 'figures'}/")
+    with atomic_file(reports / "report.html") as tmp:
+        tmp.write_text(to_html(text, reports))
+    print(f"report: wrote {reports / 'report.md'}, {reports / 'report.html'} and {reports / 'figures'}/")
+
+
+def to_html(text: str, reports: Path) -> str:
+    """The report as one self-contained HTML page (figures inlined as data URIs)."""
+    import base64
+
+    import markdown
+
+    def inline(match: re.Match) -> str:
+        figure = reports / match.group(2)
+        data = base64.b64encode(figure.read_bytes()).decode() if figure.is_file() else ""
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    body = markdown.markdown(re.sub(r"!\[([^\]]*)\]\((figures/[^)]+)\)", inline, text), extensions=["tables"])
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>MMoLRE report</title><style>{style}</style>" \
+           f"</head><body>{body}</body></html>\n"
     return reports / "report.md"
 
 
