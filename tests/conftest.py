@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="mmolre-prefect-"))  # before prefect is imported
+for _key, _value in (("GIT_AUTHOR_NAME", "t"), ("GIT_AUTHOR_EMAIL", "t@t"), ("GIT_COMMITTER_NAME", "t"),
+                     ("GIT_COMMITTER_EMAIL", "t@t")):
+    os.environ.setdefault(_key, _value)
 
 from mmolre.params import load_params  # noqa: E402
 
@@ -47,3 +57,36 @@ def tiny_demo(tmp_path_factory, tiny_params) -> dict:
     prepare(tiny_params, paths["raw"], paths["prepared"])
     paths["h5"] = featurize(tiny_params, paths["prepared"], paths["raw"], paths["features"])
     return {"params": tiny_params, **paths}
+
+
+def sh(repo: Path, *args: str) -> str:
+    """Run a command in `repo` with this venv's tools first on PATH; fail the test with its output."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
+    return out.stdout + out.stderr
+
+
+def make_project_repo(repo: Path) -> Path:
+    """A git + DVC repository holding the real dvc.yaml and code, with the shrunk params."""
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    shutil.copytree(ROOT / "mmolre", repo / "mmolre", ignore=shutil.ignore_patterns("__pycache__"))
+    params = shrink(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc = [sys.executable, "-m", "dvc"]
+    sh(repo, "git", "init", "-q")
+    sh(repo, *dvc, "init", "-q")
+    sh(repo, *dvc, "config", "core.analytics", "false")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "init")
+    return repo
+
+
+def set_yaml(path: Path, section: str, key: str, value) -> None:
+    data = yaml.safe_load(path.read_text())
+    node = data[section]
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,28 +1,14 @@
 """End to end: the real dvc.yaml on the shrunk demo in a temporary git + DVC repository."""
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, shrink
+from conftest import make_project_repo, set_yaml, sh
 
 pytestmark = pytest.mark.slow
-
-
-def sh(repo: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    out = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
-    return out.stdout + out.stderr
 
 
 def ran_stages(log: str) -> set[str]:
@@ -31,18 +17,7 @@ def ran_stages(log: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("repo")
-    shutil.copy(ROOT / "dvc.yaml", repo)
-    shutil.copytree(ROOT / "mmolre", repo / "mmolre", ignore=shutil.ignore_patterns("__pycache__"))
-    params = shrink(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc = [sys.executable, "-m", "dvc"]
-    sh(repo, "git", "init", "-q")
-    sh(repo, *dvc, "init", "-q")
-    sh(repo, *dvc, "config", "core.analytics", "false")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "init")
-    return repo
+    return make_project_repo(tmp_path_factory.mktemp("repo"))
 
 
 def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches(repo):
@@ -60,9 +35,7 @@ def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches
 
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "first run")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"]["lr"] = 0.01
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_yaml(repo / "params.yaml", "train", "lr", 0.01)
     third = sh(repo, *dvc, "repro")
     assert ran_stages(third) == {"train@main", "train@text_only", "train@audio_only", "evaluate", "report"}
 
