@@ -1,0 +1,146 @@
+"""Getting files from the network, or from the user, safely.
+
+- `fetch(url, dest)`: HTTP download with range resume of `<dest>.part`, retries with
+  exponential backoff, a progress bar; the file appears under its name only when complete.
+- `Manifest`: SHA-256 and size of every file, recorded on first success and checked on every
+  later use; a mismatch removes the file and says so.
+- `import_archive(path, dest)`: the user's own copy of an archive, linked or copied in.
+- `safe_extract(archive, target)`: unpacks a zip or tar, refusing members that would land
+  outside `target` (absolute paths, `..`, links).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from mmolre import MmolreError
+
+CHUNK = 1 << 20
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(url: str, dest: Path, retries: int = 4, backoff_s: float = 1.0, timeout_s: float = 30.0) -> Path:
+    """Download `url` to `dest`, resuming `<dest>.part`; raise MmolreError naming the URL when it cannot."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    error = None
+    for attempt in range(retries):
+        if attempt:
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+        have = part.stat().st_size if part.exists() else 0
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                resumed = have > 0 and response.status == 206
+                length = response.headers.get("Content-Length")
+                total = (have if resumed else 0) + int(length) if length else None
+                with open(part, "ab" if resumed else "wb") as out, tqdm(
+                        total=total, initial=have if resumed else 0, unit="B", unit_scale=True,
+                        desc=f"download {dest.name}", leave=False) as progress:
+                    for block in iter(lambda: response.read(CHUNK), b""):
+                        out.write(block)
+                        progress.update(len(block))
+                if total is not None and part.stat().st_size != total:
+                    raise http.client.IncompleteRead(b"", total - part.stat().st_size)
+            os.replace(part, dest)
+            return dest
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and have:  # nothing left to send: the part file is complete
+                os.replace(part, dest)
+                return dest
+            if e.code in (401, 403, 404, 410):
+                raise MmolreError(f"{url}: HTTP {e.code} {e.reason}") from None
+            error = f"HTTP {e.code} {e.reason}"
+        except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException, OSError) as e:
+            error = str(getattr(e, "reason", e))
+    raise MmolreError(f"{url} is unreachable ({error}) after {retries} tries. Download it any way you can and "
+                      f"run `mmolre download --from-archive PATH`, or point data.mirror at a copy; a partial "
+                      f"download is kept in {part} and resumes next time")
+
+
+class Manifest:
+    """SHA-256 and size per file name, kept in `path` (JSON); trust on first use, checked after."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def verify_or_record(self, file: Path, source: str, expected_sha256: str | None = None) -> None:
+        digest, size = sha256(file), file.stat().st_size
+        known = self.entries.get(file.name)
+        expected = expected_sha256 or (known or {}).get("sha256")
+        if expected and digest != expected:
+            bad = file.with_name(file.name + ".corrupt")
+            os.replace(file, bad)
+            raise MmolreError(f"{file.name}: SHA-256 {digest[:16]}... does not match the expected {expected[:16]}... "
+                              f"(size {size} bytes); moved aside to {bad}. Download it again, or import a good "
+                              f"copy with --from-archive")
+        if known is None:
+            self.entries[file.name] = {"sha256": digest, "size": size, "source": source}
+            self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.entries, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
+
+
+def import_archive(source: Path, dest: Path) -> Path:
+    """Hard-link (or copy) the user's file to `dest`, atomically."""
+    if not source.is_file():
+        raise MmolreError(f"--from-archive {source}: no such file")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".importing")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _check_member(name: str, is_link: bool, archive: Path) -> None:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or is_link or (path.parts and ":" in path.parts[0]):
+        raise MmolreError(f"{archive}: refusing member {name!r} (absolute path, '..' or link would escape the "
+                          "target folder); the archive is not safe to unpack")
+
+
+def safe_extract(archive: Path, target: Path) -> None:
+    """Unpack a .zip or tar archive into `target`; every member is checked before anything is written."""
+    target.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+                _check_member(info.filename, is_link, archive)
+            z.extractall(target)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as t:
+            for member in t.getmembers():
+                _check_member(member.name, member.issym() or member.islnk(), archive)
+            t.extractall(target, filter="data")
+    else:
+        raise MmolreError(f"{archive}: neither a zip nor a tar archive")
