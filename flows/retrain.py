@@ -27,16 +27,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.pipeline import run_dvc
 from mmolre import EMOTIONS
+from mmolre.metrics import flatten
+from mmolre.report import accepted_metrics
 
 # What a promotion commits: the pipeline's git-tracked state (outputs that DVC caches are in dvc.lock).
 TRACKED = ["dvc.lock", "params.yaml", "reports"]
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        out |= flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
-    return out
 
 
 def last_json(output: str):
@@ -51,11 +46,6 @@ def git(repo: str, *args: str) -> subprocess.CompletedProcess:
         env.setdefault(key, value)
         env.setdefault(key.replace("AUTHOR", "COMMITTER"), value)
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=env)
-
-
-def accepted_metrics(repo: str, tag: str) -> dict | None:
-    shown = git(repo, "show", f"{tag}:reports/metrics.json")
-    return flatten(json.loads(shown.stdout)) if shown.returncode == 0 else None
 
 
 def better_by(new: float, old: float, mode: str) -> float:
@@ -90,7 +80,8 @@ def retrain(repo: str = ".", targets: list[str] | None = None, force: bool = Fal
     new = flatten(metrics)
     if metric not in new:
         raise KeyError(f"promote.metric {metric!r} is not in reports/metrics.json; it has {sorted(new)}")
-    old = accepted_metrics(repo, rule["tag"])
+    accepted = accepted_metrics(rule["tag"], repo)
+    old = flatten(accepted) if accepted is not None else None
     diff = last_json(run_dvc(["metrics", "diff", rule["tag"], "--json"], repo)) if old else {}
     diff = diff.get("reports/metrics.json", {})
     create_markdown_artifact(diff_markdown(diff, metric), key="mmolre-metrics-diff",

@@ -57,3 +57,11 @@ def mer_metrics(prob, label) -> dict[str, dict[str, float]]:
                         "f1": _pct(f1_score(true, pred, average="weighted", zero_division=0))}
     out["avg"] = {k: float(np.nanmean([out[e][k] for e in EMOTIONS])) for k in ("wa", "f1")}
     return out
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
+    """{"demo": {"msa": {"mae": x}}} -> {"demo.msa.mae": x}: the names `dvc metrics diff` uses."""
+    out = {}
+    for key, value in tree.items():
+        out |= flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return out

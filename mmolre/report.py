@@ -25,6 +25,7 @@ from sklearn.metrics import confusion_matrix  # noqa: E402
 
 from mmolre import EMOTIONS, MmolreError  # noqa: E402
 from mmolre.files import atomic_dir, atomic_file  # noqa: E402
+from mmolre.metrics import flatten  # noqa: E402
 from mmolre.params import params_hash  # noqa: E402
 
 MSA_COLUMNS = {"acc2_has0": "Acc-2 (has0)", "acc2_non0": "Acc-2 (non0)", "f1_has0": "F1 (has0)",
@@ -123,20 +124,11 @@ def plot_utilization(top1: dict[str, list[float]], path: Path) -> None:
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def accepted_metrics(tag: str, path: str = "reports/metrics.json") -> dict | None:
+def accepted_metrics(tag: str, repo: str | Path = ".", path: str = "reports/metrics.json") -> dict | None:
     """metrics.json at the accepted model's git tag (read with git: a stage must not call dvc)."""
     try:
-        shown = subprocess.run(["git", "show", f"{tag}:{path}"], capture_output=True, text=True, timeout=10)
+        shown = subprocess.run(["git", "show", f"{tag}:{path}"], cwd=repo, capture_output=True, text=True,
+                               timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return json.loads(shown.stdout) if shown.returncode == 0 else None
