@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: repro test setup clean
+.PHONY: repro test setup clean paper
 
 $(BIN)/mmolre: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
@@ -26,3 +26,14 @@ test: setup
 
 clean:
 	rm -rf data/raw data/prepared data/features models
+
+# The paper's setting (README, "Reproducing the paper"): CMU-MOSI + CMU-MOSEI, RoBERTa + Data2Vec,
+# d=768, N=15, r=128. Needs the internet (or data.mirror / --from-archive) and, in practice, a GPU.
+PAPER := -S data.dataset=cmu -S featurize.text_encoder=roberta-base \
+	-S featurize.audio_encoder=facebook/data2vec-audio-base -S model.d_model=768 -S model.n_experts=15 \
+	-S model.rank=128 -S model.n_heads=8 -S train.lr=0.0001 -S train.epochs=40 -S train.patience=8 \
+	-S promote.metric=mosei.msa.mae
+
+paper: setup
+	dvc config core.analytics false
+	HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 dvc exp run -n paper $(PAPER)

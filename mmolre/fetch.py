@@ -128,19 +128,21 @@ def _check_member(name: str, is_link: bool, archive: Path) -> None:
                           "target folder); the archive is not safe to unpack")
 
 
-def safe_extract(archive: Path, target: Path) -> None:
-    """Unpack a .zip or tar archive into `target`; every member is checked before anything is written."""
+def safe_extract(archive: Path, target: Path, include=None) -> None:
+    """Unpack a .zip or tar archive into `target` (only members whose name `include` accepts, if given);
+    every member is checked before anything is written."""
     target.mkdir(parents=True, exist_ok=True)
+    wanted = include or (lambda name: True)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
             for info in z.infolist():
                 is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
                 _check_member(info.filename, is_link, archive)
-            z.extractall(target)
+            z.extractall(target, members=[i for i in z.infolist() if wanted(i.filename)])
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as t:
             for member in t.getmembers():
                 _check_member(member.name, member.issym() or member.islnk(), archive)
-            t.extractall(target, filter="data")
+            t.extractall(target, members=[m for m in t.getmembers() if wanted(m.name)], filter="data")
     else:
         raise MmolreError(f"{archive}: neither a zip nor a tar archive")

@@ -16,7 +16,7 @@ import pandas as pd
 import pandera.pandas as pa
 import soundfile as sf
 
-from mmolre import EMOTIONS, SPLITS, MmolreError
+from mmolre import EMOTIONS, SPLITS, MmolreError, cmu
 from mmolre.files import atomic_dir
 from mmolre.params import build
 
@@ -45,13 +45,25 @@ def audio_duration(path: Path) -> float | None:
     return info.frames / info.samplerate if info.frames > 0 else None
 
 
-def demo_table(raw_root: Path) -> pd.DataFrame:
+def cmu_table(dataset: str, raw_root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """MOSI and/or MOSEI rows (mmolre/cmu.py), and lines on the split sizes and what was left out."""
+    tables, report = [], []
+    for part in cmu.parts(dataset):
+        folder = raw_root / dataset / part if dataset == "cmu" else raw_root / dataset
+        table, dropped = (cmu.mosi_table if part == "mosi" else cmu.mosei_table)(folder, raw_root)
+        tables.append(table)
+        report += cmu.count_report(part, table, dropped)
+    table = pd.concat(tables, ignore_index=True) if any(len(t) for t in tables) else pd.DataFrame(columns=COLUMNS)
+    return table.reindex(columns=COLUMNS), report
+
+
+def demo_table(raw_root: Path) -> tuple[pd.DataFrame, list[str]]:
     """The utterance table of the generated demo corpus (whole files: start 0, end = duration)."""
     raw = pd.read_csv(raw_root / "demo" / "utterances.csv", keep_default_na=False, na_values=[""])
     table = raw.assign(dataset="demo", start_s=0.0, audio_path="demo/audio/" + raw.utterance_id + ".wav")
     table["end_s"] = [audio_duration(raw_root / p) for p in table.audio_path]
     table["text"] = table.text.fillna("").astype(str).str.strip()
-    return table[COLUMNS]
+    return table[COLUMNS], []
 
 
 def utterance_schema(raw_root: Path) -> pa.DataFrameSchema:
@@ -122,9 +134,7 @@ def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
     dataset = params["data"]["dataset"]
     if not (raw_root / dataset).is_dir():
         raise MmolreError(f"{raw_root / dataset} does not exist: run `mmolre download` first")
-    if dataset != "demo":
-        raise MmolreError(f"data.dataset={dataset!r}: preparing the CMU corpora is not implemented yet")
-    table = demo_table(raw_root)
+    table, counts_report = demo_table(raw_root) if dataset == "demo" else cmu_table(dataset, raw_root)
     violations = find_violations(table, raw_root)
     bad_rows = sorted({int(r) for r in violations.row.dropna()})
     if len(violations) and (cfg.on_invalid == "fail" or violations.row.isna().any()):
@@ -134,8 +144,12 @@ def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
     valid = table.drop(index=bad_rows).reset_index(drop=True)
     if valid.empty:
         raise MmolreError(f"no valid utterances left in {dataset}:\n" + describe(violations))
+    for line in counts_report:
+        print(f"prepare: {line}")
     with atomic_dir(out_root / dataset) as tmp:
         valid.to_parquet(tmp / "utterances.parquet", index=False)
+        if counts_report:
+            (tmp / "counts.txt").write_text("\n".join(counts_report) + "\n")
         if bad_rows:
             reasons = violations.groupby("row").apply(
                 lambda g: "; ".join(f"{c}: {r}" for c, r in zip(g.column, g.rule)), include_groups=False)

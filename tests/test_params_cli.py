@@ -43,13 +43,22 @@ def test_every_stage_has_help():
     assert "--run" in out.stdout and "--set" in out.stdout and "early stopping" in out.stdout
 
 
-def test_unimplemented_dataset_fails_fast_with_a_clear_message(tmp_path, capsys, monkeypatch):
+def test_unreachable_corpus_fails_fast_with_what_to_do(tmp_path, capsys, monkeypatch):
+    import socket
+    import time
+
     monkeypatch.chdir(ROOT)
-    code = main(["download", "--set", "data.dataset=mosi", "--raw-root", str(tmp_path)])
-    assert code == 2
+    with socket.socket() as s:  # a mirror nobody serves
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.perf_counter()
+    code = main(["download", "--set", "data.dataset=mosi", "--set", f"data.mirror=http://127.0.0.1:{port}",
+                 "--raw-root", str(tmp_path / "raw"), "--downloads", str(tmp_path / "downloads")])
+    assert code == 2 and time.perf_counter() - started < 20
     err = capsys.readouterr().err
-    assert "mmolre download: error: data.dataset='mosi'" in err and "Traceback" not in err
-    assert not any(tmp_path.iterdir())
+    assert f"mmolre download: error: http://127.0.0.1:{port}/CMU_MOSI.zip is unreachable" in err
+    assert "--from-archive" in err and "Traceback" not in err
+    assert not (tmp_path / "raw").exists()
 
 
 def test_missing_input_says_which_stage_to_run(tmp_path, capsys, monkeypatch):

@@ -11,7 +11,7 @@ from mmolre.prepare import COLUMNS, demo_table, find_violations, prepare
 
 @pytest.fixture()
 def table(tiny_demo):
-    return demo_table(tiny_demo["raw"])
+    return demo_table(tiny_demo["raw"])[0]
 
 
 def broken(table, row, **changes):
