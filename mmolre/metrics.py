@@ -55,7 +55,8 @@ def mer_metrics(prob, label) -> dict[str, dict[str, float]]:
         both_classes = 0 < true.sum() < len(true)
         out[emotion] = {"wa": _pct(balanced_accuracy_score(true, pred)) if both_classes else float("nan"),
                         "f1": _pct(f1_score(true, pred, average="weighted", zero_division=0))}
-    out["avg"] = {k: float(np.nanmean([out[e][k] for e in EMOTIONS])) for k in ("wa", "f1")}
+    defined = {k: [out[e][k] for e in EMOTIONS if not np.isnan(out[e][k])] for k in ("wa", "f1")}
+    out["avg"] = {k: float(np.mean(v)) if v else float("nan") for k, v in defined.items()}
     return out
 
 

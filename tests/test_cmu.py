@@ -121,7 +121,12 @@ def test_mosi_from_archives_follows_time_order_folds_and_reports_what_is_missing
     assert "no audio file: 1 (e.g. tmZoasNr4rU_2)" in printed and "not in the standard folds: 1" in printed
 
 
-def test_cmu_prepares_both_with_their_dataset_tag(server, tmp_path):  # noqa: F811
+def test_cmu_joint_setting_end_to_end(server, tmp_path, tiny_params):  # noqa: F811
+    """Both corpora tagged by dataset; one model trained on both; metrics per corpus."""
+    from mmolre.evaluate import evaluate
+    from mmolre.featurize import featurize
+    from mmolre.train import train
+
     served, base = server
     mosi_files(served)
     mosei_files(served)
@@ -130,6 +135,14 @@ def test_cmu_prepares_both_with_their_dataset_tag(server, tmp_path):  # noqa: F8
     assert table.groupby("dataset").size().to_dict() == {"mosi": 4, "mosei": 4}
     assert table[table.dataset == "mosi"].audio_path.str.startswith("cmu/mosi/Raw/").all()
     assert table[table.dataset == "mosei"].happy.notna().all() and table[table.dataset == "mosi"].happy.isna().all()
+
+    params = {**tiny_params, "data": {**tiny_params["data"], "dataset": "cmu"},
+              "train": {**tiny_params["train"], "epochs": 1}, "runs": {"main": {"modalities": ["text", "audio"]}}}
+    featurize(params, tmp_path / "prepared", tmp_path / "raw", tmp_path / "features")
+    train(params, "main", tmp_path / "features", tmp_path / "models", tmp_path / "curves")
+    metrics = evaluate(params, tmp_path / "features", tmp_path / "models", tmp_path / "reports")["main"]
+    assert set(metrics) == {"mosi", "mosei"}
+    assert set(metrics["mosi"]) == {"msa"} and set(metrics["mosei"]) == {"msa", "mer"}
 
 
 def test_cut_download_resumes_and_corruption_is_caught(server, tmp_path):  # noqa: F811
