@@ -37,9 +37,10 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
         doc = (module.__doc__ or "").strip()
         sub = commands.add_parser(name, help=doc.splitlines()[0] if doc else name, description=doc,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-        sub.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
-        sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a parameter, e.g. --set train.lr=0.0005 (repeatable)")
+        if getattr(module, "USES_PARAMS", True):
+            sub.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+            sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                             help="override a parameter, e.g. --set train.lr=0.0005 (repeatable)")
         module.add_arguments(sub)
         sub.set_defaults(module=module)
     return root
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmolre {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"mmolre {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+        print(f"mmolre {args.command}: interrupted; nothing incomplete was left under an output's name "
+              "(featurize keeps its finished chunks and resumes)", file=sys.stderr)
         return 130
     return 0
 

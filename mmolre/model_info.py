@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from mmolre.model import MMoLRE, MMoLREConfig
 
 PAPER = MMoLREConfig()  # the defaults are the paper's size
+USES_PARAMS = False  # the sizes come from the command line
 
 
 def expert_params(d: int, r: int, k: int) -> int:
