@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 import torch
 
 from mmolre import EMOTIONS, MmolreError
@@ -94,13 +93,8 @@ def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 1
         for i, t in zip(rows.id, texts):
             if not t:
                 raise MmolreError(f"{i}: the text is empty; the model needs what was said")
-        waves = []
-        for path in rows.audio:
-            try:
-                duration = sf.info(str(path)).duration
-            except (sf.LibsndfileError, RuntimeError, OSError) as e:
-                raise MmolreError(f"{path}: cannot read audio ({e})") from None
-            waves.append(load_audio(Path(path), 0.0, duration, predictor.audio.sample_rate, predictor.cfg.max_audio_s))
+        max_s = predictor.cfg.max_audio_s  # the whole recording, up to what training saw
+        waves = [load_audio(Path(path), 0.0, max_s, predictor.audio.sample_rate, max_s) for path in rows.audio]
         text, text_mask = pad([as_stored(x) for x in predictor.text.encode(texts)])
         audio, audio_mask = pad([as_stored(x) for x in predictor.audio.encode(waves)])
         device = predictor.device
