@@ -18,9 +18,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
 from mmolre import EMOTIONS, MmolreError
+from mmolre.files import audio_duration
 
 HOST = "http://immortal.multicomp.cs.cmu.edu"
 SDK = "https://raw.githubusercontent.com/CMU-MultiComp-Lab/CMU-MultimodalSDK/master"
@@ -104,14 +104,6 @@ def find_dir(root: Path, relative: str) -> Path:
     return hits[0]
 
 
-def duration(path: Path) -> float | None:
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError):
-        return None
-    return info.frames / info.samplerate
-
-
 def mosi_table(folder: Path, raw_root: Path) -> tuple[pd.DataFrame, dict]:
     """One row per MOSI opinion segment. Segment k of a video is the k-th label interval in time
     order (1-based), its audio Raw/Audio/WAV_16000/Segmented/<video>_<k>.wav, its text line k
@@ -132,14 +124,15 @@ def mosi_table(folder: Path, raw_root: Path) -> tuple[pd.DataFrame, dict]:
         for k, i in enumerate(np.argsort(intervals[:, 0], kind="stable"), start=1):
             utterance = f"{video}_{k}"
             wav = audio_dir / f"{utterance}.wav"
+            seconds = audio_duration(wav) if video in splits and lines.get(k) else None
             reason = ("not in the standard folds" if video not in splits else
                       "no transcript line" if not lines.get(k) else
-                      "no audio file" if duration(wav) is None else None)
+                      "no audio file" if seconds is None else None)
             if reason:
                 dropped[reason].append(utterance)
                 continue
             rows.append({"utterance_id": utterance, "video_id": video, "dataset": "mosi", "split": splits[video],
-                         "start_s": 0.0, "end_s": duration(wav), "audio_path": wav.relative_to(raw_root).as_posix(),
+                         "start_s": 0.0, "end_s": seconds, "audio_path": wav.relative_to(raw_root).as_posix(),
                          "text": lines[k], "sentiment": float(features[i, 0]), **{e: np.nan for e in EMOTIONS}})
     return pd.DataFrame(rows), dropped
 
@@ -156,6 +149,7 @@ def mosei_table(folder: Path, raw_root: Path, tolerance_s: float = 0.1) -> tuple
     dropped = {"not in the standard folds": [], "no audio file": [], "no transcript segment within tolerance": []}
     for video, (features, intervals) in sorted(labels.items()):
         wav = audio_dir / f"{video}.wav"
+        has_audio = audio_duration(wav) is not None  # one header read per video, not per segment
         segments = []
         transcript = text_dir / f"{video}.txt"
         if transcript.is_file():
@@ -169,7 +163,7 @@ def mosei_table(folder: Path, raw_root: Path, tolerance_s: float = 0.1) -> tuple
             if video not in splits:
                 dropped["not in the standard folds"].append(label_id)
                 continue
-            if duration(wav) is None:
+            if not has_audio:
                 dropped["no audio file"].append(label_id)
                 continue
             match = [s for s in segments if abs(s[1] - start) <= tolerance_s and abs(s[2] - end) <= tolerance_s and s[3]]

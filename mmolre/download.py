@@ -35,8 +35,7 @@ def download(params: dict, raw_root: Path, downloads: Path = Path("data/download
         with atomic_dir(target) as tmp:
             demo.generate(cfg, tmp, seed=params["data"]["seed"])
         return target
-    cached = fetch_sources(dataset, params["data"].get("mirror"), downloads, archives)
-    manifest = Manifest(downloads / "MANIFEST.json")
+    cached, manifest = fetch_sources(dataset, params["data"].get("mirror"), downloads, archives)
     with atomic_dir(target) as tmp:
         for part in cmu.parts(dataset):
             folder = tmp / part if dataset == "cmu" else tmp
@@ -51,8 +50,8 @@ def download(params: dict, raw_root: Path, downloads: Path = Path("data/download
     return target
 
 
-def fetch_sources(dataset: str, mirror: str | None, downloads: Path, archives) -> dict[str, Path]:
-    """Every file the dataset needs, in the download cache and verified: file name -> path."""
+def fetch_sources(dataset: str, mirror: str | None, downloads: Path, archives) -> tuple[dict[str, Path], Manifest]:
+    """Every file the dataset needs, in the download cache and verified: (file name -> path, the manifest)."""
     wanted = {name: url for part in cmu.parts(dataset) for name, url in cmu.SOURCES[part].items()}
     given = {Path(a).name: Path(a) for a in archives}
     unknown = sorted(set(given) - set(wanted))
@@ -70,7 +69,7 @@ def fetch_sources(dataset: str, mirror: str | None, downloads: Path, archives) -
             fetch(source, path)
         manifest.verify_or_record(path, source)
         cached[name] = path
-    return cached
+    return cached, manifest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

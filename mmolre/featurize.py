@@ -323,13 +323,13 @@ def encode_windows(table, todo, window, chunk, text, audio, cfg: FeaturizeConfig
         idx = rows[w]
         text_out = [None] * len(idx)
         for b in batches_by_length(np.array([len(texts[i]) for i in idx]), cfg.batch_size):
-            for k, features in zip(b, text.encode([texts[idx[k]] for k in b])):
+            for k, features in zip(b, text.encode([texts[idx[k]] for k in b]), strict=True):
                 text_out[k] = features
         audio_out = [None] * len(idx)
         done = 0
         while done < len(idx):
             items = next(batches)
-            for (i, _), features in zip(items, audio.encode([wave for _, wave in items])):
+            for (i, _), features in zip(items, audio.encode([wave for _, wave in items]), strict=True):
                 audio_out[i - idx[0]] = features
             done += len(items)
             audio_seconds += sum(len(wave) for _, wave in items) / audio.sample_rate

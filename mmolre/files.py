@@ -1,4 +1,4 @@
-"""Write outputs so that a crash never leaves something a later stage would take as complete."""
+"""File helpers: outputs that a crash never leaves looking complete, and audio headers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 from typing import Iterator
+
+import soundfile as sf
 
 
 @contextlib.contextmanager
@@ -38,3 +40,12 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, target)
+
+
+def audio_duration(path: str | Path) -> float | None:
+    """Seconds of audio in `path` (from its header), or None when it is missing or unreadable."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return None
+    return info.frames / info.samplerate if info.frames > 0 else None

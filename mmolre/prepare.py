@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 import pandera.pandas as pa
-import soundfile as sf
 
 from mmolre import EMOTIONS, SPLITS, MmolreError, cmu
-from mmolre.files import atomic_dir
+from mmolre.files import atomic_dir, audio_duration
 from mmolre.params import build
 
 # pandera's built-in check names, said the way a user reads them
@@ -34,15 +33,6 @@ class PrepareConfig:
     def __post_init__(self):
         if self.on_invalid not in ("fail", "quarantine"):
             raise MmolreError(f"prepare.on_invalid={self.on_invalid!r}: choose fail or quarantine")
-
-
-def audio_duration(path: Path) -> float | None:
-    """Seconds of audio in `path`, or None when it is missing or unreadable."""
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError):
-        return None
-    return info.frames / info.samplerate if info.frames > 0 else None
 
 
 def cmu_table(dataset: str, raw_root: Path) -> tuple[pd.DataFrame, list[str]]:

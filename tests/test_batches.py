@@ -50,6 +50,6 @@ def test_worker_processes_read_the_same_batches(tiny_demo):
     batches = [list(loader(features, indices, ("text", "audio"), 8, shuffle=True, seed=3, workers=w))
                for w in (0, 2)]
     assert len(batches[0]) == len(batches[1]) == 3
-    for a, b in zip(*batches):
+    for a, b in zip(*batches, strict=True):
         assert torch.equal(a["index"], b["index"])
         assert torch.equal(a["audio"], b["audio"]) and torch.equal(a["text_mask"], b["text_mask"])

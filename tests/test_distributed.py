@@ -19,7 +19,7 @@ def test_ranks_split_each_global_batch():
     lengths = [5, 3, 8, 1, 9, 2, 7]
     single = LengthBucketSampler(lengths, 4, shuffle=True, seed=3)
     ranks = [list(LengthBucketSampler(lengths, 4, shuffle=True, seed=3, rank=r, world=2)) for r in (0, 1)]
-    for batch, part0, part1 in zip(single, *ranks):
+    for batch, part0, part1 in zip(single, *ranks, strict=True):
         assert sorted(part0 + part1) == sorted(batch)
 
 

@@ -130,7 +130,7 @@ def test_fused_equals_loop_in_float64_outputs_and_gradients():
     a.loss.backward(); b.loss.backward()
     assert torch.allclose(a.sentiment, b.sentiment, rtol=1e-6, atol=0)
     assert torch.allclose(a.emotions, b.emotions, rtol=1e-6, atol=0)
-    for (name, p), q in zip(fused.named_parameters(), loop.parameters()):
+    for (name, p), q in zip(fused.named_parameters(), loop.parameters(), strict=True):
         assert torch.allclose(p.grad, q.grad, rtol=1e-6, atol=1e-12), name
 
 
