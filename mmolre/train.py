@@ -186,7 +186,7 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
     for epoch in progress:
         model.train()
         batches.batch_sampler.set_epoch(epoch)
-        sums = torch.zeros(4, dtype=torch.float64)
+        sums = torch.zeros(4, dtype=torch.float64, device=device)  # stays on the device: no sync per step
         for batch in batches:
             batch = to_device(batch, device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -196,9 +196,11 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             n = len(batch["index"])
-            sums += torch.tensor([out.loss.item() * n, out.loss_sa.item() * n, out.loss_er.item() * n, n])
+            parts = torch.stack([out.loss.detach(), out.loss_sa.detach(), out.loss_er.detach()]).double()
+            sums += torch.cat([parts * n, parts.new_tensor([n])])
         if world > 1:
             dist.all_reduce(sums)
+        sums = sums.cpu()
         valid = predict(model, features, valid_idx, cfg.batch_size * 2, device)
         mae = float(np.mean(np.abs(valid["sentiment"] - features.sentiment[valid_idx])))
         f1 = mer_metrics(valid["emotions"], features.emotions[valid_idx])["avg"]["f1"] \
