@@ -2,21 +2,30 @@
 
 `demo` (the default) is generated here, offline and deterministically (mmolre/demo.py).
 The CMU corpora (mosi, mosei, or cmu for both) come from their official sources (mmolre/cmu.py)
-into a download cache, data/downloads/: resumed when cut off, retried, verified against the
-SHA-256 recorded on first success (data/downloads/MANIFEST.json, copied into the dataset
-folder). `data.mirror` replaces the official URLs by <mirror>/<file name>; files you already
-have come in with `--from-archive PATH` (repeatable; named as the official files are).
-Only the audio and transcript members of the archives are unpacked.
+into a download cache, data/downloads/. When the server honours HTTP Range requests, only the
+members the pipeline needs (16 kHz audio, transcripts, MOSI's label table) are fetched from the raw
+archives, each checked against its CRC-32 (CMU_MOSEI.zip is about 126 GB, almost all video);
+otherwise the whole archive is downloaded, resumed when cut off, and verified against the SHA-256
+recorded on first success (data/downloads/MANIFEST.json, copied into the dataset folder).
+`data.mirror` replaces the official URLs by <mirror>/<file name>; files you already have come in
+with `--from-archive PATH` (repeatable; named as the official files are). The standard folds ship
+with mmolre (mmolre/folds/), so no step needs the network for them.
+
+A copy in the MMSA toolkit's raw layout (label.csv beside Raw/<video_id>/<clip_id>.mp4) comes in
+with `--from-mmsa PATH` or params `data.mmsa_root` (for `cmu`, PATH holds MOSI/ and MOSEI/): audio
+is decoded from the mp4 files; MMSA has no emotion labels, so such a corpus is sentiment only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 from pathlib import Path
 
-from mmolre import MmolreError, cmu, demo
-from mmolre.fetch import Manifest, fetch, import_archive, safe_extract
+from mmolre import MmolreError, cmu, demo, mmsa
+from mmolre.fetch import Manifest, fetch, fetch_members, import_archive, safe_extract
 from mmolre.files import atomic_dir
 from mmolre.params import build
 
@@ -35,13 +44,18 @@ def download(params: dict, raw_root: Path, downloads: Path = Path("data/download
         with atomic_dir(target) as tmp:
             demo.generate(cfg, tmp, seed=params["data"]["seed"])
         return target
+    mmsa_root = params["data"].get("mmsa_root")
+    if mmsa_root:
+        return import_mmsa_corpora(dataset, Path(mmsa_root), target)
     cached, manifest = fetch_sources(dataset, params["data"].get("mirror"), downloads, archives)
     with atomic_dir(target) as tmp:
         for part in cmu.parts(dataset):
             folder = tmp / part if dataset == "cmu" else tmp
             folder.mkdir(parents=True, exist_ok=True)
             for name in cmu.SOURCES[part]:
-                if name.endswith(".zip"):
+                if cached[name].is_dir():  # the needed members, fetched one by one
+                    shutil.copytree(cached[name], folder, dirs_exist_ok=True, copy_function=link_or_copy)
+                elif name.endswith(".zip"):
                     safe_extract(cached[name], folder, include=cmu.NEEDED[part].search)
                 else:
                     import_archive(cached[name], folder / name)
@@ -50,21 +64,56 @@ def download(params: dict, raw_root: Path, downloads: Path = Path("data/download
     return target
 
 
+def import_mmsa_corpora(dataset: str, root: Path, target: Path) -> Path:
+    """data/raw/<dataset>/ from an MMSA raw layout at `root` (for cmu: root/MOSI and root/MOSEI)."""
+    if not root.is_dir():
+        raise MmolreError(f"data.mmsa_root={str(root)!r}: no such folder")
+    with atomic_dir(target) as tmp:
+        for part in cmu.parts(dataset):
+            source = root / mmsa.CORPUS_FOLDERS[part] if dataset == "cmu" else root
+            mmsa.import_mmsa(source, tmp / part if dataset == "cmu" else tmp)
+    return target
+
+
+def link_or_copy(source: str, dest: str) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
 def fetch_sources(dataset: str, mirror: str | None, downloads: Path, archives) -> tuple[dict[str, Path], Manifest]:
-    """Every file the dataset needs, in the download cache and verified: (file name -> path, the manifest)."""
-    wanted = {name: url for part in cmu.parts(dataset) for name, url in cmu.SOURCES[part].items()}
+    """Every file the dataset needs, in the download cache and verified: (file name -> path, the manifest).
+    A raw archive fetched member by member is a folder `<name>.members/` of the needed members."""
+    wanted = {name: (url, part) for part in cmu.parts(dataset) for name, url in cmu.SOURCES[part].items()}
     given = {Path(a).name: Path(a) for a in archives}
     unknown = sorted(set(given) - set(wanted))
     if unknown:
         raise MmolreError(f"--from-archive {unknown[0]}: {dataset} needs files named {sorted(wanted)}")
     manifest = Manifest(downloads / "MANIFEST.json")
     cached = {}
-    for name, url in wanted.items():
+    for name, (url, part) in wanted.items():
         path = downloads / name
         source = url if not mirror else f"{mirror.rstrip('/')}/{name}"
         if name in given:
             import_archive(given[name], path)
             source = f"file:{given[name].resolve()}"
+        elif not path.exists() and name.endswith(".zip"):
+            members = downloads / f"{name}.members"
+            if "members" in manifest.entries.get(name, {}) and members.is_dir():  # complete and checked earlier
+                cached[name] = members
+                continue
+            got = fetch_members(source, members, cmu.NEEDED[part].search)
+            if got is not None:
+                print(f"download: {name}: {got['members']} members complete, CRC-32 checked "
+                      f"({got['bytes_received'] / 1e9:.2f} GB transferred now)")
+                manifest.entries[name] = {"source": source, "members": got["members"],
+                                          "bytes_needed": got["bytes_needed"], "verified": "CRC-32 per member"}
+                manifest.save()
+                cached[name] = members
+                continue
+            print(f"download: {source} does not honour Range requests: downloading the whole archive")
+            fetch(source, path)
         elif not path.exists():
             fetch(source, path)
         manifest.verify_or_record(path, source)
@@ -78,9 +127,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="download cache: archives, partial downloads, MANIFEST.json")
     parser.add_argument("--from-archive", dest="archives", action="append", type=Path, default=[], metavar="PATH",
                         help="a file you already have (e.g. CMU_MOSI.zip); linked or copied in and verified")
+    parser.add_argument("--from-mmsa", dest="mmsa_root", type=Path, default=None, metavar="PATH",
+                        help="import the MMSA toolkit's raw layout (label.csv + Raw/<video>/<clip>.mp4) at PATH "
+                             "instead of the CMU archives; same as --set data.mmsa_root=PATH")
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
+    if args.mmsa_root is not None:
+        params["data"]["mmsa_root"] = str(args.mmsa_root)
     folder = download(params, args.raw_root, args.downloads, args.archives)
     print(f"download: wrote {folder}")
 

@@ -72,7 +72,7 @@ def write_confusion(folder: Path, features: FeatureFile, indices: np.ndarray, em
     for j, emotion in enumerate(EMOTIONS):
         known = ~np.isnan(labels[:, j])
         frame = pd.DataFrame({"actual": word[(labels[known, j] > 0).astype(int)],
-                              "predicted": word[(emotions[known, j] >= 0.5).astype(int)]})
+                              "predicted": word[(emotions[known, j] > 0.5).astype(int)]})
         with atomic_file(folder / f"{emotion}.csv") as tmp:
             frame.to_csv(tmp, index=False)
 

@@ -4,6 +4,10 @@
   exponential backoff, a progress bar; the file appears under its name only when complete.
 - `Manifest`: SHA-256 and size of every file, recorded on first success and checked on every
   later use; a mismatch removes the file and says so.
+- `fetch_members(url, target, include)`: when the server honours HTTP Range, only the zip members
+  `include` accepts: the central directory is read remotely (by zipfile itself), each member is
+  fetched by range, checked against its CRC-32 and written under its name when complete; a cut
+  connection resumes at the byte it stopped at, and a rerun skips members already there and intact.
 - `import_archive(path, dest)`: the user's own copy of an archive, linked or copied in.
 - `safe_extract(archive, target)`: unpacks a zip or tar, refusing members that would land
   outside `target` (absolute paths, `..`, links).
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import json
 import os
 import shutil
@@ -22,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -73,9 +79,145 @@ def fetch(url: str, dest: Path, retries: int = 4, backoff_s: float = 1.0, timeou
             error = f"HTTP {e.code} {e.reason}"
         except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException, OSError) as e:
             error = str(getattr(e, "reason", e))
-    raise MmolreError(f"{url} is unreachable ({error}) after {retries} tries. Download it any way you can and "
-                      f"run `mmolre download --from-archive PATH`, or point data.mirror at a copy; a partial "
-                      f"download is kept in {part} and resumes next time")
+    raise unreachable(url, error, retries, f"a partial download is kept in {part} and resumes next time")
+
+
+def unreachable(url: str, error: str | None, retries: int, after: str) -> MmolreError:
+    return MmolreError(f"{url} is unreachable ({error}) after {retries} tries. Download it any way you can and "
+                       f"run `mmolre download --from-archive PATH`, or point data.mirror at a copy; {after}")
+
+
+def range_size(url: str, retries: int = 4, backoff_s: float = 1.0, timeout_s: float = 30.0) -> int | None:
+    """The size of `url` when its server honours Range requests (answers 206 with a Content-Range),
+    else None. Raises MmolreError naming the URL when the server cannot be reached."""
+    error = None
+    for attempt in range(retries):
+        if attempt:
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+        try:
+            request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:  # closed unread when 200
+                total = response.headers.get("Content-Range", "").rpartition("/")[2]
+                return int(total) if response.status == 206 and total.isdigit() else None
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403, 404, 410):
+                raise MmolreError(f"{url}: HTTP {e.code} {e.reason}") from None
+            error = f"HTTP {e.code} {e.reason}"
+        except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException, OSError) as e:
+            error = str(getattr(e, "reason", e))
+    raise unreachable(url, error, retries, "files already fetched are kept and not fetched again")
+
+
+class RangeFile(io.RawIOBase):
+    """A remote file of known size, read (and seeked) through HTTP Range requests: each read asks for
+    exactly the bytes wanted, so nothing beyond them crosses the network. A connection cut mid-read is
+    retried from the byte it stopped at. `received` counts the bytes of payload that arrived."""
+
+    def __init__(self, url: str, size: int, retries: int = 4, backoff_s: float = 1.0, timeout_s: float = 30.0,
+                 on_bytes=None):
+        self.url, self.size, self.retries, self.backoff_s, self.timeout_s = url, size, retries, backoff_s, timeout_s
+        self.position, self.received, self.on_bytes = 0, 0, on_bytes or (lambda n: None)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = {0: 0, 1: self.position, 2: self.size}[whence] + offset
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        want = min(len(buffer), self.size - self.position)
+        if want <= 0:
+            return 0
+        view, got, error = memoryview(buffer), 0, None
+        for attempt in range(self.retries):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            first, last = self.position + got, self.position + want - 1
+            request = urllib.request.Request(self.url, headers={"Range": f"bytes={first}-{last}"})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    if response.status != 206:
+                        raise MmolreError(f"{self.url}: the server stopped honouring Range requests "
+                                          f"(HTTP {response.status})")
+                    while got < want:
+                        n = response.readinto(view[got:want])
+                        if not n:
+                            break
+                        got, self.received = got + n, self.received + n
+                        self.on_bytes(n)
+                if got == want:
+                    self.position += got
+                    return got
+                error = f"connection closed after {got} of {want} bytes"
+            except urllib.error.HTTPError as e:
+                error = f"HTTP {e.code} {e.reason}"
+            except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException, OSError) as e:
+                error = str(getattr(e, "reason", e))
+        raise unreachable(self.url, error, self.retries, "members already fetched are kept and not fetched again")
+
+
+def _intact(path: Path, info: zipfile.ZipInfo) -> bool:
+    """Whether `path` already holds member `info` (same size and CRC-32)."""
+    if not path.is_file() or path.stat().st_size != info.file_size:
+        return False
+    crc = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            crc = zlib.crc32(block, crc)
+    return crc == info.CRC
+
+
+def fetch_members(url: str, target: Path, include, retries: int = 4, backoff_s: float = 1.0,
+                  timeout_s: float = 30.0) -> dict | None:
+    """Fetch the members of the remote zip `url` that `include(name)` accepts into `target/<name>`,
+    or return None (fetching nothing) when the server does not honour Range requests.
+
+    Returns {"members": n, "bytes_needed": compressed bytes of those members, "bytes_received": payload
+    that crossed the network in this call}. A member whose CRC-32 does not match is refused (nothing is
+    left under its name); a rerun fetches only members that are missing or not intact."""
+    size = range_size(url, retries, backoff_s, timeout_s)
+    if size is None:
+        return None
+    remote = RangeFile(url, size, retries, backoff_s, timeout_s)
+    try:
+        archive = zipfile.ZipFile(remote)
+    except zipfile.BadZipFile as e:
+        raise MmolreError(f"{url}: not a readable zip archive ({e})") from None
+    with archive:
+        wanted = [info for info in archive.infolist() if not info.is_dir() and include(info.filename)]
+        for info in wanted:
+            _check_member(info.filename, (info.external_attr >> 16) & 0o170000 == 0o120000, Path(url))
+        todo = [info for info in wanted if not _intact(target / info.filename, info)]
+        needed = sum(info.compress_size for info in wanted)
+        print(f"download: {url}: {len(wanted)} needed members, {needed / 1e9:.2f} GB of the archive's "
+              f"{size / 1e9:.2f} GB; {len(todo)} to fetch (the others are here and intact)")
+        with tqdm(total=sum(i.compress_size for i in todo), unit="B", unit_scale=True, leave=False,
+                  desc=f"download {url.rsplit('/', 1)[-1]} (needed members)") as progress:
+            remote.on_bytes = progress.update
+            for info in todo:
+                dest = target / info.filename
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                part = dest.with_name(dest.name + ".part")
+                try:
+                    with archive.open(info) as member, open(part, "wb") as out:
+                        for block in iter(lambda: member.read(CHUNK), b""):
+                            out.write(block)
+                except zipfile.BadZipFile as e:
+                    part.unlink(missing_ok=True)
+                    raise MmolreError(f"{url}: member {info.filename} is corrupt ({e}); nothing was kept under its "
+                                      "name. Try again later, or download the whole archive and use --from-archive")
+                except BaseException:
+                    part.unlink(missing_ok=True)
+                    raise
+                os.replace(part, dest)
+    return {"members": len(wanted), "bytes_needed": needed, "bytes_received": remote.received}
 
 
 class Manifest:

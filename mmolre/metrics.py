@@ -43,7 +43,8 @@ def msa_metrics(pred, label) -> dict[str, float]:
 def mer_metrics(prob, label) -> dict[str, dict[str, float]]:
     """Emotion metrics from (N, 6) presence probabilities and (N, 6) label intensities.
 
-    True presence: intensity > 0; predicted: probability >= 0.5. WA = (TP * N/P + TN) / (2N)
+    True presence: intensity > 0; predicted: probability > 0.5 (strictly, i.e. logit > 0, as
+    the field's reference code does). WA = (TP * N/P + TN) / (2N)
     (= balanced accuracy), F1 = weighted F1; `avg` is the mean over the six emotions.
     """
     prob, label = np.asarray(prob, dtype=np.float64), np.asarray(label, dtype=np.float64)
@@ -51,7 +52,7 @@ def mer_metrics(prob, label) -> dict[str, dict[str, float]]:
         raise ValueError(f"mer_metrics: prob {prob.shape} and label {label.shape} must both be (N, 6)")
     out = {}
     for j, emotion in enumerate(EMOTIONS):
-        true, pred = label[:, j] > 0, prob[:, j] >= 0.5
+        true, pred = label[:, j] > 0, prob[:, j] > 0.5
         both_classes = 0 < true.sum() < len(true)
         out[emotion] = {"wa": _pct(balanced_accuracy_score(true, pred)) if both_classes else float("nan"),
                         "f1": _pct(f1_score(true, pred, average="weighted", zero_division=0))}

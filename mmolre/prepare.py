@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pandera.pandas as pa
 
-from mmolre import EMOTIONS, SPLITS, MmolreError, cmu
+from mmolre import EMOTIONS, SPLITS, MmolreError, cmu, mmsa
 from mmolre.files import atomic_dir, audio_duration
 from mmolre.params import build
 
@@ -29,22 +29,32 @@ COLUMNS = ["utterance_id", "video_id", "dataset", "split", "start_s", "end_s", "
 @dataclass
 class PrepareConfig:
     on_invalid: str = "fail"
+    # [ours] MOSI: a segment WAV may differ from its label interval by this much. The intervals are
+    # given to the millisecond and the WAVs were cut at them, so an honest segment agrees to a few
+    # 10 ms frames plus codec padding; a mislinked or truncated one is off by seconds.
+    duration_tolerance_s: float = 0.25
 
     def __post_init__(self):
         if self.on_invalid not in ("fail", "quarantine"):
             raise MmolreError(f"prepare.on_invalid={self.on_invalid!r}: choose fail or quarantine")
 
 
-def cmu_table(dataset: str, raw_root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """MOSI and/or MOSEI rows (mmolre/cmu.py), and lines on the split sizes and what was left out."""
-    tables, report = [], []
+def cmu_table(dataset: str, raw_root: Path, cfg: PrepareConfig) -> tuple[pd.DataFrame, list[dict], list[str]]:
+    """MOSI and/or MOSEI rows (mmolre/cmu.py), rows that failed a cross-check, and the count report."""
+    tables, invalid, report = [], [], []
     for part in cmu.parts(dataset):
         folder = raw_root / dataset / part if dataset == "cmu" else raw_root / dataset
-        table, dropped = (cmu.mosi_table if part == "mosi" else cmu.mosei_table)(folder, raw_root)
-        tables.append(table)
-        report += cmu.count_report(part, table, dropped)
+        if (folder / mmsa.FOLDER).is_dir():
+            corpus = mmsa.mmsa_table(folder, raw_root, part)
+        elif part == "mosi":
+            corpus = cmu.mosi_table(folder, raw_root, cfg.duration_tolerance_s)
+        else:
+            corpus = cmu.mosei_table(folder, raw_root)
+        tables.append(corpus.table)
+        invalid += corpus.invalid
+        report += cmu.count_report(part, corpus)
     table = pd.concat(tables, ignore_index=True) if any(len(t) for t in tables) else pd.DataFrame(columns=COLUMNS)
-    return table.reindex(columns=COLUMNS), report
+    return table.reindex(columns=COLUMNS), invalid, report
 
 
 def demo_table(raw_root: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -89,14 +99,18 @@ def utterance_schema(raw_root: Path) -> pa.DataFrameSchema:
     )
 
 
-def find_violations(table: pd.DataFrame, raw_root: Path) -> pd.DataFrame:
-    """One row per (table row, broken rule): columns row, utterance_id, column, rule, value."""
+def find_violations(table: pd.DataFrame, raw_root: Path, extra: list[dict] = ()) -> pd.DataFrame:
+    """One row per (table row, broken rule): columns row, utterance_id, column, rule, value.
+    `extra`: broken cross-checks found while reading the corpus (utterance_id, column, rule, value)."""
+    row_of = {u: i for i, u in enumerate(table.utterance_id)}
+    rows = [{**v, "row": row_of[v["utterance_id"]]} for v in extra]
     try:
         utterance_schema(raw_root).validate(table, lazy=True)
-        return pd.DataFrame(columns=["row", "utterance_id", "column", "rule", "value"])
+        cases = pd.DataFrame(columns=["index", "schema_context", "column", "check", "failure_case"])
     except pa.errors.SchemaErrors as err:
         cases = err.failure_cases
-    rows = []
+    if not rows and cases.empty:
+        return pd.DataFrame(columns=["row", "utterance_id", "column", "rule", "value"])
     for case in cases.itertuples(index=False):
         index = None if pd.isna(case.index) else int(case.index)
         row_rule = case.schema_context == "DataFrameSchema"  # reported once per row, not per column
@@ -124,8 +138,13 @@ def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
     dataset = params["data"]["dataset"]
     if not (raw_root / dataset).is_dir():
         raise MmolreError(f"{raw_root / dataset} does not exist: run `mmolre download` first")
-    table, counts_report = demo_table(raw_root) if dataset == "demo" else cmu_table(dataset, raw_root)
-    violations = find_violations(table, raw_root)
+    if dataset == "demo":
+        (table, counts_report), invalid = demo_table(raw_root), []
+    else:
+        table, invalid, counts_report = cmu_table(dataset, raw_root, cfg)
+    for line in counts_report:
+        print(f"prepare: {line}")
+    violations = find_violations(table, raw_root, invalid)
     bad_rows = sorted({int(r) for r in violations.row.dropna()})
     if len(violations) and (cfg.on_invalid == "fail" or violations.row.isna().any()):
         raise MmolreError(f"{len(violations)} rule(s) broken in the utterance table of {dataset} "
@@ -134,8 +153,6 @@ def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
     valid = table.drop(index=bad_rows).reset_index(drop=True)
     if valid.empty:
         raise MmolreError(f"no valid utterances left in {dataset}:\n" + describe(violations))
-    for line in counts_report:
-        print(f"prepare: {line}")
     with atomic_dir(out_root / dataset) as tmp:
         valid.to_parquet(tmp / "utterances.parquet", index=False)
         if counts_report:

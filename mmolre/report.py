@@ -93,11 +93,11 @@ def plot_routing(gates: dict[str, list[float]], path: Path) -> None:
 
 
 def plot_confusions(predictions: pd.DataFrame, path: Path) -> None:
-    """Per emotion: counts of true vs predicted presence (intensity > 0, probability >= 0.5)."""
+    """Per emotion: counts of true vs predicted presence (intensity > 0, probability > 0.5)."""
     fig, axes = plt.subplots(2, 3, figsize=(9, 5.6))
     for ax, emotion in zip(axes.flat, EMOTIONS):
         known = predictions[emotion].notna() & predictions[f"{emotion}_prob"].notna()
-        matrix = confusion_matrix(predictions[emotion][known] > 0, predictions[f"{emotion}_prob"][known] >= 0.5,
+        matrix = confusion_matrix(predictions[emotion][known] > 0, predictions[f"{emotion}_prob"][known] > 0.5,
                                   labels=[False, True])
         ax.imshow(matrix, cmap="Blues")
         for (i, j), count in np.ndenumerate(matrix):

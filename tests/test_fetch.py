@@ -12,14 +12,21 @@ import zipfile
 import pytest
 
 from mmolre import MmolreError
-from mmolre.fetch import Manifest, fetch, import_archive, safe_extract, sha256
+from mmolre.fetch import Manifest, fetch, fetch_members, import_archive, safe_extract, sha256
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files with Range support; `cut_after` bytes of a full response, then drops the connection."""
+    """Serves files. `mode`: "legacy" answers an open range `bytes=N-` with N > 0 (and a range from 0
+    with the whole file, as some servers do); "full" honours `bytes=A-B` with 206 + Content-Range;
+    "ignore" always sends the whole file. `cut_after`: bytes of a whole-file response before the
+    connection drops; `cut_at`: a file offset at which the next response covering it drops once.
+    `sent` counts body bytes sent."""
 
+    mode = "legacy"
     cut_after: int | None = None
+    cut_at: int | None = None
     requests: list = []
+    sent = 0
 
     def log_message(self, *args):
         pass
@@ -31,19 +38,33 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_error(404)
             return
         data = open(path, "rb").read()
-        start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
+        asked = self.headers.get("Range") if RangeHandler.mode != "ignore" else None
+        start, end = 0, len(data) - 1
+        if asked:
+            first, _, last = asked.split("=")[1].partition("-")
+            start, end = int(first), min(int(last), len(data) - 1) if last else len(data) - 1
         if start >= len(data):
             self.send_error(416)
             return
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(data) - start))
+        partial = bool(asked) and (RangeHandler.mode == "full" or start > 0)
+        if not partial:
+            start, end = 0, len(data) - 1
+        self.send_response(206 if partial else 200)
+        if partial and RangeHandler.mode == "full":
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.send_header("Content-Length", str(end + 1 - start))
         self.end_headers()
-        body = data[start:]
-        if RangeHandler.cut_after is not None and not start:
-            self.wfile.write(body[:RangeHandler.cut_after])
+        body = data[start:end + 1]
+        cut = (RangeHandler.cut_after if not start else None)
+        if RangeHandler.cut_at is not None and start < RangeHandler.cut_at <= end:
+            cut, RangeHandler.cut_at = RangeHandler.cut_at - start, None
+        if cut is not None:
+            RangeHandler.sent += cut  # counted before the client can see the bytes
+            self.wfile.write(body[:cut])
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             return
+        RangeHandler.sent += len(body)
         self.wfile.write(body)
 
 
@@ -51,7 +72,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 def server(tmp_path):
     root = tmp_path / "served"
     root.mkdir()
-    RangeHandler.cut_after, RangeHandler.requests = None, []
+    RangeHandler.mode, RangeHandler.cut_after, RangeHandler.cut_at = "legacy", None, None
+    RangeHandler.requests, RangeHandler.sent = [], 0
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(root)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -141,3 +163,76 @@ def test_tar_links_are_refused_and_good_archives_unpack(tmp_path):
         z.writestr("Raw/Audio/a.wav", b"RIFF")
     safe_extract(good, tmp_path / "out2")
     assert (tmp_path / "out2" / "Raw" / "Audio" / "a.wav").read_bytes() == b"RIFF"
+
+
+def archive_with_video(path, audio: dict[str, bytes]) -> int:
+    """A zip like CMU_MOSEI.zip: a few needed members (stored, so a flipped byte reaches the CRC
+    check), and video members making up most of its bytes. Returns the video bytes."""
+    video = {f"Raw/Video/Full/v{i}.mp4": os.urandom(400_000) for i in range(5)}
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in {**video, **audio}.items():
+            z.writestr(name, data, compress_type=zipfile.ZIP_STORED)
+    return sum(map(len, video.values()))
+
+
+NEEDED_AUDIO = {f"Raw/Audio/Full/WAV_16000/a{i}.wav": os.urandom(30_000) for i in range(4)}
+
+
+def is_audio(name: str) -> bool:
+    return "/Audio/" in name
+
+
+def test_selective_download_transfers_only_the_needed_members(server, tmp_path):
+    root, base = server
+    RangeHandler.mode = "full"
+    video_bytes = archive_with_video(root / "CMU_MOSEI.zip", NEEDED_AUDIO)
+    size = (root / "CMU_MOSEI.zip").stat().st_size
+    got = fetch_members(f"{base}/CMU_MOSEI.zip", tmp_path / "members", is_audio, backoff_s=0.01)
+    for name, data in NEEDED_AUDIO.items():
+        assert (tmp_path / "members" / name).read_bytes() == data
+    assert not list((tmp_path / "members").rglob("*.mp4"))
+    needed = sum(map(len, NEEDED_AUDIO.values()))
+    assert got["members"] == 4 and needed <= got["bytes_needed"] < needed + 1000
+    # what crossed the network: the needed members, their local headers, the central directory
+    assert needed <= RangeHandler.sent == got["bytes_received"] + 1 < needed + 2000  # + the probe's byte
+    assert RangeHandler.sent < (size - video_bytes) * 1.05
+    RangeHandler.sent = 0
+    again = fetch_members(f"{base}/CMU_MOSEI.zip", tmp_path / "members", is_audio, backoff_s=0.01)
+    assert again["members"] == 4 and RangeHandler.sent < 2000  # intact members are not fetched again
+
+
+def test_selective_download_survives_a_cut_mid_member(server, tmp_path):
+    root, base = server
+    RangeHandler.mode = "full"
+    archive_with_video(root / "CMU_MOSEI.zip", NEEDED_AUDIO)
+    with zipfile.ZipFile(root / "CMU_MOSEI.zip") as z:
+        member = z.getinfo("Raw/Audio/Full/WAV_16000/a2.wav")
+    RangeHandler.cut_at = member.header_offset + 10_000  # inside the member's data
+    fetch_members(f"{base}/CMU_MOSEI.zip", tmp_path / "members", is_audio, backoff_s=0.01)
+    assert (tmp_path / "members/Raw/Audio/Full/WAV_16000/a2.wav").read_bytes() == NEEDED_AUDIO[member.filename]
+    resumed = [r for r in RangeHandler.requests if r and int(r[6:].split("-")[0]) > member.header_offset + 9_000
+               and int(r[6:].split("-")[0]) <= member.header_offset + 10_000 + 200]
+    assert resumed, RangeHandler.requests  # the retry asked from where the cut stopped, not from the start
+
+
+def test_selective_download_refuses_a_member_with_a_bad_crc(server, tmp_path):
+    root, base = server
+    RangeHandler.mode = "full"
+    archive_with_video(root / "CMU_MOSEI.zip", NEEDED_AUDIO)
+    with zipfile.ZipFile(root / "CMU_MOSEI.zip") as z:
+        member = z.getinfo("Raw/Audio/Full/WAV_16000/a1.wav")
+    data = bytearray((root / "CMU_MOSEI.zip").read_bytes())
+    data[member.header_offset + 30 + len(member.filename) + 500] ^= 0xFF  # one byte of its payload
+    (root / "CMU_MOSEI.zip").write_bytes(bytes(data))
+    with pytest.raises(MmolreError, match=r"member Raw/Audio/Full/WAV_16000/a1.wav is corrupt \(Bad CRC-32"):
+        fetch_members(f"{base}/CMU_MOSEI.zip", tmp_path / "members", is_audio, backoff_s=0.01)
+    assert not (tmp_path / "members/Raw/Audio/Full/WAV_16000/a1.wav").exists()
+    assert not list((tmp_path / "members").rglob("*.part"))
+
+
+def test_selective_download_falls_back_when_range_is_ignored(server, tmp_path):
+    root, base = server
+    RangeHandler.mode = "ignore"
+    archive_with_video(root / "CMU_MOSEI.zip", NEEDED_AUDIO)
+    assert fetch_members(f"{base}/CMU_MOSEI.zip", tmp_path / "members", is_audio, backoff_s=0.01) is None
+    assert not (tmp_path / "members").exists()

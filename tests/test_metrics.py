@@ -53,12 +53,14 @@ def test_weighted_accuracy_formula():
     assert m["happy"]["f1"] == pytest.approx(100 * (2 * 0.5 + 4 * 0.75) / 6)
 
 
-def test_presence_is_intensity_above_zero_and_prob_at_least_half():
-    label = np.array([[0.0] * 6, [0.3333] * 6])
-    prob = np.array([[0.49] * 6, [0.5] * 6])
+def test_presence_is_intensity_above_zero_and_prob_strictly_above_half():
+    """As the field's reference code: predicted presence is prob > 0.5 (logit > 0), so 0.5 is absent."""
+    label = np.array([[0.0] * 6, [0.3333] * 6, [1.0] * 6])
+    prob = np.array([[0.5] * 6, [0.51] * 6, [0.5] * 6])  # 0.5 on a present emotion is a miss
     m = mer_metrics(prob, label)
-    assert all(m[e]["wa"] == pytest.approx(100.0) for e in ("happy", "fear"))
-    assert m["avg"] == {"wa": pytest.approx(100.0), "f1": pytest.approx(100.0)}
+    tp, tn, p, n = 1, 1, 2, 1
+    assert m["happy"]["wa"] == pytest.approx(100 * (tp * n / p + tn) / (2 * n))  # 75.0
+    assert m["fear"]["wa"] == pytest.approx(75.0)
 
 
 def test_wa_is_nan_without_both_classes_and_avg_skips_it():

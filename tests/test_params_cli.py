@@ -43,7 +43,8 @@ def test_every_stage_has_help():
     assert "--run" in out.stdout and "--set" in out.stdout and "early stopping" in out.stdout
 
 
-def test_unreachable_corpus_fails_fast_with_what_to_do(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("dataset, first_file", [("mosi", "CMU_MOSI.zip"), ("mosei", "CMU_MOSEI.zip")])
+def test_unreachable_corpus_fails_fast_with_what_to_do(tmp_path, capsys, monkeypatch, dataset, first_file):
     import socket
     import time
 
@@ -52,11 +53,11 @@ def test_unreachable_corpus_fails_fast_with_what_to_do(tmp_path, capsys, monkeyp
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     started = time.perf_counter()
-    code = main(["download", "--set", "data.dataset=mosi", "--set", f"data.mirror=http://127.0.0.1:{port}",
+    code = main(["download", "--set", f"data.dataset={dataset}", "--set", f"data.mirror=http://127.0.0.1:{port}",
                  "--raw-root", str(tmp_path / "raw"), "--downloads", str(tmp_path / "downloads")])
     assert code == 2 and time.perf_counter() - started < 20
     err = capsys.readouterr().err
-    assert f"mmolre download: error: http://127.0.0.1:{port}/CMU_MOSI.zip is unreachable" in err
+    assert f"mmolre download: error: http://127.0.0.1:{port}/{first_file} is unreachable" in err
     assert "--from-archive" in err and "Traceback" not in err
     assert not (tmp_path / "raw").exists()
 
