@@ -3,8 +3,10 @@
     python benchmarks/train_step.py                    # CPU or GPU, whichever is there
     python benchmarks/train_step.py --only mixture     # just one UniTSE mixture, fwd+bwd
 
-Prints a table (step time, samples/s, achieved TFLOP/s and, on CUDA, MFU = model FLOPs per
-second / the device's measured bf16 matmul rate). Model FLOPs per step = 3 x forward FLOPs
+Prints a table (step time, samples/s, achieved TFLOP/s and MFU = model FLOPs per second / the
+measured dense matmul rate of the same dtype on the same device and threads: a GPU's bf16 tensor
+cores, or this CPU's cores, so every machine gives a ratio to its own limit).
+Model FLOPs per step = 3 x forward FLOPs
 (closed form, mmolre.model_info) x batch. Results go to benchmarks/RESULTS.md by hand,
 with date, device and command.
 """
@@ -44,9 +46,9 @@ def timed(fn, device, warmup: int, repeats: int) -> float:
 
 def matmul_peak(device: torch.device, dtype=torch.bfloat16, n: int = 8192) -> float:
     """Measured dense matmul FLOP/s (the MFU denominator)."""
-    n = n if device.type == "cuda" else 1024
+    n = n if device.type == "cuda" else 2048
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    seconds = timed(lambda: a @ b, device, 3, 10)
+    seconds = timed(lambda: a @ b, device, 2, 5)
     return 2 * n**3 / seconds
 
 
@@ -118,11 +120,10 @@ def main() -> None:
 
     if args.only in (None, "step"):
         flops = 3 * closed_form_flops(cfg, args.text_tokens, args.audio_frames) * args.batch
-        peak = matmul_peak(device) if device.type == "cuda" else None
-        print(f"\nfull training step (fwd + bwd + AdamW); model FLOPs/step {flops / 1e12:.3f} T"
-              + (f"; measured bf16 matmul peak {peak / 1e12:.0f} TFLOP/s" if peak else ""))
-        print(f"{'experts':<8}{'dtype':<6}{'mode':<10}{'ms/step':>10}{'samples/s':>11}{'TFLOP/s':>9}"
-              + (f"{'MFU':>7}" if peak else ""))
+        peaks = {dname: matmul_peak(device, dtype) for dname, dtype in dtypes.items()}
+        print(f"\nfull training step (fwd + bwd + AdamW); model FLOPs/step {flops / 1e12:.3f} T; measured dense "
+              f"matmul rate: " + ", ".join(f"{d} {p / 1e12:.3f} TFLOP/s" for d, p in peaks.items()))
+        print(f"{'experts':<8}{'dtype':<6}{'mode':<10}{'ms/step':>10}{'samples/s':>11}{'TFLOP/s':>9}{'MFU':>7}")
         for fused in (False, True):
             for dname, dtype in dtypes.items():
                 for compiled in (False, True):
@@ -133,7 +134,7 @@ def main() -> None:
                                               args.warmup + (2 if compiled else 0), args.repeats)
                     line = (f"{'fused' if fused else 'loop':<8}{dname:<6}{'compiled' if compiled else 'eager':<10}"
                             f"{seconds * 1e3:>10.1f}{args.batch / seconds:>11.1f}{flops / seconds / 1e12:>9.3f}")
-                    print(line + (f"{flops / seconds / peak:>7.1%}" if peak else ""), flush=True)
+                    print(line + f"{flops / seconds / peaks[dname]:>7.1%}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,16 @@
-"""Batches from the HDF5 feature file: a lazy Dataset, length buckets, padding with masks."""
+"""Batches from the HDF5 feature file: length buckets, padding with masks, two ways to read.
+
+- `FeatureStore` (in memory): each modality's `values` loaded once into one contiguous float16
+  array (pinned host memory, or on the GPU), with its offsets; a whole padded batch is one
+  vectorised gather per modality, no per-utterance Python work.
+- `FeatureDataset` (lazy): one h5py slice per utterance and modality, for files that do not fit,
+  read in DataLoader workers (each with its own handle).
+Both give the same batches, value for value.
+"""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
@@ -89,9 +99,94 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
+class FeatureStore:
+    """A feature file's values in memory: per modality one contiguous (frames, dim) float16 tensor and its
+    offsets, on `device` (cuda: the batches never leave the GPU) or in pinned host memory when CUDA is
+    there. Labels stay float32 tensors beside them."""
+
+    def __init__(self, features: FeatureFile, modalities: tuple[str, ...], device: torch.device | str = "cpu"):
+        device = torch.device(device)
+        self.features, self.modalities, self.device = features, modalities, device
+        handle = features._file()
+        self.values, self.offsets = {}, {}
+        for m in modalities:
+            values = torch.from_numpy(handle[m]["values"][:])  # float16 as stored: no float32 copy of the file
+            if device.type == "cuda":
+                values = values.to(device)
+            elif torch.cuda.is_available():
+                values = values.pin_memory()
+            self.values[m] = values
+            self.offsets[m] = torch.from_numpy(features.offsets[m]).to(device)
+        self.sentiment = torch.from_numpy(features.sentiment).to(device)
+        self.emotions = torch.from_numpy(features.emotions).to(device)
+
+    def nbytes(self) -> int:
+        return sum(v.numel() * v.element_size() for v in self.values.values())
+
+    def batch(self, index: list[int] | np.ndarray) -> dict:
+        """The padded batch of utterances `index`, equal to `collate` over the lazy items."""
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long, device=self.device)
+        batch = {"sentiment": self.sentiment[index], "emotions": self.emotions[index], "index": index}
+        for m in self.modalities:
+            start = self.offsets[m][index]
+            lengths = self.offsets[m][index + 1] - start
+            steps = torch.arange(int(lengths.max()), device=self.device)
+            mask = steps[None] < lengths[:, None]  # (B, T)
+            rows = torch.where(mask, start[:, None] + steps[None], 0)  # padding reads row 0, then is zeroed
+            batch[m] = self.values[m][rows].float().masked_fill_(~mask[..., None], 0.0)  # (B, T, dim)
+            batch[f"{m}_mask"] = mask
+        return batch
+
+
+class StoreLoader:
+    """Iterates the batches of a FeatureStore in the order a LengthBucketSampler gives (as the
+    DataLoader over the lazy dataset does); `batch_sampler` is that sampler."""
+
+    def __init__(self, store: FeatureStore, batch_sampler: LengthBucketSampler, indices: np.ndarray):
+        self.store, self.batch_sampler, self.indices = store, batch_sampler, np.asarray(indices)
+
+    def __iter__(self):
+        for positions in self.batch_sampler:
+            yield self.store.batch(self.indices[positions])
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for a feature store: the GPU's free memory, or the host's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def store_device(features: FeatureFile, modalities, device: torch.device, choice: str) -> torch.device | None:
+    """Where `train.feature_store` puts the values: None = read lazily from the file.
+    `auto`: in memory when they take at most half of what is free (on the GPU when training there
+    and it fits, else in host memory), lazily otherwise; `memory` / `lazy` force it."""
+    if choice == "lazy":
+        return None
+    size = sum(int(features.offsets[m][-1]) * features.dims[m] * 2 for m in modalities)  # float16
+    if device.type == "cuda" and size <= available_memory(device) // 2:
+        return device
+    if choice == "memory" or size <= available_memory(torch.device("cpu")) // 2:
+        return torch.device("cpu")
+    return None
+
+
 def loader(features: FeatureFile, indices, modalities, batch_size: int, shuffle: bool, seed: int = 0,
-           workers: int = 0, rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
+           workers: int = 0, rank: int = 0, world: int = 1, store: FeatureStore | None = None):
+    """Batches of `indices`: from `store` when given (in memory), else a DataLoader over the lazy dataset."""
     dataset = FeatureDataset(features, indices, modalities)
     sampler = LengthBucketSampler(dataset.lengths(), batch_size, shuffle, seed, rank=rank, world=world)
+    if store is not None:
+        return StoreLoader(store, sampler, indices)
+    # its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG on every
+    # iteration, which would shift dropout against the in-memory path
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+                                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                                       generator=torch.Generator().manual_seed(seed))

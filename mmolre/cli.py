@@ -18,6 +18,7 @@ STAGES = {
     "report": "mmolre.report",
     "model-info": "mmolre.model_info",
     "predict": "mmolre.predict",
+    "validate": "mmolre.validate",
 }
 
 
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         args.module.run(args, params)
     except MmolreError as e:
         print(f"mmolre {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # permission denied, disk full, ...: the OS's words and the file, no traceback
+        where = f": {e.filename}" if e.filename else ""
+        print(f"mmolre {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mmolre {args.command}: interrupted; nothing incomplete was left under an output's name "

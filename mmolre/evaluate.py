@@ -77,6 +77,19 @@ def write_confusion(folder: Path, features: FeatureFile, indices: np.ndarray, em
             frame.to_csv(tmp, index=False)
 
 
+def refuse_non_finite(what: str, ids: np.ndarray, result: dict, tasks) -> None:
+    """NaN or Inf predictions fail the stage (naming utterances) instead of becoming NaN metrics."""
+    bad = np.zeros(len(ids), bool)
+    if "sa" in tasks:
+        bad |= ~np.isfinite(result["sentiment"])
+    if "er" in tasks:
+        bad |= ~np.isfinite(result["emotions"]).all(1)
+    if bad.any():
+        raise MmolreError(f"{what}: {int(bad.sum())} non-finite prediction(s), e.g. for "
+                          f"{', '.join(ids[bad][:5].tolist())}; nothing was written. Check the features "
+                          "(`mmolre validate FILE`) and the model")
+
+
 def clean(value):
     """JSON without NaN: NaN -> null, floats rounded to 6 significant digits for stable diffs."""
     if isinstance(value, dict):
@@ -109,6 +122,7 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
             indices = features.indices(split)
             result = predict(model, features, indices, cfg.batch_size, device,
                              return_routing=run == MAIN_RUN and split == cfg.split)
+            refuse_non_finite(f"{run} on {split}", features.utterance_id[indices], result, model.config.tasks)
             with atomic_file(reports / "predictions" / f"{run}_{split}.csv") as tmp:
                 predictions_table(features, indices, result).to_csv(tmp, index=False, float_format="%.6g")
             if split == cfg.split:

@@ -5,6 +5,13 @@ Root attrs: schema_version, encoders and revisions, sample_rate, created_with, p
 utterance i of modality m is m/values[offsets[i]:offsets[i+1]].
 `meta/`: utterance_id, split, dataset (utf-8), sentiment (N,) and emotions (N, 6), float32,
 NaN where a dataset has no such label.
+Each modality group carries summary statistics of its values as attributes (`stats_*`: number of
+utterances and frames, mean, std, min, max, frames per utterance min/mean/max).
+
+Validation: `block_problem` is what featurize applies to every utterance it writes (finite,
+non-empty, the encoder's width, |value| <= MAX_ABS); `FeatureFile` checks the structure when it
+opens a file (schema version, offsets, meta lengths, label ranges), and `check_values` scans every
+value for the same rules as featurize, naming the first bad utterance (`mmolre validate FILE`).
 """
 
 from __future__ import annotations
@@ -16,11 +23,52 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from mmolre import EMOTIONS, MmolreError
+from mmolre import EMOTIONS, SPLITS, MmolreError
 
 SCHEMA_VERSION = 1
 MODALITIES = ("text", "audio")
+MAX_ABS = 1e4  # [ours] no encoder output we know comes near it; float16 itself overflows at 65504
+LABEL_RANGES = {"sentiment": (-3.0, 3.0), "emotions": (0.0, 3.0)}
 _STR = h5py.string_dtype("utf-8")
+
+
+def block_problem(values: np.ndarray, dim: int, max_abs: float = MAX_ABS) -> str | None:
+    """What is wrong with one utterance's (frames, dim) features, or None."""
+    if values.ndim != 2 or values.shape[1] != dim:
+        return f"shape {values.shape}, expected (frames, {dim})"
+    if len(values) == 0:
+        return "no frames"
+    finite = np.isfinite(values)
+    if not finite.all():
+        return f"{int((~finite).sum())} non-finite value(s) (NaN/Inf) in frame(s) {np.flatnonzero(~finite.all(1))[:5].tolist()}"
+    peak = float(np.abs(values).max())
+    if peak > max_abs:
+        return f"|value| up to {peak:.4g} exceeds {max_abs:g}"
+    return None
+
+
+class RunningStats:
+    """Count, mean, std, min, max of all values and the frames per utterance, accumulated block by block."""
+
+    def __init__(self):
+        self.n, self.total, self.total_sq, self.low, self.high, self.frames = 0, 0.0, 0.0, np.inf, -np.inf, []
+
+    def add(self, block: np.ndarray) -> None:
+        x = block.astype(np.float64)
+        self.n += x.size
+        self.total += float(x.sum())
+        self.total_sq += float(np.square(x).sum())
+        if x.size:
+            self.low, self.high = min(self.low, float(x.min())), max(self.high, float(x.max()))
+
+    def attrs(self, lengths: list[int]) -> dict:
+        mean = self.total / max(self.n, 1)
+        lengths = np.asarray(lengths)
+        return {"stats_utterances": len(lengths), "stats_frames": int(lengths.sum()), "stats_values": self.n,
+                "stats_mean": mean, "stats_std": float(np.sqrt(max(self.total_sq / max(self.n, 1) - mean ** 2, 0.0))),
+                "stats_min": self.low, "stats_max": self.high,
+                "stats_frames_per_utterance": [int(lengths.min()), float(lengths.mean()), int(lengths.max())]
+                if len(lengths) else [0, 0.0, 0]}
 
 
 class FeatureWriter:
@@ -36,6 +84,8 @@ class FeatureWriter:
         meta.create_dataset("emotions", data=table[list(EMOTIONS)].to_numpy(np.float32))
         meta["emotions"].attrs["columns"] = list(EMOTIONS)
         self.lengths: dict[str, list[int]] = {}
+        self.dims = dims
+        self.stats = {modality: RunningStats() for modality in dims}
         for modality, dim in dims.items():
             group = self.file.create_group(modality)
             group.create_dataset("values", shape=(0, dim), maxshape=(None, dim), dtype=np.float16,
@@ -45,6 +95,7 @@ class FeatureWriter:
     def append(self, modality: str, arrays: list[np.ndarray]) -> None:
         values = self.file[modality]["values"]
         block = np.concatenate(arrays).astype(np.float16)
+        self.stats[modality].add(block)
         start = values.shape[0]
         values.resize(start + block.shape[0], axis=0)
         values[start:] = block
@@ -56,6 +107,7 @@ class FeatureWriter:
             if len(lengths) != n:
                 raise RuntimeError(f"{modality}: {len(lengths)} utterances written, {n} expected")
             self.file[modality].create_dataset("offsets", data=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+            self.file[modality].attrs.update(self.stats[modality].attrs(lengths))
         self.file.close()
 
 
@@ -66,18 +118,80 @@ class FeatureFile:
         self.path = Path(path)
         if not self.path.is_file():
             raise MmolreError(f"{self.path}: feature file not found (run `mmolre featurize`)")
-        with h5py.File(self.path, "r") as f:
-            if f.attrs.get("schema_version") != SCHEMA_VERSION:
-                raise MmolreError(f"{self.path}: schema_version {f.attrs.get('schema_version')} "
-                                  f"!= {SCHEMA_VERSION}; rerun `mmolre featurize`")
-            self.attrs = dict(f.attrs)
-            self.utterance_id = f["meta/utterance_id"].asstr()[:]
-            self.split = f["meta/split"].asstr()[:]
-            self.dataset = f["meta/dataset"].asstr()[:]
-            self.sentiment = f["meta/sentiment"][:]
-            self.emotions = f["meta/emotions"][:]
-            self.offsets = {m: f[m]["offsets"][:] for m in MODALITIES if m in f}
-            self.dims = {m: f[m]["values"].shape[1] for m in self.offsets}
+        try:
+            with h5py.File(self.path, "r") as f:
+                if f.attrs.get("schema_version") != SCHEMA_VERSION:
+                    raise MmolreError(f"{self.path}: schema_version {f.attrs.get('schema_version')} "
+                                      f"!= {SCHEMA_VERSION}; rerun `mmolre featurize`")
+                self.attrs = dict(f.attrs)
+                self.utterance_id = f["meta/utterance_id"].asstr()[:]
+                self.split = f["meta/split"].asstr()[:]
+                self.dataset = f["meta/dataset"].asstr()[:]
+                self.sentiment = f["meta/sentiment"][:]
+                self.emotions = f["meta/emotions"][:]
+                self.offsets = {m: f[m]["offsets"][:] for m in MODALITIES if m in f}
+                self.dims = {m: f[m]["values"].shape[1] for m in self.offsets}
+                self.stats = {m: {k[6:]: v for k, v in f[m].attrs.items() if k.startswith("stats_")}
+                              for m in self.offsets}
+                rows = {m: f[m]["values"].shape[0] for m in self.offsets}
+        except (OSError, KeyError) as e:  # truncated, half-copied, or not ours
+            raise MmolreError(f"{self.path}: not a readable mmolre feature file ({e}); it may be truncated or "
+                              "half-copied: featurize again, or fetch it again (`dvc pull`)") from None
+        self._check_structure(rows)
+        self._handle: h5py.File | None = None
+        self._pid = -1
+
+    def _check_structure(self, rows: dict[str, int]) -> None:
+        """Offsets start at 0, never decrease and end at the values' length; meta arrays agree; labels in range."""
+        n = len(self.utterance_id)
+        fail = lambda what: MmolreError(f"{self.path}: {what}; the file is damaged: featurize again")
+        for name, array in (("split", self.split), ("dataset", self.dataset), ("sentiment", self.sentiment),
+                            ("emotions", self.emotions)):
+            if len(array) != n:
+                raise fail(f"meta/{name} has {len(array)} rows, meta/utterance_id {n}")
+        if self.emotions.ndim != 2 or self.emotions.shape[1] != len(EMOTIONS):
+            raise fail(f"meta/emotions has shape {self.emotions.shape}, expected ({n}, {len(EMOTIONS)})")
+        for modality, offsets in self.offsets.items():
+            if len(offsets) != n + 1 or offsets[0] != 0 or offsets[-1] != rows[modality]:
+                raise fail(f"{modality}/offsets ({len(offsets)} entries, from {offsets[0] if len(offsets) else None} "
+                           f"to {offsets[-1] if len(offsets) else None}) do not span {modality}/values "
+                           f"({rows[modality]} rows) for {n} utterances")
+            if (np.diff(offsets) < 0).any():
+                i = int(np.flatnonzero(np.diff(offsets) < 0)[0])
+                raise fail(f"{modality}/offsets decrease at utterance {self.utterance_id[i]!r}")
+        bad_split = ~np.isin(self.split, SPLITS)
+        if bad_split.any():
+            i = int(np.flatnonzero(bad_split)[0])
+            raise fail(f"utterance {self.utterance_id[i]!r} has split {self.split[i]!r}, not one of {list(SPLITS)}")
+        for name, (low, high) in LABEL_RANGES.items():
+            values = getattr(self, name).reshape(n, -1)
+            bad = ~np.isnan(values) & ((values < low) | (values > high)) | np.isinf(values)
+            if bad.any():
+                i = int(np.flatnonzero(bad.any(1))[0])
+                raise fail(f"utterance {self.utterance_id[i]!r} has {name} {values[i].tolist()} outside [{low}, {high}]")
+
+    def check_values(self, modalities=MODALITIES, rows_per_read: int = 1 << 16, max_abs: float = MAX_ABS) -> None:
+        """Scan every value of `modalities` (finite, |value| <= max_abs, no utterance without frames);
+        raise MmolreError naming the first bad utterance."""
+        for modality in [m for m in modalities if m in self.offsets]:
+            offsets = self.offsets[modality]
+            empty = np.flatnonzero(np.diff(offsets) == 0)
+            if len(empty):
+                raise self._bad(modality, int(empty[0]), "no frames")
+            values = self._file()[modality]["values"]
+            for start in range(0, offsets[-1], rows_per_read):
+                block = values[start:start + rows_per_read]
+                bad = ~np.isfinite(block).all(1) | (np.abs(block) > max_abs).any(1)
+                if bad.any():
+                    row = start + int(np.flatnonzero(bad)[0])
+                    i = int(np.searchsorted(offsets, row, side="right") - 1)
+                    utterance = values[offsets[i]:offsets[i + 1]]
+                    raise self._bad(modality, i, block_problem(utterance, self.dims[modality], max_abs))
+
+    def _bad(self, modality: str, i: int, problem: str) -> MmolreError:
+        return MmolreError(f"{self.path}: utterance {self.utterance_id[i]!r} ({modality}): {problem}; "
+                           "featurize again, or find the cause with `mmolre validate`")
+
         self._handle: h5py.File | None = None
         self._pid = -1
 

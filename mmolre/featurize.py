@@ -6,6 +6,16 @@ Audio: `fbank-prosody` (built-in: 40 log-mel filterbanks + log energy + log pitc
 10 ms frame, averaged over `fbank_pool` frames) or any transformers audio model.
 Audio is read with soundfile, mixed to mono, cut to [start_s, end_s] and resampled with
 torchaudio. The file is written under a temporary name and renamed when complete.
+
+Validation: every utterance's features must be finite, non-empty, of the encoder's width and
+within |value| <= 1e4 (mmolre/features.py). A failing utterance is named (id, modality, what is
+wrong) and the stage fails (finished windows are kept, so a rerun resumes), or, with
+`featurize.on_invalid: quarantine`, it is left out of the file and listed in
+`<file stem>.rejected.csv` beside it. Short audio: a segment shorter than 0.1 s (0 samples
+included) is zero-padded to 0.1 s, so every encoder sees at least one frame's worth of samples;
+digital silence is encoded as it is (both default encoders give finite features for it: the
+filterbank floors the energy, transformers extractors normalise with an epsilon), and whatever an
+encoder returns is validated as above.
 """
 
 from __future__ import annotations
@@ -28,11 +38,12 @@ import torchaudio
 from tqdm import tqdm
 
 from mmolre import MmolreError, __version__
-from mmolre.features import FeatureWriter
+from mmolre.features import FeatureWriter, block_problem
 from mmolre.files import atomic_file
 from mmolre.params import build, params_hash
 
 FBANK_PROSODY = "fbank-prosody"
+MIN_AUDIO_S = 0.1  # shorter audio is zero-padded to this length
 
 
 @dataclass
@@ -49,6 +60,11 @@ class FeaturizeConfig:
     max_batch_audio_s: float = 320.0
     workers: int | str = "auto"
     device: str = "auto"
+    on_invalid: str = "fail"  # fail | quarantine (leave the utterance out, listed in <stem>.rejected.csv)
+
+    def __post_init__(self):
+        if self.on_invalid not in ("fail", "quarantine"):
+            raise MmolreError(f"featurize.on_invalid={self.on_invalid!r}: choose fail or quarantine")
 
 
 def pick_device(name: str) -> torch.device:
@@ -138,8 +154,12 @@ class FbankProsodyEncoder:
         fbank = torchaudio.compliance.kaldi.fbank(
             wave[None] * 32768, num_mel_bins=40, sample_frequency=self.sample_rate, use_energy=True,
             energy_floor=1.0, dither=0.0)  # (T, 41): log energy first, then 40 log-mels
-        f0 = torchaudio.functional.detect_pitch_frequency(wave, self.sample_rate, frame_time=0.01,
+        # pitch tracking smooths over a 30-frame median window: give it at least 0.35 s (silence after a
+        # short clip), then keep the frames that cover the clip itself
+        long_enough = torch.nn.functional.pad(wave, (0, max(0, int(0.35 * self.sample_rate) - wave.numel())))
+        f0 = torchaudio.functional.detect_pitch_frequency(long_enough, self.sample_rate, frame_time=0.01,
                                                           win_length=30, freq_low=60, freq_high=500)
+        f0 = f0[:max(1, round(f0.numel() * wave.numel() / long_enough.numel()))]
         f0 = torch.nn.functional.interpolate(f0[None, None], size=fbank.shape[0], mode="nearest")[0, 0]
         x = torch.cat([fbank[:, 1:], fbank[:, :1], torch.log(f0.clamp(min=1.0))[:, None]], dim=1)
         pad = -x.shape[0] % self.pool
@@ -188,7 +208,9 @@ def load_audio(path: Path, start_s: float, end_s: float, sample_rate: int, max_s
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise MmolreError(f"{path}: cannot read audio ({e})") from None
     wave = torch.from_numpy(samples.mean(axis=1))
-    return torchaudio.functional.resample(wave, rate, sample_rate) if rate != sample_rate else wave
+    wave = torchaudio.functional.resample(wave, rate, sample_rate) if rate != sample_rate else wave
+    shortfall = int(round(MIN_AUDIO_S * sample_rate)) - wave.numel()
+    return torch.nn.functional.pad(wave, (0, shortfall)) if shortfall > 0 else wave
 
 
 def batches_by_length(lengths, batch_size: int, max_total: float = float("inf")) -> list[np.ndarray]:
@@ -223,16 +245,41 @@ def _keep_items(items):
     return items
 
 
-def _save_chunk(path: Path, text: list[np.ndarray], audio: list[np.ndarray]) -> None:
+def _save_chunk(path: Path, text: list[np.ndarray], audio: list[np.ndarray], rejected: list[dict]) -> None:
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, text=np.concatenate(text).astype(np.float16), text_lengths=[len(x) for x in text],
-                     audio=np.concatenate(audio).astype(np.float16), audio_lengths=[len(x) for x in audio])
+                     audio=np.concatenate(audio).astype(np.float16), audio_lengths=[len(x) for x in audio],
+                     rejected=json.dumps(rejected))
 
 
-def _load_chunk(path: Path) -> dict[str, list[np.ndarray]]:
+def _load_chunk(path: Path) -> dict:
     with np.load(path) as chunk:
-        return {m: np.split(chunk[m], np.cumsum(chunk[f"{m}_lengths"])[:-1]) for m in ("text", "audio")}
+        parts = {m: np.split(chunk[m], np.cumsum(chunk[f"{m}_lengths"])[:-1]) for m in ("text", "audio")}
+        parts["rejected"] = json.loads(str(chunk["rejected"]))
+    return parts
+
+
+def check_window(ids: list[str], outputs: dict[str, list[np.ndarray]], dims: dict[str, int],
+                 on_invalid: str) -> list[dict]:
+    """Validate one window's features. `fail`: raise naming the first bad utterance; `quarantine`:
+    empty the bad utterances' blocks (in place) and return them as (row in window, utterance_id,
+    modality, problem) records."""
+    rejected = []
+    for modality, blocks in outputs.items():
+        for k, block in enumerate(blocks):
+            problem = block_problem(block, dims[modality])
+            if problem:
+                rejected.append({"row": k, "utterance_id": ids[k], "modality": modality, "problem": problem})
+    if rejected and on_invalid == "fail":
+        first = rejected[0]
+        raise MmolreError(f"utterance {first['utterance_id']!r} ({first['modality']}): {first['problem']} "
+                          f"({len(rejected)} bad block(s) in this window); set featurize.on_invalid=quarantine "
+                          "to leave such utterances out (they are listed in <file>.rejected.csv)")
+    for record in rejected:
+        for modality, blocks in outputs.items():
+            blocks[record["row"]] = np.zeros((0, dims[modality]), np.float32)
+    return rejected
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -264,7 +311,8 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
     table = pd.read_parquet(table_path)
     out = feature_path(params, out_root)
     identity = {k: v for k, v in asdict(cfg).items() if k != "workers"}  # what the values depend on
-    config_hash = params_hash(dataset, identity, pd.util.hash_pandas_object(table).sum())
+    chunk_identity = {k: v for k, v in identity.items() if k != "on_invalid"}  # chunks hold every utterance
+    config_hash = params_hash(dataset, chunk_identity, pd.util.hash_pandas_object(table).sum())
     partial = out_root / ".partial" / dataset / f"{out.stem}-{config_hash}"
     partial.mkdir(parents=True, exist_ok=True)
     window = cfg.batch_size * 8  # rows encoded together; batches inside a window are formed by length
@@ -286,15 +334,27 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
              "audio_layer": cfg.audio_layer, "sample_rate": audio.sample_rate, "dataset": dataset,
              "featurize_config": json.dumps(identity, sort_keys=True),
              "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, identity)}
+    chunks = [_load_chunk(chunk(w)) for w in windows]
+    rejected = [{**r, "row": w * window + r["row"]} for w, c in zip(windows, chunks) for r in c["rejected"]]
+    left_out = sorted({r["row"] for r in rejected})
+    rejected_csv = out.with_name(f"{out.stem}.rejected.csv")
     with atomic_file(out) as tmp:
-        writer = FeatureWriter(tmp, table, {"text": text.dim, "audio": audio.dim}, attrs)
-        for w in windows:
-            parts = _load_chunk(chunk(w))
-            writer.append("text", parts["text"])
-            writer.append("audio", parts["audio"])
+        writer = FeatureWriter(tmp, table.drop(index=table.index[left_out]), {"text": text.dim, "audio": audio.dim},
+                               attrs)
+        for c in chunks:
+            for modality in ("text", "audio"):
+                kept = [b for b in c[modality] if len(b)]  # a quarantined utterance's blocks are empty
+                if kept:
+                    writer.append(modality, kept)
         writer.close()
+    if rejected:
+        with atomic_file(rejected_csv) as tmp:
+            pd.DataFrame(rejected).drop(columns="row").to_csv(tmp, index=False)
+        print(f"featurize: {len(left_out)} utterance(s) quarantined (listed in {rejected_csv})")
+    else:
+        rejected_csv.unlink(missing_ok=True)
     shutil.rmtree(partial)
-    print(f"featurize: wrote {out} (text {text.dim}-d, audio {audio.dim}-d, {len(table)} utterances)")
+    print(f"featurize: wrote {out} (text {text.dim}-d, audio {audio.dim}-d, {len(table) - len(left_out)} utterances)")
     return out
 
 
@@ -316,27 +376,30 @@ def encode_windows(table, todo, window, chunk, text, audio, cfg: FeaturizeConfig
                                          batch_sampler=audio_batches, num_workers=decode_workers(cfg, text.device),
                                          collate_fn=_keep_items)
     texts = table.text.tolist()
-    progress = tqdm(total=sum(len(r) for r in rows.values()), desc=desc, unit="utt")
-    started, audio_seconds = time.perf_counter(), 0.0
-    batches = iter(loader)
-    for w in todo:
-        idx = rows[w]
-        text_out = [None] * len(idx)
-        for b in batches_by_length(np.array([len(texts[i]) for i in idx]), cfg.batch_size):
-            for k, features in zip(b, text.encode([texts[idx[k]] for k in b]), strict=True):
-                text_out[k] = features
-        audio_out = [None] * len(idx)
-        done = 0
-        while done < len(idx):
-            items = next(batches)
-            for (i, _), features in zip(items, audio.encode([wave for _, wave in items]), strict=True):
-                audio_out[i - idx[0]] = features
-            done += len(items)
-            audio_seconds += sum(len(wave) for _, wave in items) / audio.sample_rate
-            progress.update(len(items))
-            progress.set_postfix(audio_s_per_s=f"{audio_seconds / (time.perf_counter() - started):.1f}")
-        _save_chunk(chunk(w), text_out, audio_out)
-    progress.close()
+    # `with`: the bar is closed (its line ended) before an error message is printed
+    with tqdm(total=sum(len(r) for r in rows.values()), desc=desc, unit="utt") as progress:
+        started, audio_seconds = time.perf_counter(), 0.0
+        batches = iter(loader)
+        for w in todo:
+            idx = rows[w]
+            text_out = [None] * len(idx)
+            for b in batches_by_length(np.array([len(texts[i]) for i in idx]), cfg.batch_size):
+                for k, features in zip(b, text.encode([texts[idx[k]] for k in b]), strict=True):
+                    text_out[k] = features
+            audio_out = [None] * len(idx)
+            done = 0
+            while done < len(idx):
+                items = next(batches)
+                for (i, _), features in zip(items, audio.encode([wave for _, wave in items]), strict=True):
+                    audio_out[i - idx[0]] = features
+                done += len(items)
+                audio_seconds += sum(len(wave) for _, wave in items) / audio.sample_rate
+                progress.update(len(items))
+                progress.set_postfix(audio_s_per_s=f"{audio_seconds / (time.perf_counter() - started):.1f}")
+            ids = table.utterance_id.iloc[idx].tolist()
+            rejected = check_window(ids, {"text": text_out, "audio": audio_out}, {"text": text.dim, "audio": audio.dim},
+                                    cfg.on_invalid)
+            _save_chunk(chunk(w), text_out, audio_out, rejected)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

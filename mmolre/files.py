@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -49,3 +50,14 @@ def audio_duration(path: str | Path) -> float | None:
     except (sf.LibsndfileError, RuntimeError, OSError):
         return None
     return info.frames / info.samplerate if info.frames > 0 else None
+
+
+def audio_truncated(path: str | Path) -> bool:
+    """Whether a readable file's header promises more audio than the file holds (a cut-off copy or
+    download): libsndfile reads such a WAV without complaint, shorter, and says so only in its log."""
+    try:
+        log = sf.info(str(path)).extra_info
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return False
+    match = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", log, re.MULTILINE)
+    return bool(match) and int(match.group(2)) < int(match.group(1))

@@ -16,7 +16,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from mmolre import EMOTIONS, SPLITS, MmolreError, cmu, mmsa
-from mmolre.files import atomic_dir, audio_duration
+from mmolre.files import atomic_dir, audio_duration, audio_truncated
 from mmolre.params import build
 
 # pandera's built-in check names, said the way a user reads them
@@ -72,6 +72,8 @@ def utterance_schema(raw_root: Path) -> pa.DataFrameSchema:
                                         nullable=True)
     readable = pa.Check(lambda paths: paths.map(lambda p: audio_duration(raw_root / p) is not None),
                         error="audio file missing or unreadable")
+    whole = pa.Check(lambda paths: ~paths.map(lambda p: audio_truncated(raw_root / p)).astype(bool),
+                     error="audio file truncated (its header promises more samples than it holds)")
     return pa.DataFrameSchema(
         {
             "utterance_id": pa.Column(str, unique=True, report_duplicates="all"),
@@ -80,7 +82,7 @@ def utterance_schema(raw_root: Path) -> pa.DataFrameSchema:
             "split": pa.Column(str, pa.Check.isin(list(SPLITS), error=f"must be one of {list(SPLITS)}")),
             "start_s": pa.Column(float, pa.Check.ge(0, error="must be >= 0")),
             "end_s": pa.Column(float, nullable=True),
-            "audio_path": pa.Column(str, readable),
+            "audio_path": pa.Column(str, [readable, whole]),
             "text": pa.Column(str, [pa.Check.str_length(min_value=1, error="must be non-empty"),
                                     pa.Check(lambda s: s == s.str.strip(), error="must be stripped")]),
             "sentiment": label(-3, 3),

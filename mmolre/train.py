@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from mmolre import MmolreError
-from mmolre.batches import loader
+from mmolre.batches import FeatureStore, loader, store_device
 from mmolre.featurize import feature_path, pick_device
 from mmolre.features import FeatureFile
 from mmolre.files import atomic_file
@@ -49,6 +50,11 @@ class TrainConfig:
     threads: int = 0
     compile: bool = False
     workers: int = 0
+    feature_store: str = "auto"  # auto | memory | lazy (mmolre/batches.py)
+
+    def __post_init__(self):
+        if self.feature_store not in ("auto", "memory", "lazy"):
+            raise MmolreError(f"train.feature_store={self.feature_store!r}: choose auto, memory or lazy")
 
 
 def model_config(params: dict, run: str, features: FeatureFile, pos_weight=None) -> MMoLREConfig:
@@ -95,7 +101,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 @torch.no_grad()
 def predict(model: MMoLRE, features: FeatureFile, indices, batch_size: int, device: torch.device,
-            return_routing: bool = False) -> dict:
+            return_routing: bool = False, store: FeatureStore | None = None) -> dict:
     """Sentiment predictions (N,), emotion probabilities (N, 6), mean loss, and (optionally) routing,
     in the order of `indices`."""
     model.eval()
@@ -104,7 +110,7 @@ def predict(model: MMoLRE, features: FeatureFile, indices, batch_size: int, devi
     sentiment, emotions = np.zeros(len(indices)), np.zeros((len(indices), model.config.n_emotions))
     routing: dict[str, np.ndarray] = {}
     loss_sum = 0.0
-    for batch in loader(features, indices, model.config.modalities, batch_size, shuffle=False):
+    for batch in loader(features, indices, model.config.modalities, batch_size, shuffle=False, store=store):
         batch = to_device(batch, device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(**{k: v for k, v in batch.items() if k != "index"}, return_routing=return_routing)
@@ -128,7 +134,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     path = Path(path)
     if not path.is_file():
         raise MmolreError(f"{path}: no such checkpoint (run `mmolre train`)")
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)  # never runs pickled code
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MmolreError(f"{path}: not a loadable mmolre checkpoint ({reason}); only tensors and plain "
+                          "values are read, nothing in it is executed. Train again or use a trusted file") from None
     model = MMoLRE(MMoLREConfig(**checkpoint["config"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), {k: v for k, v in checkpoint.items() if k not in ("config", "state_dict")}
@@ -165,6 +176,7 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     features = FeatureFile(feature_path(params, features_root))
+    features.check_values()  # seconds, and never minutes of training on NaN
     train_idx, valid_idx = features.indices("train"), features.indices("valid")
     if not len(train_idx) or not len(valid_idx):
         raise MmolreError(f"{features.path}: need train and valid utterances "
@@ -178,45 +190,51 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
     if cfg.compile:
         stepper = torch.compile(stepper)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    where = store_device(features, model_cfg.modalities, device, cfg.feature_store)
+    store = FeatureStore(features, model_cfg.modalities, where) if where is not None else None
     batches = loader(features, train_idx, model_cfg.modalities, cfg.batch_size, shuffle=True, seed=seed,
-                     workers=cfg.workers, rank=rank, world=world)
+                     workers=cfg.workers, rank=rank, world=world, store=store)
     by_mae = "sa" in model_cfg.tasks  # early stopping on valid MAE; on valid loss for an ER-only model
     curves, best, best_score, stale = [], None, float("inf"), 0
-    progress = tqdm(range(1, cfg.epochs + 1), desc=f"train {run}", unit="epoch", disable=rank != 0)
-    for epoch in progress:
-        model.train()
-        batches.batch_sampler.set_epoch(epoch)
-        sums = torch.zeros(4, dtype=torch.float64, device=device)  # stays on the device: no sync per step
-        for batch in batches:
-            batch = to_device(batch, device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                out = stepper(**{k: v for k, v in batch.items() if k != "index"})
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            n = len(batch["index"])
-            parts = torch.stack([out.loss.detach(), out.loss_sa.detach(), out.loss_er.detach()]).double()
-            sums += torch.cat([parts * n, parts.new_tensor([n])])
-        if world > 1:
-            dist.all_reduce(sums)
-        sums = sums.cpu()
-        valid = predict(model, features, valid_idx, cfg.batch_size * 2, device)
-        mae = float(np.mean(np.abs(valid["sentiment"] - features.sentiment[valid_idx])))
-        f1 = mer_metrics(valid["emotions"], features.emotions[valid_idx])["avg"]["f1"] \
-            if "er" in model_cfg.tasks and not np.isnan(features.emotions[valid_idx]).any() else float("nan")
-        train_loss, train_sa, train_er = (sums[:3] / sums[3]).tolist()
-        curves.append({"epoch": epoch, "train_loss": train_loss, "train_loss_sa": train_sa, "train_loss_er": train_er,
-                       "valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1})
-        progress.set_postfix(train_loss=f"{train_loss:.3f}", valid_mae=f"{mae:.3f}", valid_f1=f"{f1:.1f}")
-        score = mae if by_mae else valid["loss"]
-        if score < best_score:
-            best, best_score, stale = copy.deepcopy(model.state_dict()), score, 0
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    progress.close()
+    # `with`: the bar is closed (its line ended) before an error message is printed
+    with tqdm(range(1, cfg.epochs + 1), desc=f"train {run}", unit="epoch", disable=rank != 0) as progress:
+        for epoch in progress:
+            model.train()
+            batches.batch_sampler.set_epoch(epoch)
+            sums = torch.zeros(4, dtype=torch.float64, device=device)  # stays on the device: no sync per step
+            pending = None  # (loss, batch ids, step) checked one step later, when the device is already past it
+            for step, batch in enumerate(batches, start=1):
+                batch = to_device(batch, device)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    out = stepper(**{k: v for k, v in batch.items() if k != "index"})
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                n = len(batch["index"])
+                parts = torch.stack([out.loss.detach(), out.loss_sa.detach(), out.loss_er.detach()]).double()
+                sums += torch.cat([parts * n, parts.new_tensor([n])])
+                check_finite(pending, run, epoch, features)
+                pending = (out.loss.detach(), batch["index"], step)
+            check_finite(pending, run, epoch, features)
+            if world > 1:
+                dist.all_reduce(sums)
+            sums = sums.cpu()
+            valid = predict(model, features, valid_idx, cfg.batch_size * 2, device, store=store)
+            mae = float(np.mean(np.abs(valid["sentiment"] - features.sentiment[valid_idx])))
+            f1 = mer_metrics(valid["emotions"], features.emotions[valid_idx])["avg"]["f1"] \
+                if "er" in model_cfg.tasks and not np.isnan(features.emotions[valid_idx]).any() else float("nan")
+            train_loss, train_sa, train_er = (sums[:3] / sums[3]).tolist()
+            curves.append({"epoch": epoch, "train_loss": train_loss, "train_loss_sa": train_sa, "train_loss_er": train_er,
+                           "valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1})
+            progress.set_postfix(train_loss=f"{train_loss:.3f}", valid_mae=f"{mae:.3f}", valid_f1=f"{f1:.1f}")
+            score = mae if by_mae else valid["loss"]
+            if score < best_score:
+                best, best_score, stale = copy.deepcopy(model.state_dict()), score, 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
     model.load_state_dict(best)
     best_epoch = min(curves, key=lambda c: c["valid_mae" if by_mae else "valid_loss"])["epoch"]
     best_mae = curves[best_epoch - 1]["valid_mae"]
@@ -230,6 +248,16 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
         write_curves(curves_root / run / "curves.tsv", curves)
         print(f"train {run}: best epoch {best_epoch}/{len(curves)}, valid MAE {best_mae:.4f} -> {out}")
     return out
+
+
+def check_finite(pending, run: str, epoch: int, features: FeatureFile) -> None:
+    """Stop at a non-finite training loss, naming its batch's utterances (nothing is saved)."""
+    if pending is not None and not torch.isfinite(pending[0]):
+        loss, index, step = pending
+        ids = features.utterance_id[index.cpu().numpy()].tolist()
+        raise MmolreError(f"train {run}: loss is {float(loss)} at epoch {epoch}, step {step}; batch utterances "
+                          f"{', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}; nothing was saved. Check the "
+                          "features (`mmolre validate FILE`) or lower train.lr")
 
 
 def write_curves(path: Path, curves: list[dict]) -> None:

@@ -59,10 +59,14 @@ def tiny_demo(tmp_path_factory, tiny_params) -> dict:
     return {"params": tiny_params, **paths}
 
 
+def tool_env() -> dict:
+    """The environment with this venv's tools (mmolre, dvc) first on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def sh(repo: Path, *args: str) -> str:
     """Run a command in `repo` with this venv's tools first on PATH; fail the test with its output."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    out = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(args, cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
     return out.stdout + out.stderr
 

@@ -1,6 +1,7 @@
 """Padding with masks and length-bucketed batches."""
 
 import numpy as np
+import pytest
 import torch
 
 from mmolre.batches import LengthBucketSampler, collate, pad
@@ -53,3 +54,48 @@ def test_worker_processes_read_the_same_batches(tiny_demo):
     for a, b in zip(*batches, strict=True):
         assert torch.equal(a["index"], b["index"])
         assert torch.equal(a["audio"], b["audio"]) and torch.equal(a["text_mask"], b["text_mask"])
+
+
+def test_in_memory_store_gives_the_lazy_batches_value_for_value(tiny_demo):
+    from mmolre.batches import FeatureStore, collate, loader
+    from mmolre.features import FeatureFile
+
+    features = FeatureFile(tiny_demo["h5"])
+    store = FeatureStore(features, ("text", "audio"))
+    assert store.values["audio"].dtype == torch.float16 and store.values["audio"].is_contiguous()
+    assert store.nbytes() == sum(int(features.offsets[m][-1]) * features.dims[m] * 2 for m in ("text", "audio"))
+    train = features.indices("train")
+    lazy = loader(features, train, ("text", "audio"), 5, shuffle=True, seed=3)
+    memory = loader(features, train, ("text", "audio"), 5, shuffle=True, seed=3, store=store)
+    for epoch in (1, 2):
+        lazy.batch_sampler.set_epoch(epoch)
+        memory.batch_sampler.set_epoch(epoch)
+        pairs = list(zip(lazy, memory, strict=True))
+        assert len(pairs) == len(lazy.batch_sampler) > 1
+        for a, b in pairs:
+            assert set(a) == set(b)
+            for key in a:
+                assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+    one = store.batch([4])  # a batch of one utterance holds exactly its frames
+    item = collate([{"text": torch.from_numpy(features.get("text", 4).astype("float32")),
+                     "audio": torch.from_numpy(features.get("audio", 4).astype("float32")),
+                     "sentiment": torch.tensor(features.sentiment[4]),
+                     "emotions": torch.from_numpy(features.emotions[4]), "index": 4}])
+    assert all(torch.equal(one[k], item[k]) for k in item)
+
+
+def test_training_is_the_same_from_memory_and_from_the_file(tiny_demo, tmp_path):
+    from mmolre.train import load_checkpoint, train
+
+    curves = {}
+    for store in ("lazy", "memory"):
+        params = {**tiny_demo["params"], "train": {**tiny_demo["params"]["train"], "feature_store": store}}
+        train(params, "main", tiny_demo["features"], tmp_path / store, tmp_path / f"curves-{store}")
+        curves[store] = (tmp_path / f"curves-{store}" / "main" / "curves.tsv").read_text().splitlines()
+    assert len(curves["lazy"]) == len(curves["memory"]) > 2
+    for a, b in zip(curves["lazy"][1:], curves["memory"][1:]):
+        assert [float(x) for x in a.split("\t")] == pytest.approx([float(x) for x in b.split("\t")], rel=1e-6)
+    lazy, _ = load_checkpoint(tmp_path / "lazy" / "main" / "model.pt")
+    memory, _ = load_checkpoint(tmp_path / "memory" / "main" / "model.pt")
+    for (name, a), b in zip(lazy.state_dict().items(), memory.state_dict().values()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), name

@@ -35,8 +35,8 @@ def tag_commit(repo, tag="mmolre-accepted") -> str:
 
 
 def test_retrain_promotes_then_skips_then_retrains_and_fails_cleanly(prefect_harness, tmp_path):
-    (tmp_path / "repo").mkdir()
-    repo = make_project_repo(tmp_path / "repo")
+    (tmp_path / "my repo").mkdir()
+    repo = make_project_repo(tmp_path / "my repo")  # a path with a space: the flow quotes nothing by hand
 
     first = retrain(repo=str(repo))
     assert first["trained"] and first["promoted"] and first["accepted"] is None
