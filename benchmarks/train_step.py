@@ -3,11 +3,12 @@
     python benchmarks/train_step.py                    # CPU or GPU, whichever is there
     python benchmarks/train_step.py --only mixture     # just one UniTSE mixture, fwd+bwd
 
-Prints a table (step time, samples/s, achieved TFLOP/s and MFU = model FLOPs per second / the
+Prints a table (step time, samples/s, achieved TFLOP/s and MFU = executed FLOPs per second / the
 measured dense matmul rate of the same dtype on the same device and threads: a GPU's bf16 tensor
 cores, or this CPU's cores, so every machine gives a ratio to its own limit).
-Model FLOPs per step = 3 x forward FLOPs
-(closed form, mmolre.model_info) x batch. Results go to benchmarks/RESULTS.md by hand,
+Executed FLOPs per step are counted by torch (FlopCounterMode, fwd + bwd, times the batch); the
+usual 3 x forward convention (closed form, mmolre.model_info) is printed beside it and overcounts,
+since the first layers compute no input gradient. Results go to benchmarks/RESULTS.md by hand,
 with date, device and command.
 """
 
@@ -44,12 +45,43 @@ def timed(fn, device, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_peak(device: torch.device, dtype=torch.bfloat16, n: int = 8192) -> float:
-    """Measured dense matmul FLOP/s (the MFU denominator)."""
-    n = n if device.type == "cuda" else 2048
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    seconds = timed(lambda: a @ b, device, 2, 5)
-    return 2 * n**3 / seconds
+def matmul_peak(device: torch.device, dtype=torch.bfloat16) -> float:
+    """Measured dense FLOP/s (the MFU denominator): the best of a square matmul, the model's widest GEMM
+    shapes (B*T x d x N*r, both ways) and its widest convolution (d -> N*r, k=3) run as a convolution,
+    since the libraries differ (on AMD CPUs MKL's GEMM runs at half oneDNN's convolution rate in fp32):
+    a roofline no step of this model can beat."""
+    batch, frames, d, wide = (32, 512, 768, 1920) if device.type == "cuda" else (32, 300, 768, 1920)
+    shapes = [(8192,) * 3 if device.type == "cuda" else (2048,) * 3, (batch * frames, d, wide), (batch * frames, wide, d)]
+    rates = []
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
+        rates.append(2 * m * k * n / timed(lambda: a @ b, device, 2, 5))
+    x = torch.randn(batch, d, frames, device=device, dtype=dtype)
+    w = torch.randn(wide, d, 3, device=device, dtype=dtype)
+    rates.append(2 * batch * frames * d * wide * 3 / timed(lambda: torch.nn.functional.conv1d(x, w, padding=1),
+                                                           device, 2, 5))
+    return max(rates)
+
+
+def executed_step_flops(cfg: MMoLREConfig, batch: int, tokens: int, frames: int) -> int:
+    """FLOPs a training step really executes (forward + backward, counted by torch on one utterance,
+    times the batch). Lower than the 3 x forward convention: the first layers compute no input gradient."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    model = MMoLRE(cfg).train()
+    inputs = {"text": torch.randn(1, tokens, cfg.text_dim), "text_mask": torch.ones(1, tokens, dtype=torch.bool),
+              "audio": torch.randn(1, frames, cfg.audio_dim), "audio_mask": torch.ones(1, frames, dtype=torch.bool),
+              "sentiment": torch.zeros(1), "emotions": torch.zeros(1, 6)}
+    aten = torch.ops.aten  # torch's counter has no formula for the CPU flash-attention kernels
+    cpu_attention = {
+        aten._scaled_dot_product_flash_attention_for_cpu:
+            lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v),
+        aten._scaled_dot_product_flash_attention_for_cpu_backward:
+            lambda grad, q, k, v, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(grad, q, k, v)}
+    counter = FlopCounterMode(display=False, custom_mapping=cpu_attention)
+    with counter:
+        model(**inputs).loss.backward()
+    return counter.get_total_flops() * batch
 
 
 def mixture_case(cfg: MMoLREConfig, batch: int, frames: int, device, dtype, warmup, repeats) -> float:
@@ -119,10 +151,12 @@ def main() -> None:
             print(f"{'fused':<8}{dname:<6}{fused * 1e3:>10.1f}{loop / fused:>9.2f}x")
 
     if args.only in (None, "step"):
-        flops = 3 * closed_form_flops(cfg, args.text_tokens, args.audio_frames) * args.batch
+        convention = 3 * closed_form_flops(cfg, args.text_tokens, args.audio_frames) * args.batch
+        flops = executed_step_flops(cfg, args.batch, args.text_tokens, args.audio_frames)
         peaks = {dname: matmul_peak(device, dtype) for dname, dtype in dtypes.items()}
-        print(f"\nfull training step (fwd + bwd + AdamW); model FLOPs/step {flops / 1e12:.3f} T; measured dense "
-              f"matmul rate: " + ", ".join(f"{d} {p / 1e12:.3f} TFLOP/s" for d, p in peaks.items()))
+        print(f"\nfull training step (fwd + bwd + AdamW); FLOPs/step executed {flops / 1e12:.3f} T (counted by "
+              f"torch; 3 x forward would say {convention / 1e12:.3f} T); measured dense rate (matmul/conv): "
+              + ", ".join(f"{d} {p / 1e12:.3f} TFLOP/s" for d, p in peaks.items()))
         print(f"{'experts':<8}{'dtype':<6}{'mode':<10}{'ms/step':>10}{'samples/s':>11}{'TFLOP/s':>9}{'MFU':>7}")
         for fused in (False, True):
             for dname, dtype in dtypes.items():

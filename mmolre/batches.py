@@ -5,11 +5,13 @@
   vectorised gather per modality, no per-utterance Python work.
 - `FeatureDataset` (lazy): one h5py slice per utterance and modality, for files that do not fit,
   read in DataLoader workers (each with its own handle).
-Both give the same batches, value for value.
+Both give the same batches, value for value, with features as stored (float16): the consumer casts
+them to float32 where the model runs (`train.to_device`), so on a GPU the cast happens there.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numpy as np
@@ -30,7 +32,7 @@ class FeatureDataset(Dataset):
 
     def __getitem__(self, k: int) -> dict:
         i = int(self.indices[k])
-        item = {m: torch.from_numpy(self.features.get(m, i).astype(np.float32)) for m in self.modalities}
+        item = {m: torch.from_numpy(self.features.get(m, i)) for m in self.modalities}  # float16 as stored
         item["sentiment"] = torch.tensor(self.features.sentiment[i])
         item["emotions"] = torch.from_numpy(self.features.emotions[i])
         item["index"] = i
@@ -99,23 +101,40 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed blocks for reuse instead of unmapping them. Each padded batch is tens of
+    MB: by default glibc maps and unmaps it per batch, and faulting its pages in again every time
+    costs more than the gather itself (benchmarks/loader.py: 2.5x on 2 cores). No-op off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks below 1 GiB come from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
+    except (OSError, AttributeError):
+        pass
+
+
 class FeatureStore:
-    """A feature file's values in memory: per modality one contiguous (frames, dim) float16 tensor and its
-    offsets, on `device` (cuda: the batches never leave the GPU) or in pinned host memory when CUDA is
-    there. Labels stay float32 tensors beside them."""
+    """A feature file's values in memory: per modality one contiguous (frames + 1, dim) float16 tensor
+    (the last row zeros, read by padding positions) and its offsets, on `device` (cuda: batches never
+    leave the GPU), or in pinned host memory when CUDA is there. Labels are tensors beside them."""
 
     def __init__(self, features: FeatureFile, modalities: tuple[str, ...], device: torch.device | str = "cpu"):
         device = torch.device(device)
         self.features, self.modalities, self.device = features, modalities, device
+        if device.type == "cpu":
+            keep_freed_memory()
         handle = features._file()
-        self.values, self.offsets = {}, {}
+        self.values, self.offsets, self.pad_row = {}, {}, {}
         for m in modalities:
-            values = torch.from_numpy(handle[m]["values"][:])  # float16 as stored: no float32 copy of the file
-            if device.type == "cuda":
-                values = values.to(device)
-            elif torch.cuda.is_available():
-                values = values.pin_memory()
-            self.values[m] = values
+            dataset = handle[m]["values"]
+            rows = dataset.shape[0]
+            host = torch.empty((rows + 1, dataset.shape[1]), dtype=torch.float16,
+                               pin_memory=torch.cuda.is_available() and device.type == "cpu")
+            if rows:
+                dataset.read_direct(host.numpy(), np.s_[:], np.s_[:rows])  # read in place: the values held once
+            host[rows] = 0
+            self.values[m] = host.to(device) if device.type == "cuda" else host
+            self.pad_row[m] = rows
             self.offsets[m] = torch.from_numpy(features.offsets[m]).to(device)
         self.sentiment = torch.from_numpy(features.sentiment).to(device)
         self.emotions = torch.from_numpy(features.emotions).to(device)
@@ -124,7 +143,8 @@ class FeatureStore:
         return sum(v.numel() * v.element_size() for v in self.values.values())
 
     def batch(self, index: list[int] | np.ndarray) -> dict:
-        """The padded batch of utterances `index`, equal to `collate` over the lazy items."""
+        """The padded batch of utterances `index`, equal to `collate` over the lazy items: per modality
+        one gather of (B x T) rows."""
         index = torch.as_tensor(np.asarray(index), dtype=torch.long, device=self.device)
         batch = {"sentiment": self.sentiment[index], "emotions": self.emotions[index], "index": index}
         for m in self.modalities:
@@ -132,8 +152,9 @@ class FeatureStore:
             lengths = self.offsets[m][index + 1] - start
             steps = torch.arange(int(lengths.max()), device=self.device)
             mask = steps[None] < lengths[:, None]  # (B, T)
-            rows = torch.where(mask, start[:, None] + steps[None], 0)  # padding reads row 0, then is zeroed
-            batch[m] = self.values[m][rows].float().masked_fill_(~mask[..., None], 0.0)  # (B, T, dim)
+            rows = torch.where(mask, start[:, None] + steps[None], self.pad_row[m])
+            values = self.values[m]
+            batch[m] = values.index_select(0, rows.flatten()).view(*rows.shape, values.shape[1])  # (B, T, dim)
             batch[f"{m}_mask"] = mask
         return batch
 

@@ -96,7 +96,9 @@ def emotion_pos_weight(emotions: np.ndarray) -> tuple[float, ...] | None:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """The batch on `device`, features cast from their stored float16 to float32 there."""
+    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.float() if v.dtype == torch.float16 else v for k, v in moved.items()}
 
 
 @torch.no_grad()

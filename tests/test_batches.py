@@ -63,7 +63,8 @@ def test_in_memory_store_gives_the_lazy_batches_value_for_value(tiny_demo):
     features = FeatureFile(tiny_demo["h5"])
     store = FeatureStore(features, ("text", "audio"))
     assert store.values["audio"].dtype == torch.float16 and store.values["audio"].is_contiguous()
-    assert store.nbytes() == sum(int(features.offsets[m][-1]) * features.dims[m] * 2 for m in ("text", "audio"))
+    # the values once, as float16, plus one zero row per modality that padding positions read
+    assert store.nbytes() == sum((int(features.offsets[m][-1]) + 1) * features.dims[m] * 2 for m in ("text", "audio"))
     train = features.indices("train")
     lazy = loader(features, train, ("text", "audio"), 5, shuffle=True, seed=3)
     memory = loader(features, train, ("text", "audio"), 5, shuffle=True, seed=3, store=store)
@@ -77,11 +78,12 @@ def test_in_memory_store_gives_the_lazy_batches_value_for_value(tiny_demo):
             for key in a:
                 assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
     one = store.batch([4])  # a batch of one utterance holds exactly its frames
-    item = collate([{"text": torch.from_numpy(features.get("text", 4).astype("float32")),
-                     "audio": torch.from_numpy(features.get("audio", 4).astype("float32")),
+    item = collate([{"text": torch.from_numpy(features.get("text", 4)),
+                     "audio": torch.from_numpy(features.get("audio", 4)),
                      "sentiment": torch.tensor(features.sentiment[4]),
                      "emotions": torch.from_numpy(features.emotions[4]), "index": 4}])
     assert all(torch.equal(one[k], item[k]) for k in item)
+    assert one["audio"].dtype == torch.float16  # cast to float32 where the model runs (train.to_device)
 
 
 def test_training_is_the_same_from_memory_and_from_the_file(tiny_demo, tmp_path):
