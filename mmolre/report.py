@@ -1,7 +1,7 @@
 """Stage `report`: reports/report.md with metric tables and figures in reports/figures/.
 
 Reads what evaluate and train wrote (metrics.json, runs.json, eval/details.json,
-predictions/, train/<run>/curves.tsv); draws training and validation curves, predicted vs
+predictions/, train/<run>/ as dvclive wrote it); draws training and validation curves, predicted vs
 true sentiment, per-emotion confusion matrices, router weights per task x modality x block
 and expert utilisation; compares the metrics with the accepted model's (git tag
 `promote.tag`). Also writes reports/report.html, self-contained.
@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
 from mmolre import EMOTIONS, MmolreError  # noqa: E402
+from mmolre.curves import read_curves
 from mmolre.files import atomic_dir, atomic_file  # noqa: E402
 from mmolre.metrics import flatten  # noqa: E402
 from mmolre.params import params_hash  # noqa: E402
@@ -61,11 +62,13 @@ def git_revision() -> str:
 
 def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for run, c in curves.items():
-        line, = axes[0].plot(c.epoch, c.train_loss, label=f"{run} train")
-        axes[0].plot(c.epoch, c.valid_loss, "--", color=line.get_color(), label=f"{run} valid")
-        axes[1].plot(c.epoch, c.valid_mae, color=line.get_color(), label=run)
-        axes[2].plot(c.epoch, c.valid_emotion_f1, color=line.get_color(), label=run)
+    for run, c in curves.items():  # dvclive's names (mmolre/curves.py); a run logs only what applies to it
+        line, = axes[0].plot(c.epoch, c["train/loss"], label=f"{run} train")
+        axes[0].plot(c.epoch, c["valid/loss"], "--", color=line.get_color(), label=f"{run} valid")
+        if "valid/mae" in c:
+            axes[1].plot(c.epoch, c["valid/mae"], color=line.get_color(), label=run)
+        if "valid/emotion_f1" in c:
+            axes[2].plot(c.epoch, c["valid/emotion_f1"], color=line.get_color(), label=run)
     for ax, title in zip(axes, ("loss (L_SA + λ L_ER)", "valid sentiment MAE ↓", "valid mean emotion F1 ↑")):
         ax.set_title(title); ax.set_xlabel("epoch"); ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7); axes[1].legend(fontsize=7)
@@ -218,8 +221,8 @@ def render(params: dict, reports: Path) -> str:
 
 def report(params: dict, reports: Path) -> Path:
     text = render(params, reports)
-    curves = {run: pd.read_csv(reports / "train" / run / "curves.tsv", sep="\t")
-              for run in params["runs"] if (reports / "train" / run / "curves.tsv").is_file()}
+    curves = {run: read_curves(reports / "train" / run) for run in params["runs"]
+              if (reports / "train" / run / "metrics.json").is_file()}
     details = read_json(reports / "eval" / "details.json")
     predictions = pd.read_csv(reports / "predictions" / f"main_{details['split']}.csv")
     with atomic_dir(reports / "figures") as figures:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from mmolre import MmolreError
 from mmolre.batches import FeatureStore, loader, store_device
+from mmolre.curves import write_curves
 from mmolre.featurize import feature_path, pick_device
 from mmolre.features import FeatureFile
 from mmolre.files import atomic_file
@@ -228,7 +229,8 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
                 if "er" in model_cfg.tasks and not np.isnan(features.emotions[valid_idx]).any() else float("nan")
             train_loss, train_sa, train_er = (sums[:3] / sums[3]).tolist()
             curves.append({"epoch": epoch, "train_loss": train_loss, "train_loss_sa": train_sa, "train_loss_er": train_er,
-                           "valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1})
+                           "valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1,
+                           "lr": optimizer.param_groups[0]["lr"]})
             progress.set_postfix(train_loss=f"{train_loss:.3f}", valid_mae=f"{mae:.3f}", valid_f1=f"{f1:.1f}")
             score = mae if by_mae else valid["loss"]
             if score < best_score:
@@ -247,7 +249,9 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
             "features": {k: features.attrs[k] for k in ("text_encoder", "audio_encoder", "text_encoder_revision",
                                                         "audio_encoder_revision", "params_hash",
                                                         "featurize_config")}})
-        write_curves(curves_root / run / "curves.tsv", curves)
+        write_curves(curves_root / run, curves, {"epoch": best_epoch, **{k: v for k, v in curves[best_epoch - 1].items()
+                                                                          if k in ("valid_mae", "valid_loss",
+                                                                                   "valid_emotion_f1")}})
         print(f"train {run}: best epoch {best_epoch}/{len(curves)}, valid MAE {best_mae:.4f} -> {out}")
     return out
 
@@ -260,12 +264,6 @@ def check_finite(pending, run: str, epoch: int, features: FeatureFile) -> None:
         raise MmolreError(f"train {run}: loss is {float(loss)} at epoch {epoch}, step {step}; batch utterances "
                           f"{', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}; nothing was saved. Check the "
                           "features (`mmolre validate FILE`) or lower train.lr")
-
-
-def write_curves(path: Path, curves: list[dict]) -> None:
-    with atomic_file(path) as tmp:
-        lines = ["\t".join(curves[0])] + ["\t".join(f"{v:.6g}" for v in c.values()) for c in curves]
-        tmp.write_text("\n".join(lines) + "\n")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

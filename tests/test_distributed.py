@@ -4,6 +4,8 @@ import subprocess
 import sys
 
 import pandas as pd
+
+from mmolre.curves import read_curves
 import pytest
 import torch
 import yaml
@@ -41,6 +43,6 @@ def test_two_gloo_processes_equal_one_process(tiny_demo, tmp_path):
     ddp = torch.load(tmp_path / "ddp/models/main/model.pt", weights_only=True)
     for key, value in single["state_dict"].items():
         torch.testing.assert_close(ddp["state_dict"][key], value, rtol=1e-4, atol=1e-5, msg=key)
-    curves = {n: pd.read_csv(tmp_path / n / "curves/main/curves.tsv", sep="\t") for n in ("single", "ddp")}
+    curves = {n: read_curves(tmp_path / n / "curves/main") for n in ("single", "ddp")}
     pd.testing.assert_frame_equal(curves["single"], curves["ddp"], rtol=1e-4)
     assert outputs["ddp"].stdout.count("train main: best epoch") == 1  # only rank 0 reports and writes

@@ -64,3 +64,26 @@ def test_a_second_repro_in_the_same_workspace_is_refused_and_the_first_finishes(
     assert first.wait(600) == 0, log.read_text()
     assert ran_stages(log.read_text()) == {"train@main", "train@text_only", "train@audio_only", "evaluate", "report"}
     assert "Data and pipelines are up to date" in sh(repo, sys.executable, "-m", "dvc", "repro")
+
+
+def test_dvclive_metrics_in_exp_show_and_curves_in_plots_diff(repo):
+    dvc = [sys.executable, "-m", "dvc"]
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline", "--allow-empty")
+    sh(repo, *dvc, "exp", "run", "-n", "lr-high", "-S", "train.lr=0.001")
+    shown = json.loads(sh(repo, *dvc, "exp", "show", "--json").strip().splitlines()[-1])
+    commit = next(c for c in shown if c["rev"] != "workspace")
+    experiment = next(e["revs"][0] for e in commit["experiments"] if e["name"] == "lr-high")
+    for metrics in (commit["data"]["metrics"], experiment["data"]["metrics"]):  # the baseline and the experiment
+        main = metrics["reports/train/main/metrics.json"]["data"]
+        assert {"train", "valid", "lr", "step", "best"} <= set(main) and main["best"]["epoch"] >= 1
+        assert "reports/train/text_only/metrics.json" in metrics and "reports/train/audio_only/metrics.json" in metrics
+    assert experiment["data"]["metrics"]["reports/train/main/metrics.json"]["data"]["lr"] == 0.001
+    assert commit["data"]["metrics"]["reports/train/main/metrics.json"]["data"]["lr"] == 0.02
+    plots = json.loads(sh(repo, *dvc, "plots", "diff", "HEAD", "lr-high", "--json").strip().splitlines()[-1])["data"]
+    loss = plots["Training loss (main run)"][0]
+    rows = loss["content"]["data"]["values"]
+    assert set(loss["revisions"]) == {"HEAD", "lr-high"} and {r["rev"] for r in rows} == {"HEAD", "lr-high"}
+    by_rev = {rev: [r["loss"] for r in rows if r["rev"] == rev and r["filename"] == "valid/loss.tsv"]
+              for rev in ("HEAD", "lr-high")}
+    assert len(by_rev["HEAD"]) == 2 and by_rev["HEAD"] != by_rev["lr-high"]  # two curves, one per experiment

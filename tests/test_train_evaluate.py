@@ -54,10 +54,23 @@ def test_pos_weight_is_negatives_over_positives():
     assert emotion_pos_weight(emotions) == (0.5, 2.0, 1.0, 1.0, 1.0, 1.0)
 
 
-def test_curves_have_one_row_per_epoch(trained):
-    curves = pd.read_csv(trained["root"] / "reports" / "train" / "main" / "curves.tsv", sep="\t")
+def test_curves_are_dvclive_files_with_one_row_per_epoch_and_the_best_epoch(trained):
+    from mmolre.curves import read_curves
+
+    folder = trained["root"] / "reports" / "train" / "main"
+    curves = read_curves(folder)
     assert curves.epoch.tolist() == [1, 2]
-    assert {"train_loss", "valid_loss", "valid_mae", "valid_emotion_f1"} <= set(curves.columns)
+    assert {"train/loss", "train/loss_sa", "train/loss_er", "valid/loss", "valid/mae", "valid/emotion_f1",
+            "lr"} == set(curves.columns) - {"epoch"}
+    assert (folder / "plots/metrics/valid/mae.tsv").read_text().startswith("step\tmae\n1\t")  # no timestamps
+    summary = json.loads((folder / "metrics.json").read_text())
+    best = int(curves["valid/mae"].idxmin())
+    assert summary["step"] == 2 and summary["valid"]["mae"] == pytest.approx(curves["valid/mae"].iloc[-1])
+    assert summary["best"] == {"epoch": best + 1, "valid_mae": pytest.approx(curves["valid/mae"].iloc[best]),
+                               "valid_loss": pytest.approx(curves["valid/loss"].iloc[best]),
+                               "valid_emotion_f1": pytest.approx(curves["valid/emotion_f1"].iloc[best])}
+    assert curves.lr.tolist() == pytest.approx([trained["params"]["train"]["lr"]] * 2)
+    assert not (folder / "curves.tsv").exists()
 
 
 def test_evaluate_writes_contract_metrics_and_predictions(trained):
@@ -91,7 +104,9 @@ def test_single_task_variants_train_and_report_only_their_task(tiny_demo, tmp_pa
         train(params, run, tiny_demo["features"], tmp_path / "models", tmp_path / "reports" / "train")
     runs = evaluate(params, tiny_demo["features"], tmp_path / "models", tmp_path / "reports")
     assert set(runs["main"]["demo"]) == {"msa"} and set(runs["er_only"]["demo"]) == {"mer"}
-    curves = pd.read_csv(tmp_path / "reports" / "train" / "er_only" / "curves.tsv", sep="\t")
-    assert curves.valid_emotion_f1.notna().all()
+    from mmolre.curves import read_curves
+
+    curves = read_curves(tmp_path / "reports" / "train" / "er_only")
+    assert curves["valid/emotion_f1"].notna().all() and "valid/mae" not in curves  # only what applies
     model, _ = load_checkpoint(tmp_path / "models" / "er_only" / "model.pt")
     assert model.config.variant == "mer_only" and model.sa_head is None
