@@ -113,9 +113,9 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
     device = pick_device(params["train"]["device"])
     all_metrics = {}
     for run in runs:
-        model, meta = load_checkpoint(models_root / run / "model.pt", device)
+        model, meta = load_checkpoint(models_root / run, device)
         if meta["features"]["params_hash"] != features.attrs["params_hash"]:
-            raise MmolreError(f"{models_root / run / 'model.pt'} was trained on other features "
+            raise MmolreError(f"{models_root / run} was trained on other features "
                               f"({meta['features']['text_encoder']} + {meta['features']['audio_encoder']}, "
                               f"hash {meta['features']['params_hash']}); rerun `mmolre train --run {run}`")
         for split in ("valid", "test"):

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmolre.hub import PretrainedMixin
+
 TASKS = ("sa", "er")
 MODALITIES = ("text", "audio")
 # The paper's ablations, each one config value (mmolre = the full model).
@@ -272,8 +274,11 @@ def multitask_loss(sentiment_pred, emotion_logits, sentiment, emotions, pos_weig
     return loss_sa + er_weight * loss_er, loss_sa, loss_er
 
 
-class MMoLRE(nn.Module):
-    """Encoder features -> UniTSE per modality -> task-adaptive fusion per task -> SA and ER heads."""
+class MMoLRE(nn.Module, PretrainedMixin):
+    """Encoder features -> UniTSE per modality -> task-adaptive fusion per task -> SA and ER heads.
+    Saved and loaded as a folder (`save_pretrained` / `MMoLRE.from_pretrained("models/main")`, mmolre/hub.py)."""
+
+    config_class = MMoLREConfig
 
     def __init__(self, cfg: MMoLREConfig):
         super().__init__()

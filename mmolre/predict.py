@@ -1,8 +1,8 @@
 """`mmolre predict`: sentiment and emotion presence for new recordings, with a trained model.
 
-    mmolre predict --model models/main/model.pt --audio clip.wav --text "what was said"
-    mmolre predict --model models/main/model.pt --inputs clips.csv    # columns audio, text[, id]
-    mmolre predict --model models/main/model.pt --inputs clips/       # <name>.wav + <name>.txt pairs
+    mmolre predict --model models/main --audio clip.wav --text "what was said"
+    mmolre predict --model models/main --inputs clips.csv    # columns audio, text[, id]
+    mmolre predict --model models/main --inputs clips/       # <name>.wav + <name>.txt pairs
 
 Runs the encoders the model was trained on (recorded in its checkpoint) and the model;
 prints the sentiment score in [-3, 3] and each emotion's presence probability, or JSON
@@ -42,7 +42,7 @@ def load_predictor(model_path: Path, device: torch.device) -> Predictor:
     model, meta = load_checkpoint(model_path, device)
     features = meta["features"]
     if "featurize_config" not in features:
-        raise MmolreError(f"{model_path}: the checkpoint does not record its encoders' settings; retrain it")
+        raise MmolreError(f"{model_path}: the model does not record its encoders' settings; retrain it")
     cfg = FeaturizeConfig(**json.loads(features["featurize_config"]))
     text, audio = TextEncoder(cfg.text_encoder, cfg.text_layer, cfg.max_text_tokens, device), audio_encoder(cfg, device)
     for name, encoder, expected_dim, revision in (
@@ -111,7 +111,8 @@ def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, default=Path("models/main/model.pt"), help="a trained checkpoint")
+    parser.add_argument("--model", default="models/main",
+                        help="a trained model folder (model.safetensors + config.json), or a hub id when online")
     parser.add_argument("--audio", type=Path, help="one recording (wav, flac, ogg)")
     parser.add_argument("--text", help="its transcript")
     parser.add_argument("--inputs", type=Path, help="a CSV (audio, text[, id]) or a folder of <name>.wav + <name>.txt")

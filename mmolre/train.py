@@ -1,4 +1,5 @@
-"""Stage `train`: multi-task MMoLRE training -> models/<run>/model.pt and reports/train/<run>/.
+"""Stage `train`: multi-task MMoLRE training -> models/<run>/ (model.safetensors + config.json) and
+reports/train/<run>/ (dvclive).
 
 `--run NAME` picks an entry of params `runs` (its modalities, and any `model` key it
 overrides, e.g. `variant: no_shared` for an ablation); the model comes from params `model`,
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,25 +127,10 @@ def predict(model: MMoLRE, features: FeatureFile, indices, batch_size: int, devi
             "routing": routing}
 
 
-def save_checkpoint(path: Path, model: MMoLRE, meta: dict) -> None:
-    with atomic_file(path) as tmp:
-        torch.save({"config": asdict(model.config), "state_dict": model.state_dict(), **meta}, tmp)
-
-
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[MMoLRE, dict]:
-    """The model of a checkpoint (eval mode) and the checkpoint's metadata."""
-    path = Path(path)
-    if not path.is_file():
-        raise MmolreError(f"{path}: no such checkpoint (run `mmolre train`)")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)  # never runs pickled code
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MmolreError(f"{path}: not a loadable mmolre checkpoint ({reason}); only tensors and plain "
-                          "values are read, nothing in it is executed. Train again or use a trusted file") from None
-    model = MMoLRE(MMoLREConfig(**checkpoint["config"]))
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), {k: v for k, v in checkpoint.items() if k not in ("config", "state_dict")}
+    """The model of a model folder (eval mode) and its provenance (mmolre/hub.py; never a pickle)."""
+    model = MMoLRE.from_pretrained(path, device)
+    return model, model.provenance
 
 
 def distributed_context() -> tuple[int, int, int]:
@@ -242,13 +227,13 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
     model.load_state_dict(best)
     best_epoch = min(curves, key=lambda c: c["valid_mae" if by_mae else "valid_loss"])["epoch"]
     best_mae = curves[best_epoch - 1]["valid_mae"]
-    out = models_root / run / "model.pt"
+    out = models_root / run
     if rank == 0:
-        save_checkpoint(out, model.cpu(), {
-            "run": run, "dataset": params["data"]["dataset"], "best_epoch": best_epoch, "valid_mae": best_mae,
-            "features": {k: features.attrs[k] for k in ("text_encoder", "audio_encoder", "text_encoder_revision",
-                                                        "audio_encoder_revision", "params_hash",
-                                                        "featurize_config")}})
+        model.cpu().save_pretrained(
+            out, run=run, dataset=params["data"]["dataset"], best_epoch=best_epoch, valid_mae=best_mae,
+            features={k: str(features.attrs[k]) if isinstance(features.attrs[k], str) else features.attrs[k].item()
+                      for k in ("text_encoder", "audio_encoder", "text_encoder_revision", "audio_encoder_revision",
+                                "params_hash", "featurize_config", "text_layer", "audio_layer", "sample_rate")})
         write_curves(curves_root / run, curves, {"epoch": best_epoch, **{k: v for k, v in curves[best_epoch - 1].items()
                                                                           if k in ("valid_mae", "valid_loss",
                                                                                    "valid_emotion_f1")}})

@@ -99,7 +99,7 @@ def test_training_is_the_same_from_memory_and_from_the_file(tiny_demo, tmp_path)
         curves[store] = read_curves(tmp_path / f"curves-{store}" / "main")
     assert len(curves["lazy"]) == len(curves["memory"]) >= 2 and "train/loss" in curves["lazy"]
     pd.testing.assert_frame_equal(curves["lazy"], curves["memory"], rtol=1e-6)
-    lazy, _ = load_checkpoint(tmp_path / "lazy" / "main" / "model.pt")
-    memory, _ = load_checkpoint(tmp_path / "memory" / "main" / "model.pt")
+    lazy, _ = load_checkpoint(tmp_path / "lazy" / "main")
+    memory, _ = load_checkpoint(tmp_path / "memory" / "main")
     for (name, a), b in zip(lazy.state_dict().items(), memory.state_dict().values()):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), name

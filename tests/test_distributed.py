@@ -5,6 +5,8 @@ import sys
 
 import pandas as pd
 
+from safetensors.torch import load_file
+
 from mmolre.curves import read_curves
 import pytest
 import torch
@@ -39,10 +41,11 @@ def test_two_gloo_processes_equal_one_process(tiny_demo, tmp_path):
                               cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         outputs[name] = done
-    single = torch.load(tmp_path / "single/models/main/model.pt", weights_only=True)
-    ddp = torch.load(tmp_path / "ddp/models/main/model.pt", weights_only=True)
-    for key, value in single["state_dict"].items():
-        torch.testing.assert_close(ddp["state_dict"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    single = load_file(tmp_path / "single/models/main/model.safetensors")
+    ddp = load_file(tmp_path / "ddp/models/main/model.safetensors")
+    assert single.keys() == ddp.keys()
+    for key, value in single.items():
+        torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-5, msg=key)
     curves = {n: read_curves(tmp_path / n / "curves/main") for n in ("single", "ddp")}
     pd.testing.assert_frame_equal(curves["single"], curves["ddp"], rtol=1e-4)
     assert outputs["ddp"].stdout.count("train main: best epoch") == 1  # only rank 0 reports and writes

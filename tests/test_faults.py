@@ -229,7 +229,7 @@ def test_train_killed_mid_run_leaves_no_model(project):
     wait_for(lambda: re.search(r"\b[1-9]\d*/500\b", (project["root"] / "log").read_text()), process)
     process.kill()
     process.wait(60)
-    assert not list(project["root"].rglob("model.pt*"))
+    assert not list(project["root"].rglob("model.safetensors*"))
 
 
 def test_read_only_reports_folder_is_one_line(project, capsys, monkeypatch, tiny_demo):
@@ -253,20 +253,29 @@ def test_read_only_reports_folder_is_one_line(project, capsys, monkeypatch, tiny
     assert "Permission denied" in err and str(reports) in err
 
 
-def test_malicious_pickle_as_model_is_refused_without_running_it(project, capsys, tmp_path):
+def test_malicious_pickle_as_model_is_refused_without_running_it(project, capsys, tmp_path, tiny_demo):
     marker = tmp_path / "pwned"
 
     class Payload:
         def __reduce__(self):
             return os.system, (f"touch '{marker}'",)
 
-    model = tmp_path / "models" / "main" / "model.pt"
-    model.parent.mkdir(parents=True)
-    model.write_bytes(pickle.dumps(Payload()))
+    assert main(project["args"]("train")) == 0
+    capsys.readouterr()
+    folder = project["root"] / "models" / "main"
+    (folder / "model.safetensors").write_bytes(pickle.dumps(Payload()))  # a pickle under the weights' name
     wav = next((project["raw"] / "demo" / "audio").glob("*.wav"))
-    err = one_line_error(capsys, main(["predict", "--model", str(model), "--audio", str(wav), "--text", "hi"]),
+    err = one_line_error(capsys, main(["predict", "--model", str(folder), "--audio", str(wav), "--text", "hi"]),
                          "predict")
-    assert "not a loadable mmolre checkpoint" in err and "nothing in it is executed" in err
+    assert "model.safetensors: not loadable" in err
+    pickled = tmp_path / "model.pt"  # an old-style pickled checkpoint given as the model
+    pickled.write_bytes(pickle.dumps(Payload()))
+    err = one_line_error(capsys, main(["predict", "--model", str(pickled), "--audio", str(wav), "--text", "hi"]),
+                         "predict")
+    assert "pickled checkpoints are never loaded" in err
+    params = yaml.safe_load(project["params"].read_text())
+    params["runs"] = {"main": params["runs"]["main"]}
+    project["params"].write_text(yaml.safe_dump(params))
     one_line_error(capsys, main(project["args"]("evaluate")), "evaluate")
     assert not marker.exists()
 
@@ -292,4 +301,4 @@ def test_training_stops_at_the_first_non_finite_loss_naming_its_batch(project, c
     features = FeatureFile(project["h5"])
     labels = dict(zip(features.utterance_id, features.sentiment))
     assert [labels[u] for u in named] == pytest.approx(seen["sentiment"].tolist()[:8])  # that batch's utterances
-    assert not list(project["root"].rglob("model.pt*"))
+    assert not list(project["root"].rglob("model.safetensors*"))

@@ -30,7 +30,7 @@ def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(metrics["demo"]) == {"msa", "mer"}
     assert (repo / "reports" / "report.md").is_file() and (repo / "reports" / "figures" / "routing.png").is_file()
-    assert (repo / "models" / "main" / "model.pt").is_file()
+    assert sorted(p.name for p in (repo / "models" / "main").iterdir()) == ["config.json", "model.safetensors"]
 
     second = sh(repo, *dvc, "repro")
     assert ran_stages(second) == set() and "Data and pipelines are up to date" in second

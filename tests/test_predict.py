@@ -70,8 +70,9 @@ def test_errors_say_what_is_wrong(tiny_demo, model_path, table, tmp_path):
         predict_table(predictor, read_inputs(broken, "hello there", None))
     with pytest.raises(MmolreError, match="--audio and --text, or --inputs"):
         read_inputs(wav, None, None)
-    checkpoint = torch.load(model_path, weights_only=True)
-    checkpoint["features"]["text_encoder_revision"] = "another-revision"
-    torch.save(checkpoint, tmp_path / "other.pt")
+    shutil.copytree(model_path, tmp_path / "other")  # a model from another encoder revision
+    config = json.loads((tmp_path / "other" / "config.json").read_text())
+    config["features"]["text_encoder_revision"] = "another-revision"
+    (tmp_path / "other" / "config.json").write_text(json.dumps(config))
     with pytest.raises(MmolreError, match="trained on other text features"):
-        load_predictor(tmp_path / "other.pt", torch.device("cpu"))
+        load_predictor(tmp_path / "other", torch.device("cpu"))

