@@ -7,7 +7,7 @@ import importlib
 import sys
 
 from mmolre import MmolreError, __version__
-from mmolre.params import load_params
+from mmolre.params import load_params, validate_params
 
 STAGES = {
     "download": "mmolre.download",
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         uses_params = getattr(args.module, "USES_PARAMS", True)
         params = load_params(args.params, args.overrides) if uses_params else {}
+        if uses_params:
+            validate_params(params)  # before any work: nothing is written on a bad value
         args.module.run(args, params)
     except MmolreError as e:
         print(f"mmolre {args.command}: error: {e}", file=sys.stderr)

@@ -277,7 +277,7 @@ def count_report(dataset: str, corpus: CorpusTable) -> list[str]:
         lines.append(f"  {name}: {standard[0]}/{standard[1]}/{standard[2]} ({diff})")
     lines += [f"  note: {note}" for note in corpus.notes]
     if any(corpus.dropped.values()) or corpus.invalid:
-        lines.append(f"  segments left out, by reason:")
+        lines.append("  segments left out, by reason:")
     for reason, ids in corpus.dropped.items():
         if ids:
             lines.append(f"    {reason}: {len(ids)} (e.g. {', '.join(ids[:3])})")

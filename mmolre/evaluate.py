@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from mmolre import EMOTIONS, MmolreError
-from mmolre.featurize import feature_path, pick_device
-from mmolre.features import FeatureFile
+from mmolre.device import pick_device
+from mmolre.features import FeatureFile, feature_path
 from mmolre.files import atomic_file
 from mmolre.metrics import mer_metrics, msa_metrics
 from mmolre.params import build

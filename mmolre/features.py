@@ -17,6 +17,7 @@ value for the same rules as featurize, naming the first bad utterance (`mmolre v
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import h5py
@@ -30,6 +31,18 @@ MODALITIES = ("text", "audio")
 MAX_ABS = 1e4  # [ours] no encoder output we know comes near it; float16 itself overflows at 65504
 LABEL_RANGES = {"sentiment": (-3.0, 3.0), "emotions": (0.0, 3.0)}
 _STR = h5py.string_dtype("utf-8")
+
+
+def encoder_tag(name: str) -> str:
+    """File-name-safe short name of an encoder: 'facebook/data2vec-audio-base' -> 'data2vec-audio-base'."""
+    return re.sub(r"[^a-z0-9.-]+", "-", Path(name.rstrip("/")).name.lower()).strip("-")
+
+
+def feature_path(params: dict, root: Path = Path("data/features")) -> Path:
+    """data/features/<dataset>/<text encoder tag>__<audio encoder tag>.h5 for the params' encoders."""
+    section = params["featurize"]
+    tag = f"{encoder_tag(section['text_encoder'])}__{encoder_tag(section['audio_encoder'])}"
+    return root / params["data"]["dataset"] / f"{tag}.h5"
 
 
 def block_problem(values: np.ndarray, dim: int, max_abs: float = MAX_ABS) -> str | None:

@@ -24,7 +24,6 @@ import argparse
 import importlib
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -38,7 +37,8 @@ import torchaudio
 from tqdm import tqdm
 
 from mmolre import MmolreError, __version__
-from mmolre.features import FeatureWriter, block_problem
+from mmolre.device import pick_device
+from mmolre.features import FeatureWriter, block_problem, feature_path
 from mmolre.files import atomic_file
 from mmolre.params import build, params_hash
 
@@ -67,14 +67,6 @@ class FeaturizeConfig:
             raise MmolreError(f"featurize.on_invalid={self.on_invalid!r}: choose fail or quarantine")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MmolreError("device=cuda but no CUDA device is available; use device=auto or cpu")
-    return torch.device(name)
-
-
 def resolve_model(name: str) -> str:
     """A local folder, an installed package with get_model_path(), or a hub id (returned as is)."""
     if Path(name).is_dir():
@@ -86,17 +78,6 @@ def resolve_model(name: str) -> str:
     if hasattr(package, "get_model_path"):
         return str(package.get_model_path())
     return name
-
-
-def encoder_tag(name: str) -> str:
-    """File-name-safe short name of an encoder: 'facebook/data2vec-audio-base' -> 'data2vec-audio-base'."""
-    return re.sub(r"[^a-z0-9.-]+", "-", Path(name.rstrip("/")).name.lower()).strip("-")
-
-
-def feature_path(params: dict, root: Path = Path("data/features")) -> Path:
-    cfg = build(FeaturizeConfig, params, "featurize")
-    tag = f"{encoder_tag(cfg.text_encoder)}__{encoder_tag(cfg.audio_encoder)}"
-    return root / params["data"]["dataset"] / f"{tag}.h5"
 
 
 def load_pretrained(name: str, processor_class, kind: str, device: torch.device):

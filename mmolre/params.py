@@ -1,4 +1,9 @@
-"""Read params.yaml, apply `--set key=value` overrides, and build typed stage configs."""
+"""Read params.yaml, apply `--set key=value` overrides, validate every section, build typed stage configs.
+
+`validate_params` checks params.yaml against one pydantic model per section (types, ranges, allowed
+values, unknown keys) before any stage starts work: each broken rule is one line naming the key, the
+value and what is allowed.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,10 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Annotated, Any, Iterable, Literal, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmolre import MmolreError
 
@@ -61,3 +67,144 @@ def params_hash(*sections: Any) -> str:
     """A short stable hash of JSON-serialisable parameter values."""
     blob = json.dumps(sections, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Device = Literal["auto", "cpu", "cuda"]
+OnInvalid = Literal["fail", "quarantine"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataParams(Section):
+    dataset: Literal["demo", "mosi", "mosei", "cmu"]
+    seed: int
+    mirror: str | None = None
+    mmsa_root: str | None = None
+
+
+class DemoParams(Section):
+    speakers: PositiveInt
+    utterances_per_speaker: PositiveInt
+    split_speakers: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)]
+    neutral_text_share: Annotated[float, Field(ge=0, le=1)]
+    snr_db: float
+
+
+class PrepareParams(Section):
+    on_invalid: OnInvalid = "fail"
+    duration_tolerance_s: NonNegativeFloat = 0.25
+
+
+class FeaturizeParams(Section):
+    text_encoder: str
+    text_layer: int = -1
+    audio_encoder: str
+    audio_layer: int = -1
+    sample_rate: PositiveInt = 16000
+    fbank_pool: PositiveInt = 4
+    max_text_tokens: PositiveInt = 64
+    max_audio_s: PositiveFloat = 20.0
+    batch_size: PositiveInt = 32
+    max_batch_audio_s: PositiveFloat | None = None
+    workers: Literal["auto"] | NonNegativeInt = "auto"
+    device: Device = "auto"
+    on_invalid: OnInvalid = "fail"
+
+
+VARIANT = Literal["mmolre", "no_shared", "no_specific", "full_rank", "hard_sharing", "msa_only", "mer_only"]
+
+
+class ModelParams(Section):
+    d_model: PositiveInt
+    n_experts: PositiveInt
+    rank: PositiveInt
+    n_blocks: PositiveInt = 2
+    n_heads: PositiveInt
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    variant: VARIANT = "mmolre"
+    fused_experts: bool = True
+    modalities: Annotated[list[Literal["text", "audio"]], Field(min_length=1)] = ["text", "audio"]
+
+    @model_validator(mode="after")
+    def fits(self):
+        if self.rank > self.d_model:
+            raise ValueError(f"rank={self.rank} must be <= d_model={self.d_model} (a low-rank expert)")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        return self
+
+
+class TrainParams(Section):
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat = 0.01
+    batch_size: PositiveInt
+    epochs: PositiveInt
+    patience: PositiveInt
+    grad_clip: PositiveFloat = 1.0
+    er_loss_weight: NonNegativeFloat = 1.0
+    emotion_pos_weight: bool = True
+    device: Device = "auto"
+    threads: NonNegativeInt = 0
+    compile: bool = False
+    workers: NonNegativeInt = 0
+    feature_store: Literal["auto", "memory", "lazy"] = "auto"
+
+
+class PromoteParams(Section):
+    metric: str
+    mode: Literal["min", "max"]
+    margin: NonNegativeFloat = 0.0
+    tag: str
+
+
+class EvaluateParams(Section):
+    split: Literal["valid", "test"] = "test"
+    batch_size: PositiveInt = 64
+
+
+SECTIONS = {"data": DataParams, "demo": DemoParams, "prepare": PrepareParams, "featurize": FeaturizeParams,
+            "model": ModelParams, "train": TrainParams, "promote": PromoteParams, "evaluate": EvaluateParams}
+
+
+def validate_params(params: dict) -> None:
+    """Raise MmolreError with one line per broken rule (key, value, what is allowed) unless every section
+    of params, and every run of `runs` (its model keys over the `model` section), is valid."""
+    lines = [f"params: unknown section {name!r}; params.yaml has {sorted(SECTIONS) + ['runs']}"
+             for name in params if name not in SECTIONS and name != "runs"]
+    for name, schema in SECTIONS.items():
+        lines += check(name, schema, params.get(name))
+    runs = params.get("runs")
+    if not isinstance(runs, dict) or not runs:
+        lines.append("params runs: must map run names to {modalities: [...], <model keys>}, e.g. main")
+    elif not any(line.startswith("params model") for line in lines):  # a run's keys over a valid model section
+        for run, entry in runs.items():
+            lines += check(f"runs.{run}", ModelParams, {**params["model"], **(entry or {})})
+    if lines:
+        raise MmolreError("\n".join(dict.fromkeys(lines)))
+
+
+def check(name: str, schema: type[BaseModel], values) -> list[str]:
+    if not isinstance(values, dict):
+        return [f"params {name}: section missing"]
+    try:
+        schema.model_validate(values)
+    except ValidationError as e:
+        return [describe_error(name, schema, error) for error in e.errors()]
+    return []
+
+
+def describe_error(section: str, schema: type[BaseModel], error: dict) -> str:
+    key = ".".join([section, *map(str, error["loc"])])
+    if error["type"] == "extra_forbidden":
+        return f"params {key}: unknown key; {section} takes {sorted(schema.model_fields)}"
+    if error["type"] == "missing":
+        return f"params {key}: missing"
+    if not error["loc"]:  # a rule across keys
+        return f"params {section}: {error['msg'].removeprefix('Value error, ')}"
+    return f"params {key}={error['input']!r}: {error['msg']}"

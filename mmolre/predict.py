@@ -22,7 +22,8 @@ import torch
 
 from mmolre import EMOTIONS, MmolreError
 from mmolre.batches import pad
-from mmolre.featurize import FeaturizeConfig, TextEncoder, audio_encoder, load_audio, pick_device
+from mmolre.device import pick_device
+from mmolre.featurize import FeaturizeConfig, TextEncoder, audio_encoder, load_audio
 from mmolre.model import MMoLRE
 from mmolre.train import load_checkpoint
 

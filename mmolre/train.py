@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,8 @@ from tqdm import tqdm
 from mmolre import MmolreError
 from mmolre.batches import FeatureStore, loader, store_device
 from mmolre.curves import write_curves
-from mmolre.featurize import feature_path, pick_device
-from mmolre.features import FeatureFile
-from mmolre.files import atomic_file
+from mmolre.device import pick_device
+from mmolre.features import FeatureFile, feature_path
 from mmolre.metrics import mer_metrics
 from mmolre.model import MMoLRE, MMoLREConfig
 from mmolre.params import build

@@ -1,7 +1,6 @@
 """Padding with masks and length-bucketed batches."""
 
 import numpy as np
-import pytest
 import torch
 
 from mmolre.batches import LengthBucketSampler, collate, pad

@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from mmolre import EMOTIONS, MmolreError
-from mmolre.featurize import (FbankProsodyEncoder, encoder_tag, featurize, load_audio, resolve_model)
+from mmolre.features import encoder_tag
+from mmolre.featurize import FbankProsodyEncoder, featurize, load_audio, resolve_model
 from mmolre.features import FeatureFile, FeatureWriter
 
 

@@ -5,6 +5,7 @@ import sys
 from dataclasses import dataclass
 
 import pytest
+import yaml
 
 from mmolre import MmolreError
 from mmolre.cli import main
@@ -66,3 +67,56 @@ def test_missing_input_says_which_stage_to_run(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert main(["prepare", "--raw-root", str(tmp_path / "raw"), "--out-root", str(tmp_path / "p")]) == 2
     assert "run `mmolre download` first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("train.epochs=abc", "params train.epochs='abc': Input should be a valid integer"),
+    ("train.lr=-0.001", "params train.lr=-0.001: Input should be greater than 0"),
+    ("model.dropout=1.0", "params model.dropout=1.0: Input should be less than 1"),
+    ("model.rank=256", "params model: rank=256 must be <= d_model=128 (a low-rank expert)"),
+    ("model.n_heads=3", "params model: n_heads=3 must divide d_model=128"),
+    ("data.dataset=imdb", "params data.dataset='imdb': Input should be 'demo', 'mosi', 'mosei' or 'cmu'"),
+    ("model.variant=nope", "params model.variant='nope': Input should be 'mmolre', 'no_shared'"),
+    ("train.device=tpu", "params train.device='tpu': Input should be 'auto', 'cpu' or 'cuda'"),
+    ("runs.main.modalities=[video]", "params runs.main.modalities.0='video': Input should be 'text' or 'audio'"),
+])
+def test_bad_params_are_one_line_exit_2_and_nothing_is_written(tmp_path, capsys, monkeypatch, setting, words):
+    monkeypatch.chdir(ROOT)
+    code = main(["train", "--set", setting, "--features-root", str(tmp_path / "f"), "--models-root",
+                 str(tmp_path / "m"), "--curves-root", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and "Traceback" not in err
+    assert lines[0].startswith(f"mmolre train: error: {words}"), err
+    assert len(lines) == 1, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_key_in_the_params_file_is_named(tmp_path, capsys):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["learning_rate"] = 0.1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(["evaluate", "--params", str(tmp_path / "params.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmolre evaluate: error: params train.learning_rate: unknown key; train takes [")
+    assert "'lr'" in err and len(err.splitlines()) == 1
+
+
+def test_schemas_cover_the_stage_configs_key_for_key():
+    """The params schema and the dataclasses the stages build from it name the same keys."""
+    import dataclasses
+
+    from mmolre.demo import DemoConfig
+    from mmolre.evaluate import EvaluateConfig
+    from mmolre.featurize import FeaturizeConfig
+    from mmolre.model import MMoLREConfig
+    from mmolre.params import SECTIONS
+    from mmolre.prepare import PrepareConfig
+    from mmolre.train import TrainConfig
+
+    for section, config in (("demo", DemoConfig), ("prepare", PrepareConfig), ("featurize", FeaturizeConfig),
+                            ("train", TrainConfig), ("evaluate", EvaluateConfig)):
+        assert set(SECTIONS[section].model_fields) == {f.name for f in dataclasses.fields(config)}, section
+    model_keys = {f.name for f in dataclasses.fields(MMoLREConfig)}
+    assert set(SECTIONS["model"].model_fields) <= model_keys
+    assert yaml.safe_load((ROOT / "params.yaml").read_text()).keys() == set(SECTIONS) | {"runs"}

@@ -87,3 +87,22 @@ def test_dvclive_metrics_in_exp_show_and_curves_in_plots_diff(repo):
     by_rev = {rev: [r["loss"] for r in rows if r["rev"] == rev and r["filename"] == "valid/loss.tsv"]
               for rev in ("HEAD", "lr-high")}
     assert len(by_rev["HEAD"]) == 2 and by_rev["HEAD"] != by_rev["lr-high"]  # two curves, one per experiment
+
+
+def test_a_fresh_clone_pulls_every_output_from_the_remote_and_recomputes_nothing(repo, tmp_path):
+    dvc = [sys.executable, "-m", "dvc"]
+    remote = tmp_path / "shared cache"  # any DVC remote: a local folder here, s3://... or gs://... alike
+    sh(repo, *dvc, "remote", "add", "-d", "shared", str(remote))
+    sh(repo, *dvc, "repro")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "results")
+    assert "pushed" in sh(repo, *dvc, "push")
+    clone = tmp_path / "clone of it"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "models" / "main").exists() and not (clone / "data" / "features" / "demo").exists()
+    sh(clone, *dvc, "pull")
+    assert sorted(p.name for p in (clone / "models" / "main").iterdir()) == ["config.json", "model.safetensors"]
+    assert (clone / "models/main/model.safetensors").read_bytes() == (repo / "models/main/model.safetensors").read_bytes()
+    assert "Data and pipelines are up to date" in sh(clone, *dvc, "status")
+    log = sh(clone, *dvc, "repro")
+    assert ran_stages(log) == set() and "Data and pipelines are up to date" in log
