@@ -1,6 +1,6 @@
 """MMoLRE: Multimodal Mixture of Low-Rank Experts (Zhang et al., ICME 2025, arXiv 2505.14143).
 
-Reading order follows the paper (../shared/design/paper.md):
+Reading order follows the paper (docs/paper.md):
   LowRankExpert -> ExpertGroup -> ExpertMixture -> UniTSEBlock -> UniTSE
   -> TaskAdaptiveFusion -> MMoLRE (input projections, heads, multi-task loss).
 Tasks: "sa" (sentiment regression) and "er" (six-emotion recognition, multi-label).
