@@ -47,21 +47,39 @@ def download(params: dict, raw_root: Path, downloads: Path = Path("data/download
     mmsa_root = params["data"].get("mmsa_root")
     if mmsa_root:
         return import_mmsa_corpora(dataset, Path(mmsa_root), target)
-    cached, manifest = fetch_sources(dataset, params["data"].get("mirror"), downloads, archives)
+    cached, manifest, pending = fetch_sources(dataset, params["data"].get("mirror"), downloads, archives)
     with atomic_dir(target) as tmp:
         for part in cmu.parts(dataset):
             folder = tmp / part if dataset == "cmu" else tmp
             folder.mkdir(parents=True, exist_ok=True)
             for name in cmu.SOURCES[part]:
-                if cached[name].is_dir():  # the needed members, fetched one by one
-                    shutil.copytree(cached[name], folder, dirs_exist_ok=True, copy_function=link_or_copy)
-                elif name.endswith(".zip"):
-                    safe_extract(cached[name], folder, include=cmu.NEEDED[part].search)
-                else:
-                    import_archive(cached[name], folder / name)
+                try:
+                    if cached[name].is_dir():  # the needed members, fetched one by one
+                        shutil.copytree(cached[name], folder, dirs_exist_ok=True, copy_function=link_or_copy)
+                    elif name.endswith(".zip"):
+                        safe_extract(cached[name], folder, include=cmu.NEEDED[part].search)
+                    else:
+                        cmu.read_csd(cached[name])  # opens as a computational sequence
+                        import_archive(cached[name], folder / name)
+                except MmolreError as e:
+                    raise refused(cached[name], name in pending, e) from None
+            for name in cmu.SOURCES[part]:  # proved good: opened and unpacked; only now trusted
+                if name in pending:
+                    manifest.record(name, pending.pop(name))
             entries = {name: manifest.entries[name] for name in cmu.SOURCES[part]}
             (folder / "MANIFEST.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
     return target
+
+
+def refused(path: Path, new: bool, error: MmolreError) -> MmolreError:
+    """A file that did not open or unpack: a new one is moved aside (never recorded as good)."""
+    if not new:
+        return MmolreError(f"{error}; its checksum was recorded as good before, so the copy on disk changed: "
+                           f"delete {path} and download or import it again")
+    bad = path.with_name(path.name + ".corrupt")
+    os.replace(path, bad)
+    return MmolreError(f"{error}; moved aside to {bad}, nothing was recorded: download it again, or import a "
+                       f"good copy with --from-archive")
 
 
 def import_mmsa_corpora(dataset: str, root: Path, target: Path) -> Path:
@@ -82,16 +100,18 @@ def link_or_copy(source: str, dest: str) -> None:
         shutil.copy2(source, dest)
 
 
-def fetch_sources(dataset: str, mirror: str | None, downloads: Path, archives) -> tuple[dict[str, Path], Manifest]:
-    """Every file the dataset needs, in the download cache and verified: (file name -> path, the manifest).
-    A raw archive fetched member by member is a folder `<name>.members/` of the needed members."""
+def fetch_sources(dataset: str, mirror: str | None, downloads: Path, archives) -> tuple[dict[str, Path], Manifest, dict]:
+    """Every file the dataset needs, in the download cache: (file name -> path, the manifest, entries of
+    files seen for the first time, to record once they have opened and unpacked). A file whose checksum
+    is recorded is checked against it. A raw archive fetched member by member is a folder
+    `<name>.members/` of the needed members (each checked by its CRC-32 on the way)."""
     wanted = {name: (url, part) for part in cmu.parts(dataset) for name, url in cmu.SOURCES[part].items()}
     given = {Path(a).name: Path(a) for a in archives}
     unknown = sorted(set(given) - set(wanted))
     if unknown:
         raise MmolreError(f"--from-archive {unknown[0]}: {dataset} needs files named {sorted(wanted)}")
     manifest = Manifest(downloads / "MANIFEST.json")
-    cached = {}
+    cached, pending = {}, {}
     for name, (url, part) in wanted.items():
         path = downloads / name
         source = url if not mirror else f"{mirror.rstrip('/')}/{name}"
@@ -116,9 +136,11 @@ def fetch_sources(dataset: str, mirror: str | None, downloads: Path, archives) -
             fetch(source, path)
         elif not path.exists():
             fetch(source, path)
-        manifest.verify_or_record(path, source)
+        entry = manifest.verify(path)
+        if entry is not None:
+            pending[name] = {**entry, "source": source}
         cached[name] = path
-    return cached, manifest
+    return cached, manifest, pending
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -227,19 +227,29 @@ class Manifest:
         self.path = path
         self.entries: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
 
-    def verify_or_record(self, file: Path, source: str, expected_sha256: str | None = None) -> None:
+    def verify(self, file: Path) -> dict | None:
+        """Check `file` against its recorded SHA-256; returns its new entry (to `record` once the file has
+        proved good) when none is recorded yet. A mismatch moves the file aside and says how to reset."""
         digest, size = sha256(file), file.stat().st_size
         known = self.entries.get(file.name)
-        expected = expected_sha256 or (known or {}).get("sha256")
-        if expected and digest != expected:
+        if known is not None and "sha256" in known and digest != known["sha256"]:
             bad = file.with_name(file.name + ".corrupt")
             os.replace(file, bad)
-            raise MmolreError(f"{file.name}: SHA-256 {digest[:16]}... does not match the expected {expected[:16]}... "
-                              f"(size {size} bytes); moved aside to {bad}. Download it again, or import a good "
-                              f"copy with --from-archive")
-        if known is None:
-            self.entries[file.name] = {"sha256": digest, "size": size, "source": source}
-            self.save()
+            raise MmolreError(f"{file.name}: SHA-256 {digest[:16]}... does not match the recorded {known['sha256'][:16]}... "
+                              f"(size {size} bytes); moved aside to {bad}. Download it again or import a good copy "
+                              f"with --from-archive; if the recorded one is wrong, delete the {file.name!r} entry "
+                              f"of {self.path} to start over")
+        return None if known is not None else {"sha256": digest, "size": size}
+
+    def record(self, name: str, entry: dict) -> None:
+        self.entries[name] = entry
+        self.save()
+
+    def verify_or_record(self, file: Path, source: str) -> None:
+        """`verify`, and record a new file at once (for files with nothing more to check)."""
+        entry = self.verify(file)
+        if entry is not None:
+            self.record(file.name, {**entry, "source": source})
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,16 +285,19 @@ def safe_extract(archive: Path, target: Path, include=None) -> None:
     every member is checked before anything is written."""
     target.mkdir(parents=True, exist_ok=True)
     wanted = include or (lambda name: True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            for info in z.infolist():
-                is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-                _check_member(info.filename, is_link, archive)
-            z.extractall(target, members=[i for i in z.infolist() if wanted(i.filename)])
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as t:
-            for member in t.getmembers():
-                _check_member(member.name, member.issym() or member.islnk(), archive)
-            t.extractall(target, members=[m for m in t.getmembers() if wanted(m.name)], filter="data")
-    else:
-        raise MmolreError(f"{archive}: neither a zip nor a tar archive")
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                for info in z.infolist():
+                    is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+                    _check_member(info.filename, is_link, archive)
+                z.extractall(target, members=[i for i in z.infolist() if wanted(i.filename)])  # checks each CRC-32
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as t:
+                for member in t.getmembers():
+                    _check_member(member.name, member.issym() or member.islnk(), archive)
+                t.extractall(target, members=[m for m in t.getmembers() if wanted(m.name)], filter="data")
+        else:
+            raise MmolreError(f"{archive}: neither a zip nor a tar archive (truncated or not an archive?)")
+    except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as e:
+        raise MmolreError(f"{archive}: corrupt archive ({e})") from None

@@ -356,3 +356,48 @@ def test_mmsa_layout_is_imported_with_audio_decoded_from_mp4(tmp_path, capsys, m
     counts = (out / "counts.txt").read_text()
     assert "sentiment only (MMSA has no emotion labels)" in counts
     assert "audio could not be decoded (undecodable.csv): 1 (e.g. tmZoasNr4rU_13)" in counts
+
+
+def test_a_bad_first_archive_never_locks_out_a_good_one(tmp_path, capsys, monkeypatch):
+    from conftest import ROOT
+    from mmolre.cli import main
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    mosi_files(good)
+    data = (good / "CMU_MOSI.zip").read_bytes()
+    (bad / "CMU_MOSI.zip").write_bytes(data[: len(data) // 2])  # a cut-off download
+    downloads = tmp_path / "downloads"
+    monkeypatch.chdir(ROOT)
+    args = lambda folder: ["download", "--set", "data.dataset=mosi", "--raw-root", str(tmp_path / "raw"),
+                           "--downloads", str(downloads), "--from-archive", str(folder / "CMU_MOSI.zip"),
+                           "--from-archive", str(good / "CMU_MOSI_Opinion_Labels.csd")]
+    assert main(args(bad)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmolre download: error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "CMU_MOSI.zip" in err and "nothing was recorded" in err
+    manifest = json.loads((downloads / "MANIFEST.json").read_text()) if (downloads / "MANIFEST.json").exists() else {}
+    assert "CMU_MOSI.zip" not in manifest and not (tmp_path / "raw" / "mosi").exists()
+    assert main(args(good)) == 0  # the good copy is accepted, and only now recorded
+    manifest = json.loads((downloads / "MANIFEST.json").read_text())
+    assert manifest["CMU_MOSI.zip"]["size"] == len(data)
+
+
+def test_an_archive_with_a_bad_crc_is_one_line(tmp_path, capsys, monkeypatch):
+    from conftest import ROOT
+    from mmolre.cli import main
+
+    mosi_files(tmp_path)
+    with zipfile.ZipFile(tmp_path / "CMU_MOSI.zip") as z:
+        member = z.getinfo("Raw/Audio/WAV_16000/Segmented/VbQk4H8hgr0_1.wav")
+    data = bytearray((tmp_path / "CMU_MOSI.zip").read_bytes())
+    data[member.header_offset + 30 + len(member.filename) + 200] ^= 0xFF  # stored member: the CRC catches it
+    (tmp_path / "CMU_MOSI.zip").write_bytes(bytes(data))
+    monkeypatch.chdir(ROOT)
+    code = main(["download", "--set", "data.dataset=mosi", "--raw-root", str(tmp_path / "raw"), "--downloads",
+                 str(tmp_path / "downloads"), "--from-archive", str(tmp_path / "CMU_MOSI.zip"),
+                 "--from-archive", str(tmp_path / "CMU_MOSI_Opinion_Labels.csd")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "corrupt archive (Bad CRC-32 for file 'Raw/Audio/WAV_16000/Segmented/VbQk4H8hgr0_1.wav')" in err
