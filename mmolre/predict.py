@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 import torch
 
 from mmolre import EMOTIONS, MmolreError
@@ -85,29 +87,75 @@ def as_stored(features: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(features.astype(np.float16).astype(np.float32))
 
 
+MIN_PREDICT_S = 0.1  # shorter recordings hold too little speech to judge: skipped, by name
+NARROWBAND_HZ = 4000  # telephone audio carries nothing above this
+
+
+def recording_problems(path: Path, expected_rate: int, max_s: float) -> tuple[str | None, list[str]]:
+    """(why the recording cannot be used, or None; warnings about how it will be used)."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        return f"{path}: cannot read audio ({e})", []
+    seconds = info.frames / info.samplerate
+    if seconds < MIN_PREDICT_S:
+        return f"{path}: only {seconds:.3f} s of audio; at least {MIN_PREDICT_S} s is needed", []
+    warnings = []
+    if seconds > max_s:
+        warnings.append(f"{path}: {seconds:.1f} s of audio; only the first {max_s:g} s are used "
+                        "(the training features' featurize.max_audio_s)")
+    if info.samplerate < expected_rate:
+        warnings.append(f"{path}: recorded at {info.samplerate} Hz, below the {expected_rate} Hz the encoders were "
+                        f"trained on; the band above {info.samplerate // 2} Hz is missing, so predictions are less reliable")
+    return None, warnings
+
+
+def narrowband(wave: torch.Tensor, sample_rate: int) -> bool:
+    """Whether under 0.1 % of the energy lies above 4.5 kHz (past a resampler's transition band): a
+    telephone recording stored at a higher rate. Wideband speech keeps percents there (fricatives)."""
+    spectrum = torch.fft.rfft(wave.double()).abs() ** 2
+    high = spectrum[int(len(spectrum) * (NARROWBAND_HZ + 500) / (sample_rate / 2)):].sum()
+    return bool(sample_rate > 2 * NARROWBAND_HZ and spectrum.sum() > 0 and high / spectrum.sum() < 1e-3)
+
+
 @torch.no_grad()
 def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 16) -> list[dict]:
-    results = []
-    for start in range(0, len(table), batch_size):
-        rows = table.iloc[start:start + batch_size]
-        texts = [str(t).strip() for t in rows.text]
-        for i, t in zip(rows.id, texts):
-            if not t:
-                raise MmolreError(f"{i}: the text is empty; the model needs what was said")
-        max_s = predictor.cfg.max_audio_s  # the whole recording, up to what training saw
-        waves = [load_audio(Path(path), 0.0, max_s, predictor.audio.sample_rate, max_s) for path in rows.audio]
-        text, text_mask = pad([as_stored(x) for x in predictor.text.encode(texts)])
-        audio, audio_mask = pad([as_stored(x) for x in predictor.audio.encode(waves)])
+    """One result per input row, in order: {id, sentiment, emotions}, or {id, skipped: reason} for a recording
+    that cannot be used (named on stderr; the others are still predicted). Warnings go to stderr."""
+    results, usable = [None] * len(table), []  # by position: ids may repeat
+    max_s, rate = predictor.cfg.max_audio_s, predictor.audio.sample_rate  # the whole recording, up to training's
+    for position, row in enumerate(table.itertuples(index=False)):
+        text = str(row.text).strip()
+        if not text:
+            raise MmolreError(f"{row.id}: the text is empty; the model needs what was said")
+        problem, warnings = recording_problems(Path(row.audio), rate, max_s)
+        if problem is None:
+            wave = load_audio(Path(row.audio), 0.0, max_s, rate, max_s)
+            if not any("Hz, below" in w for w in warnings) and narrowband(wave, rate):
+                warnings.append(f"{row.audio}: almost no energy above {NARROWBAND_HZ} Hz (narrowband or telephone "
+                                "audio?); the encoders were trained on wideband speech, so predictions are less reliable")
+            usable.append((position, row.id, text, wave))
+        else:
+            results[position] = {"id": str(row.id), "skipped": problem}
+            print(f"predict: skipped {row.id}: {problem}", file=sys.stderr)
+        for warning in warnings:
+            print(f"predict: warning: {warning}", file=sys.stderr)
+    if not usable:
+        raise MmolreError("; ".join(r["skipped"] for r in results if r) or "no inputs")
+    for start in range(0, len(usable), batch_size):
+        positions, ids, texts, waves = zip(*usable[start:start + batch_size])
+        text, text_mask = pad([as_stored(x) for x in predictor.text.encode(list(texts))])
+        audio, audio_mask = pad([as_stored(x) for x in predictor.audio.encode(list(waves))])
         device = predictor.device
         out = predictor.model(text=text.to(device), text_mask=text_mask.to(device), audio=audio.to(device),
                               audio_mask=audio_mask.to(device))
-        sentiment = out.sentiment.float().cpu().numpy() if out.sentiment is not None else [None] * len(rows)
+        sentiment = out.sentiment.float().cpu().numpy() if out.sentiment is not None else [None] * len(ids)
         emotions = torch.sigmoid(out.emotions.float()).cpu().numpy() if out.emotions is not None else None
-        for k, utterance in enumerate(rows.id):
+        for k, utterance in enumerate(ids):
             result = {"id": str(utterance), "sentiment": None if sentiment[k] is None else float(sentiment[k])}
             if emotions is not None:
                 result["emotions"] = {e: float(emotions[k, j]) for j, e in enumerate(EMOTIONS)}
-            results.append(result)
+            results[positions[k]] = result
     return results
 
 
@@ -129,6 +177,9 @@ def run(args: argparse.Namespace, params: dict) -> None:
         print(json.dumps(results if args.inputs else results[0], indent=2))
         return
     for r in results:
+        if "skipped" in r:
+            print(f"{r['id']}: skipped ({r['skipped']})")
+            continue
         emotions = "  ".join(f"{e} {p:.2f}" for e, p in r.get("emotions", {}).items())
         sentiment = "" if r["sentiment"] is None else f"sentiment {r['sentiment']:+.3f}  "
         print(f"{r['id']}: {sentiment}{emotions}")

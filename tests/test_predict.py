@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mmolre import MmolreError
+from mmolre import EMOTIONS, MmolreError
 from mmolre.cli import main
 from mmolre.features import FeatureFile
 from mmolre.predict import load_predictor, predict_table, read_inputs
@@ -76,3 +76,42 @@ def test_errors_say_what_is_wrong(tiny_demo, model_path, table, tmp_path):
     (tmp_path / "other" / "config.json").write_text(json.dumps(config))
     with pytest.raises(MmolreError, match="trained on other text features"):
         load_predictor(tmp_path / "other", torch.device("cpu"))
+
+
+def test_real_recordings_short_long_and_narrowband(tiny_demo, model_path, tmp_path, capsys):
+    import soundfile as sf
+
+    rate = 16000
+    rng = np.random.default_rng(0)
+    speechy = lambda seconds, sr=rate: (0.1 * rng.standard_normal(int(seconds * sr))).astype(np.float32)
+    files = {"empty": (np.zeros(0, np.float32), rate), "blip": (speechy(0.03), rate), "fine": (speechy(1.5), rate),
+             "long": (speechy(60.0), rate), "phone": (speechy(2.0, 8000), 8000)}
+    rows = []
+    for name, (samples, sr) in files.items():
+        sf.write(tmp_path / f"{name}.wav", samples, sr, subtype="PCM_16")
+        rows.append(f"{name}.wav,it was fine")
+    (tmp_path / "clips.csv").write_text("audio,text\n" + "\n".join(rows) + "\n")
+    code = main(["predict", "--model", str(model_path), "--inputs", str(tmp_path / "clips.csv"), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    results = {r["id"]: r for r in json.loads(captured.out)}
+    assert list(results) == list(files)
+    assert "0.000 s of audio" in results["empty"]["skipped"] and "0.030 s of audio" in results["blip"]["skipped"]
+    for name in ("fine", "long", "phone"):
+        assert np.isfinite(results[name]["sentiment"]) and set(results[name]["emotions"]) == set(EMOTIONS)
+    err = captured.err
+    assert f"predict: skipped empty: {tmp_path / 'empty.wav'}: only 0.000 s of audio" in err
+    assert f"predict: skipped blip: {tmp_path / 'blip.wav'}: only 0.030 s of audio" in err
+    assert f"{tmp_path / 'long.wav'}: 60.0 s of audio; only the first 20 s are used" in err
+    assert f"{tmp_path / 'phone.wav'}: recorded at 8000 Hz, below the 16000 Hz" in err
+    assert "fine.wav" not in err and "Traceback" not in err
+
+
+def test_narrowband_audio_at_the_full_rate_is_noticed():
+    import torchaudio
+
+    from mmolre.predict import narrowband
+
+    wide = torch.randn(32000, generator=torch.Generator().manual_seed(0))
+    phone = torchaudio.functional.resample(torchaudio.functional.resample(wide, 16000, 8000), 8000, 16000)
+    assert narrowband(phone, 16000) and not narrowband(wide, 16000)
