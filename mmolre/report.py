@@ -225,38 +225,39 @@ def report(params: dict, reports: Path) -> Path:
               if (reports / "train" / run / "metrics.json").is_file()}
     details = read_json(reports / "eval" / "details.json")
     predictions = pd.read_csv(reports / "predictions" / f"main_{details['split']}.csv")
-    with atomic_dir(reports / "figures") as figures:
+    # one unit: figures, report.md and report.html are all written under temporary names first and
+    # replace the old ones only when every one is complete (a full disk leaves the previous report whole)
+    with atomic_dir(reports / "figures") as figures, atomic_file(reports / "report.md") as md, \
+            atomic_file(reports / "report.html") as html:
         plot_curves(curves, figures / "curves.png")
         plot_routing(details["gates"], figures / "routing.png")
         plot_utilization(details["top1"], figures / "utilization.png")
         plot_scatter(predictions, figures / "scatter.png")
         if predictions.filter(like="_prob").notna().any().any():
             plot_confusions(predictions, figures / "confusion.png")
-    with atomic_file(reports / "report.md") as tmp:
-        tmp.write_text(text)
-    with atomic_file(reports / "report.html") as tmp:
-        tmp.write_text(to_html(text, reports))
+        md.write_text(text)
+        html.write_text(to_html(text, figures))
     print(f"report: wrote {reports / 'report.md'}, {reports / 'report.html'} and {reports / 'figures'}/")
+    return reports / "report.md"
 
 
-def to_html(text: str, reports: Path) -> str:
-    """The report as one self-contained HTML page (figures inlined as data URIs)."""
+def to_html(text: str, figures: Path) -> str:
+    """The report as one self-contained HTML page (the figures in `figures` inlined as data URIs)."""
     import base64
 
     import markdown
 
     def inline(match: re.Match) -> str:
-        figure = reports / match.group(2)
+        figure = figures / match.group(2)
         data = base64.b64encode(figure.read_bytes()).decode() if figure.is_file() else ""
         return f"![{match.group(1)}](data:image/png;base64,{data})"
 
-    body = markdown.markdown(re.sub(r"!\[([^\]]*)\]\((figures/[^)]+)\)", inline, text), extensions=["tables"])
+    body = markdown.markdown(re.sub(r"!\[([^\]]*)\]\(figures/([^)]+)\)", inline, text), extensions=["tables"])
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
              "img{max-width:100%}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>MMoLRE report</title><style>{style}</style>" \
            f"</head><body>{body}</body></html>\n"
-    return reports / "report.md"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -137,3 +137,26 @@ def test_single_task_variants_train_and_report_only_their_task(tiny_demo, tmp_pa
     assert curves["valid/emotion_f1"].notna().all() and "valid/mae" not in curves  # only what applies
     model, _ = load_checkpoint(tmp_path / "models" / "er_only")
     assert model.config.variant == "mer_only" and model.sa_head is None
+
+
+def test_a_full_disk_leaves_the_previous_report_whole(trained, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    import mmolre.report
+
+    reports = tmp_path / "reports"
+    shutil.copytree(trained["root"] / "reports" / "train", reports / "train")
+    evaluate(trained["params"], trained["features"], trained["root"] / "models", reports)
+    report(trained["params"], reports)
+    before = {p.relative_to(reports): p.read_bytes() for p in reports.rglob("*") if p.is_file()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(reports / "report.html.tmp"))
+
+    monkeypatch.setattr(mmolre.report, "to_html", disk_full)
+    (reports / "eval" / "details.json").write_text((reports / "eval" / "details.json").read_text())  # a rerun
+    with pytest.raises(OSError, match="No space left on device"):
+        report(trained["params"], reports)
+    after = {p.relative_to(reports): p.read_bytes() for p in reports.rglob("*") if p.is_file()}
+    assert after == before  # report.md, report.html and figures/ all from the same (previous) run; no .tmp left
