@@ -31,7 +31,7 @@ from mmolre.device import pick_device
 from mmolre.features import FeatureFile, feature_path
 from mmolre.metrics import mer_metrics
 from mmolre.model import MMoLRE, MMoLREConfig
-from mmolre.params import build
+from mmolre.params import ModelParams, build, check
 
 MODEL_KEYS = ("d_model", "n_experts", "rank", "n_blocks", "n_heads", "dropout", "variant", "fused_experts")
 
@@ -67,6 +67,10 @@ def model_config(params: dict, run: str, features: FeatureFile, pos_weight=None)
     if unknown:
         raise MmolreError(f"params: {unknown[0]!r} in model / runs.{run} is not a known key; "
                           f"they take modalities and {sorted(MODEL_KEYS)}")
+    problems = check(f"runs.{run}", ModelParams, section)
+    if problems:
+        raise MmolreError("\n".join(problems))
+    section = ModelParams.model_validate(section).model_dump(exclude_unset=True)  # converted, as build() does
     train = build(TrainConfig, params, "train")
     try:
         return MMoLREConfig(text_dim=features.dims["text"], audio_dim=features.dims["audio"],

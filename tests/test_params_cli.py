@@ -120,3 +120,14 @@ def test_schemas_cover_the_stage_configs_key_for_key():
     model_keys = {f.name for f in dataclasses.fields(MMoLREConfig)}
     assert set(SECTIONS["model"].model_fields) <= model_keys
     assert yaml.safe_load((ROOT / "params.yaml").read_text()).keys() == set(SECTIONS) | {"runs"}
+
+
+def test_values_reach_the_stages_converted_by_the_schema():
+    """YAML (and `dvc exp run -S`) write 1e-07 without a dot, which PyYAML reads as a string."""
+    from mmolre.params import build
+    from mmolre.train import TrainConfig
+
+    params = load_params(ROOT / "params.yaml", ["train.lr=1e-07", "train.epochs=3.0"])
+    assert params["train"]["lr"] == "1e-07"
+    cfg = build(TrainConfig, params, "train")
+    assert cfg.lr == 1e-07 and isinstance(cfg.lr, float) and cfg.epochs == 3 and isinstance(cfg.epochs, int)
