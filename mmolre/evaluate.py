@@ -3,6 +3,8 @@
 reports/metrics.json: the `main` run on `evaluate.split`, shaped
 {dataset: {"msa": {...}, "mer": {...}}} (mer where the dataset has emotion labels).
 reports/runs.json: the same for every run (modality comparison, ablations).
+reports/robustness.json: each text+audio model on `evaluate.split` in full, with the audio absent, the
+text absent (a mask, not zeros), and the audio replaced by noise (`evaluate.robustness`).
 reports/predictions/<run>_<split>.csv: labels, predictions and probabilities per utterance.
 reports/eval/details.json: feature provenance and the main run's mean router and fusion gates
 on the split (plot data for the report).
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from mmolre import EMOTIONS, MmolreError
 from mmolre.device import pick_device
@@ -34,6 +37,38 @@ MAIN_RUN = "main"
 class EvaluateConfig:
     split: str = "test"
     batch_size: int = 64
+    robustness: bool = True  # also score text+audio models with a modality absent or replaced by noise
+
+
+def absent(modality: str):
+    """A batch transform: `modality` absent in every sample (its mask all False)."""
+    def transform(batch: dict) -> dict:
+        return {**batch, f"{modality}_mask": torch.zeros_like(batch[f"{modality}_mask"])}
+    return transform
+
+
+def noise(modality: str, mean: torch.Tensor, std: torch.Tensor, seed: int):
+    """A batch transform: `modality`'s features replaced by Gaussian noise with the train split's per-channel
+    mean and std (so the model's standardisation sees N(0, 1)), the same noise on every run."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def transform(batch: dict) -> dict:
+        x = batch[modality]
+        fake = torch.randn(x.shape, generator=generator).to(x.device) * std.to(x.device) + mean.to(x.device)
+        return {**batch, modality: fake.to(x.dtype)}
+    return transform
+
+
+def robustness(model, features: FeatureFile, indices: np.ndarray, batch_size: int, device, seed: int) -> dict:
+    """{condition: {dataset: metrics}} of a text+audio model with the audio absent, the text absent, and
+    the audio replaced by noise."""
+    conditions = {"audio absent": absent("audio"), "text absent": absent("text"),
+                  "audio noise": noise("audio", model.inputs["audio"].mean, model.inputs["audio"].std, seed)}
+    out = {}
+    for name, transform in conditions.items():
+        result = predict(model, features, indices, batch_size, device, transform=transform)
+        out[name] = split_metrics(features, indices, result["sentiment"], result["emotions"])
+    return out
 
 
 def split_metrics(features: FeatureFile, indices: np.ndarray, sentiment: np.ndarray, emotions: np.ndarray) -> dict:
@@ -111,7 +146,7 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
         raise MmolreError(f"params `runs` must include {MAIN_RUN!r} (the model metrics.json reports)")
     features = FeatureFile(feature_path(params, features_root))
     device = pick_device(params["train"]["device"])
-    all_metrics = {}
+    all_metrics, robust = {}, {}
     for run in runs:
         model, meta = load_checkpoint(models_root / run, device)
         if meta["features"]["params_hash"] != features.attrs["params_hash"]:
@@ -127,11 +162,16 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
                 predictions_table(features, indices, result).to_csv(tmp, index=False, float_format="%.6g")
             if split == cfg.split:
                 all_metrics[run] = split_metrics(features, indices, result["sentiment"], result["emotions"])
+                if cfg.robustness and set(model.config.modalities) == {"text", "audio"}:
+                    robust[run] = {"full": all_metrics[run],
+                                   **robustness(model, features, indices, cfg.batch_size, device,
+                                                int(params["data"]["seed"]))}
                 if run == MAIN_RUN:
                     routing = {k: v.mean(0).tolist() for k, v in result["routing"].items()}
                     write_confusion(reports / "eval" / "confusion", features, indices, result["emotions"])
     write_json(reports / "metrics.json", all_metrics[MAIN_RUN])
     write_json(reports / "runs.json", all_metrics)
+    write_json(reports / "robustness.json", robust)
     provenance = {k: str(v) for k, v in features.attrs.items()}
     gates = {k: v for k, v in routing.items() if not k.startswith("top1/")}
     top1 = {k.removeprefix("top1/"): v for k, v in routing.items() if k.startswith("top1/")}

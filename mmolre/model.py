@@ -228,14 +228,23 @@ class TaskAdaptiveFusion(nn.Module):
         self.gate = nn.Linear(m * d, m)
 
     def forward(self, xs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
-        """modality -> (B, T_m, d) and (B, T_m) -> task vector (B, d), modality gates (B, M)."""
+        """modality -> (B, T_m, d) and (B, T_m) -> task vector (B, d), modality gates (B, M).
+        A modality whose mask is all False in a sample is absent there [ours]: nothing attends to it, it is
+        pooled to zero and its gate is 0, so its values cannot matter (each sample needs one modality)."""
+        present = {m: masks[m].any(1) for m in self.modalities}  # (B,)
         if len(self.modalities) == 2:
             other = {"text": "audio", "audio": "text"}
-            xs = {q: self.norms[q](xs[q] + self.dropout(self.attend[q](
-                xs[q], xs[other[q]], xs[other[q]], key_padding_mask=~masks[other[q]], need_weights=False)[0]))
-                for q in MODALITIES}
-        pooled = torch.stack([masked_mean(xs[m], masks[m]) for m in self.modalities], dim=1)  # (B, M, d)
-        gates = torch.softmax(self.gate(pooled.flatten(1)), dim=-1)  # (B, M)
+            attended = {}
+            for q, o in other.items():
+                # an absent key set would make the softmax 0/0: attend to its (ignored) positions, then drop it
+                ignore = torch.where(present[o][:, None], ~masks[o], torch.zeros_like(masks[o]))
+                out = self.attend[q](xs[q], xs[o], xs[o], key_padding_mask=ignore, need_weights=False)[0]
+                attended[q] = torch.where(present[o][:, None, None], out, torch.zeros_like(out))
+            xs = {q: self.norms[q](xs[q] + self.dropout(attended[q])) for q in MODALITIES}
+        pooled = torch.stack([torch.where(present[m][:, None], masked_mean(xs[m], masks[m]), 0.0)
+                              for m in self.modalities], dim=1)  # (B, M, d)
+        here = torch.stack([present[m] for m in self.modalities], dim=1)  # (B, M)
+        gates = torch.softmax(self.gate(pooled.flatten(1)).masked_fill(~here, float("-inf")), dim=-1)  # (B, M)
         return (gates.unsqueeze(1) @ pooled).squeeze(1), gates  # sum_m g_m p_m
 
 

@@ -159,6 +159,7 @@ class TrainParams(Section):
     compile: bool = False
     workers: NonNegativeInt = 0
     feature_store: Literal["auto", "memory", "lazy"] = "auto"
+    modality_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
 class PromoteParams(Section):
@@ -171,6 +172,7 @@ class PromoteParams(Section):
 class EvaluateParams(Section):
     split: Literal["valid", "test"] = "test"
     batch_size: PositiveInt = 64
+    robustness: bool = True
 
 
 SECTIONS = {"data": DataParams, "demo": DemoParams, "prepare": PrepareParams, "featurize": FeaturizeParams,

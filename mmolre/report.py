@@ -165,6 +165,31 @@ def read_json(path: Path):
     return json.loads(path.read_text())
 
 
+def robustness_section(robust: dict, runs: dict, params: dict) -> list[str]:
+    """Each text+audio model with a modality absent or broken, next to the models trained on one modality."""
+    if not robust:
+        return []
+    rows = []
+    unimodal = {run: result for run, result in runs.items()
+                if len({**params["model"], **params["runs"].get(run, {})}.get("modalities", [])) == 1}
+    for run, conditions in robust.items():
+        for condition, result in conditions.items():
+            rows += [[run, condition, dataset, *summary_cells(block)] for dataset, block in result.items()]
+    for run, result in unimodal.items():
+        rows += [[run, "trained on one modality", dataset, *summary_cells(block)] for dataset, block in result.items()]
+    return ["## Robustness: a missing or broken modality", "",
+            "The text+audio model scored with the audio absent, the text absent (masked out, not zeros) and the "
+            "audio replaced by noise of the features' own statistics, next to the models trained on one modality. "
+            "`train.modality_dropout` trains for missing modalities.", "",
+            table(["run", "condition", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)", "emotion WA", "emotion F1"], rows), ""]
+
+
+def summary_cells(block: dict) -> list[str]:
+    msa, mer = block.get("msa", {}), block.get("mer", {}).get("avg", {})
+    return [fmt(msa.get("mae"), 3), fmt(msa.get("corr"), 3), fmt(msa.get("acc2_non0"), 1), fmt(mer.get("wa"), 1),
+            fmt(mer.get("f1"), 1)]
+
+
 def render(params: dict, reports: Path) -> str:
     metrics, runs = read_json(reports / "metrics.json"), read_json(reports / "runs.json")
     details = read_json(reports / "eval" / "details.json")
@@ -190,12 +215,12 @@ def render(params: dict, reports: Path) -> str:
     for run, result in runs.items():
         spec = {**params["model"], **params["runs"].get(run, {})}
         for dataset, block in result.items():
-            msa, mer = block.get("msa", {}), block.get("mer", {}).get("avg", {})
             rows.append([run, "+".join(spec.get("modalities", [])), spec.get("variant", "mmolre"), dataset,
-                         fmt(msa.get("mae"), 3), fmt(msa.get("corr"), 3), fmt(msa.get("acc2_non0"), 1),
-                         fmt(mer.get("wa"), 1), fmt(mer.get("f1"), 1)])
+                         *summary_cells(block)])
     lines += [table(["run", "modalities", "variant", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)", "emotion WA",
                      "emotion F1"], rows), ""]
+    lines += robustness_section(read_json(reports / "robustness.json") if (reports / "robustness.json").is_file()
+                                else {}, runs, params)
     lines += ["## The field's numbers (CMU-MOSEI, MSA)", "",
               "Published results the paper's setting must beat (paper.md). "
               + ("They are on CMU-MOSEI; the demo corpus is not comparable." if "mosei" not in metrics else ""), "",

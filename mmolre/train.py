@@ -51,6 +51,7 @@ class TrainConfig:
     compile: bool = False
     workers: int = 0
     feature_store: str = "auto"  # auto | memory | lazy (mmolre/batches.py)
+    modality_dropout: float = 0.0  # chance that a training sample loses one of its two modalities [ours]
 
     def __post_init__(self):
         if self.feature_store not in ("auto", "memory", "lazy"):
@@ -99,6 +100,16 @@ def emotion_pos_weight(emotions: np.ndarray) -> tuple[float, ...] | None:
     return tuple(float((len(labelled) - p) / p) if p else 1.0 for p in positives)
 
 
+def drop_modalities(batch: dict, p: float) -> dict:
+    """With probability p per sample, make one of its modalities (chosen evenly) absent: an all-False mask."""
+    n = len(batch["index"])
+    device = batch["text_mask"].device
+    drop, which = torch.rand(n, device=device) < p, torch.randint(0, 2, (n,), device=device)
+    for k, m in enumerate(("text", "audio")):
+        batch[f"{m}_mask"] = batch[f"{m}_mask"] & ~(drop & (which == k))[:, None]
+    return batch
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     """The batch on `device`, features cast from their stored float16 to float32 there."""
     moved = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -107,7 +118,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 @torch.no_grad()
 def predict(model: MMoLRE, features: FeatureFile, indices, batch_size: int, device: torch.device,
-            return_routing: bool = False, store: FeatureStore | None = None) -> dict:
+            return_routing: bool = False, store: FeatureStore | None = None, transform=None) -> dict:
     """Sentiment predictions (N,), emotion probabilities (N, 6), mean loss, and (optionally) routing,
     in the order of `indices`."""
     model.eval()
@@ -118,6 +129,8 @@ def predict(model: MMoLRE, features: FeatureFile, indices, batch_size: int, devi
     loss_sum = 0.0
     for batch in loader(features, indices, model.config.modalities, batch_size, shuffle=False, store=store):
         batch = to_device(batch, device)
+        if transform is not None:  # e.g. a modality made absent or replaced by noise (evaluate's robustness)
+            batch = transform(batch)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(**{k: v for k, v in batch.items() if k != "index"}, return_routing=return_routing)
         rows = [position[int(i)] for i in batch["index"]]
@@ -196,6 +209,8 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
             pending = None  # (loss, batch ids, step) checked one step later, when the device is already past it
             for step, batch in enumerate(batches, start=1):
                 batch = to_device(batch, device)
+                if cfg.modality_dropout and len(model_cfg.modalities) == 2:
+                    batch = drop_modalities(batch, cfg.modality_dropout)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     out = stepper(**{k: v for k, v in batch.items() if k != "index"})
                 optimizer.zero_grad(set_to_none=True)

@@ -264,3 +264,39 @@ def test_block2_reads_each_task_its_own_input_through_the_same_shared_experts():
         assert torch.allclose(gates[task], g, atol=1e-12)
         assert torch.allclose(out[task], block.norms[task](x + y), atol=1e-12)
     assert not torch.allclose(out["sa"], out["er"])
+
+
+def test_an_absent_modality_is_a_mask_and_its_values_change_nothing():
+    from mmolre.model import MMoLRE, MMoLREConfig
+
+    torch.manual_seed(0)
+    model = MMoLRE(MMoLREConfig(text_dim=12, audio_dim=10, d_model=16, n_experts=2, rank=4, n_heads=2)).eval()
+    text, audio = torch.randn(3, 5, 12), torch.randn(3, 7, 10)
+    text_mask, audio_mask = torch.ones(3, 5, dtype=torch.bool), torch.ones(3, 7, dtype=torch.bool)
+    audio_mask[1] = False  # sample 1 has no audio
+    text_mask[2] = False  # sample 2 has no text
+    out = model(text=text, text_mask=text_mask, audio=audio, audio_mask=audio_mask, return_routing=True)
+    other_audio, other_text = audio.clone(), text.clone()
+    other_audio[1] = 1e3 * torch.randn(7, 10)
+    other_text[2] = -50.0
+    again = model(text=other_text, text_mask=text_mask, audio=other_audio, audio_mask=audio_mask)
+    assert torch.equal(out.sentiment, again.sentiment) and torch.equal(out.emotions, again.emotions)
+    assert torch.isfinite(out.sentiment).all() and torch.isfinite(out.emotions).all()
+    gates = out.routing["fusion/sa"]  # (B, modalities): text, audio
+    assert gates[1].tolist() == [1.0, 0.0] and gates[2].tolist() == [0.0, 1.0]
+    alone = model(text=text[1:2], text_mask=text_mask[1:2], audio=audio[1:2], audio_mask=audio_mask[1:2])
+    assert torch.allclose(alone.sentiment, out.sentiment[1:2], atol=1e-6)  # the others in the batch do not matter
+
+
+def test_modality_dropout_masks_one_modality_of_about_p_of_the_samples():
+    from mmolre.train import drop_modalities
+
+    torch.manual_seed(0)
+    n = 4000
+    batch = {"index": torch.arange(n), "text_mask": torch.ones(n, 3, dtype=torch.bool),
+             "audio_mask": torch.ones(n, 5, dtype=torch.bool)}
+    out = drop_modalities(batch, 0.3)
+    text_gone, audio_gone = ~out["text_mask"].any(1), ~out["audio_mask"].any(1)
+    assert not (text_gone & audio_gone).any()  # never both
+    assert abs(float((text_gone | audio_gone).float().mean()) - 0.3) < 0.03
+    assert abs(float(text_gone.float().mean()) - 0.15) < 0.03

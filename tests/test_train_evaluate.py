@@ -107,7 +107,14 @@ def test_evaluate_writes_contract_metrics_and_predictions(trained):
     assert set(metrics) == {"demo"}
     assert set(metrics["demo"]["msa"]) == {"acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc7", "acc5", "mae", "corr"}
     assert set(metrics["demo"]["mer"]) == {*EMOTIONS, "avg"}
-    assert set(json.loads((reports / "runs.json").read_text())) == {"main", "text_only", "audio_only"}
+    runs = json.loads((reports / "runs.json").read_text())
+    assert set(runs) == {"main", "text_only", "audio_only"}
+    robust = json.loads((reports / "robustness.json").read_text())
+    assert set(robust) == {"main"}  # the only text+audio model
+    assert set(robust["main"]) == {"full", "audio absent", "text absent", "audio noise"}
+    assert robust["main"]["full"] == runs["main"]
+    maes = [robust["main"][c]["demo"]["msa"]["mae"] for c in ("full", "audio absent", "text absent", "audio noise")]
+    assert len(set(maes)) == 4  # each condition changes the inputs the model sees
     predictions = pd.read_csv(reports / "predictions" / "main_test.csv")
     feats = FeatureFile(trained["h5"])
     assert predictions.utterance_id.tolist() == feats.utterance_id[feats.indices("test")].tolist()
@@ -119,6 +126,10 @@ def test_evaluate_writes_contract_metrics_and_predictions(trained):
     report(trained["params"], reports)
     text = (reports / "report.md").read_text()
     assert "## demo: sentiment (MSA)" in text and "| text_only | text | mmolre |" in text and "| audio_only | audio | mmolre |" in text
+    assert "## Robustness: a missing or broken modality" in text
+    for condition in ("| main | audio absent | demo |", "| main | text absent | demo |", "| main | audio noise | demo |",
+                      "| text_only | trained on one modality | demo |"):
+        assert condition in text
     for figure in ("curves.png", "routing.png", "scatter.png"):
         assert (reports / "figures" / figure).stat().st_size > 1000
         assert f"figures/{figure}" in text
