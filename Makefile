@@ -32,7 +32,7 @@ clean:
 PAPER := -S data.dataset=cmu -S featurize.text_encoder=roberta-base \
 	-S featurize.audio_encoder=facebook/data2vec-audio-base -S model.d_model=768 -S model.n_experts=15 \
 	-S model.rank=128 -S model.n_heads=8 -S train.lr=0.0001 -S train.epochs=40 -S train.patience=8 \
-	-S promote.metric=mosei.msa.mae
+	-S promote.metric=mosei.msa.mae -S 'runs.main.seeds=[1111,1,11]'
 
 paper: setup
 	dvc config core.analytics false

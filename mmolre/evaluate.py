@@ -2,7 +2,9 @@
 
 reports/metrics.json: the `main` run on `evaluate.split`, shaped
 {dataset: {"msa": {...}, "mer": {...}}} (mer where the dataset has emotion labels).
-reports/runs.json: the same for every run (modality comparison, ablations).
+reports/runs.json: the same for every run (modality comparison, ablations). A run trained from several
+`seeds` reports their mean under each key and the sample std beside it (`mae_std`, ...); its predictions,
+routing and robustness come from its first seed's model.
 reports/robustness.json: each text+audio model on `evaluate.split` in full, with the audio absent, the
 text absent (a mask, not zeros), and the audio replaced by noise (`evaluate.robustness`).
 reports/predictions/<run>_<split>.csv: labels, predictions and probabilities per utterance.
@@ -26,9 +28,9 @@ from mmolre import EMOTIONS, MmolreError
 from mmolre.device import pick_device
 from mmolre.features import FeatureFile, feature_path
 from mmolre.files import atomic_file
-from mmolre.metrics import mer_metrics, msa_metrics
+from mmolre.metrics import mean_std, mer_metrics, msa_metrics
 from mmolre.params import build
-from mmolre.train import load_checkpoint, predict
+from mmolre.train import load_checkpoint, predict, run_seeds
 
 MAIN_RUN = "main"
 
@@ -161,9 +163,16 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
             with atomic_file(reports / "predictions" / f"{run}_{split}.csv") as tmp:
                 predictions_table(features, indices, result).to_csv(tmp, index=False, float_format="%.6g")
             if split == cfg.split:
-                all_metrics[run] = split_metrics(features, indices, result["sentiment"], result["emotions"])
+                per_seed = [split_metrics(features, indices, result["sentiment"], result["emotions"])]
+                for seed in run_seeds(params, run)[1:]:  # the run's other seeds: scored, not written out
+                    other, _ = load_checkpoint(models_root / run / "seeds" / str(seed), device)
+                    again = predict(other, features, indices, cfg.batch_size, device)
+                    refuse_non_finite(f"{run} (seed {seed}) on {split}", features.utterance_id[indices], again,
+                                      other.config.tasks)
+                    per_seed.append(split_metrics(features, indices, again["sentiment"], again["emotions"]))
+                all_metrics[run] = mean_std(per_seed)
                 if cfg.robustness and set(model.config.modalities) == {"text", "audio"}:
-                    robust[run] = {"full": all_metrics[run],
+                    robust[run] = {"full": per_seed[0],
                                    **robustness(model, features, indices, cfg.batch_size, device,
                                                 int(params["data"]["seed"]))}
                 if run == MAIN_RUN:

@@ -67,3 +67,18 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
     for key, value in tree.items():
         out |= flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
     return out
+
+
+def mean_std(results: list[dict]) -> dict:
+    """Metrics of several seeds (same nested shape) -> their mean under the same keys and, with more than one
+    seed, the sample standard deviation (ddof = 1) beside each as `<key>_std`."""
+    out = {}
+    for key, value in results[0].items():
+        if isinstance(value, dict):
+            out[key] = mean_std([r[key] for r in results])
+            continue
+        values = np.array([r[key] for r in results], dtype=np.float64)
+        out[key] = float(values.mean())
+        if len(values) > 1:
+            out[f"{key}_std"] = float(values.std(ddof=1))
+    return out

@@ -145,6 +145,11 @@ class ModelParams(Section):
         return self
 
 
+class RunParams(ModelParams):
+    """An entry of `runs`: the model keys it overrides, and the seeds it is trained from."""
+    seeds: Annotated[list[int], Field(min_length=1)] | None = None
+
+
 class TrainParams(Section):
     lr: PositiveFloat
     weight_decay: NonNegativeFloat = 0.01
@@ -191,7 +196,7 @@ def validate_params(params: dict) -> None:
         lines.append("params runs: must map run names to {modalities: [...], <model keys>}, e.g. main")
     elif not any(line.startswith("params model") for line in lines):  # a run's keys over a valid model section
         for run, entry in runs.items():
-            lines += check(f"runs.{run}", ModelParams, {**params["model"], **(entry or {})})
+            lines += check(f"runs.{run}", RunParams, {**params["model"], **(entry or {})})
     if lines:
         raise MmolreError("\n".join(dict.fromkeys(lines)))
 

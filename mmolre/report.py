@@ -48,8 +48,14 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def pm(block: dict, key: str, digits: int) -> str:
+    """`mean` or `mean ± std` (a run over several seeds has `<key>_std` beside `<key>`)."""
+    std = block.get(f"{key}_std")
+    return fmt(block.get(key), digits) + ("" if std is None else f" ± {std:.{digits}f}")
+
+
 def msa_row(msa: dict) -> list[str]:
-    return [fmt(msa[k], 3 if k in ("mae", "corr") else 1) for k in MSA_COLUMNS]
+    return [pm(msa, k, 3 if k in ("mae", "corr") else 1) for k in MSA_COLUMNS]
 
 
 def git_revision() -> str:
@@ -186,8 +192,7 @@ def robustness_section(robust: dict, runs: dict, params: dict) -> list[str]:
 
 def summary_cells(block: dict) -> list[str]:
     msa, mer = block.get("msa", {}), block.get("mer", {}).get("avg", {})
-    return [fmt(msa.get("mae"), 3), fmt(msa.get("corr"), 3), fmt(msa.get("acc2_non0"), 1), fmt(mer.get("wa"), 1),
-            fmt(mer.get("f1"), 1)]
+    return [pm(msa, "mae", 3), pm(msa, "corr", 3), pm(msa, "acc2_non0", 1), pm(mer, "wa", 1), pm(mer, "f1", 1)]
 
 
 def render(params: dict, reports: Path) -> str:
@@ -206,11 +211,12 @@ def render(params: dict, reports: Path) -> str:
         if "mer" in block:
             mer = block["mer"]
             lines += [f"## {dataset}: emotions (MER)", "",
-                      table(["", *EMOTIONS, "avg"], [["WA", *[fmt(mer[e]["wa"], 1) for e in (*EMOTIONS, "avg")]],
-                                                     ["F1", *[fmt(mer[e]["f1"], 1) for e in (*EMOTIONS, "avg")]]]), ""]
+                      table(["", *EMOTIONS, "avg"], [["WA", *[pm(mer[e], "wa", 1) for e in (*EMOTIONS, "avg")]],
+                                                     ["F1", *[pm(mer[e], "f1", 1) for e in (*EMOTIONS, "avg")]]]), ""]
     lines += ["## Runs: modalities and ablations", "",
               "Each run is one entry of params `runs`: the model on the listed modalities, with the `model` "
-              "values it overrides (an ablation is `variant: no_shared`, `full_rank`, ...).", ""]
+              "values it overrides (an ablation is `variant: no_shared`, `full_rank`, ...). A run trained from "
+              "several `seeds` shows the mean ± the sample std over them.", ""]
     rows = []
     for run, result in runs.items():
         spec = {**params["model"], **params["runs"].get(run, {})}

@@ -63,11 +63,11 @@ def model_config(params: dict, run: str, features: FeatureFile, pos_weight=None)
     runs = params.get("runs", {})
     if run not in runs:
         raise MmolreError(f"--run {run!r}: params `runs` has {sorted(runs)}")
-    section = {**params["model"], **runs[run]}
+    section = {k: v for k, v in {**params["model"], **runs[run]}.items() if k != "seeds"}
     unknown = sorted(set(section) - set(MODEL_KEYS) - {"modalities"})
     if unknown:
         raise MmolreError(f"params: {unknown[0]!r} in model / runs.{run} is not a known key; "
-                          f"they take modalities and {sorted(MODEL_KEYS)}")
+                          f"they take modalities, seeds and {sorted(MODEL_KEYS)}")
     problems = check(f"runs.{run}", ModelParams, section)
     if problems:
         raise MmolreError("\n".join(problems))
@@ -168,14 +168,25 @@ def train(params: dict, run: str, features_root: Path, models_root: Path, curves
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        return _train(params, cfg, run, features_root, models_root, curves_root, device, rank, world)
+        seeds = run_seeds(params, run)
+        for k, seed in enumerate(seeds):  # the first seed's model is the run's; the others go beside it
+            model_dir = models_root / run if k == 0 else models_root / run / "seeds" / str(seed)
+            _train(params, cfg, run, seed, features_root, model_dir, curves_root / run if k == 0 else None,
+                   device, rank, world)
+        return models_root / run
     finally:
         if world > 1:
             dist.destroy_process_group()
 
 
-def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_root, device, rank, world) -> Path:
-    seed = int(params["data"]["seed"])
+def run_seeds(params: dict, run: str) -> list[int]:
+    """The seeds a run trains: its `seeds` entry, else params data.seed."""
+    return [int(s) for s in (params.get("runs", {}).get(run) or {}).get("seeds") or [params["data"]["seed"]]]
+
+
+def _train(params, cfg: TrainConfig, run, seed: int, features_root, model_dir: Path, curves: Path | None, device,
+           rank, world) -> Path:
+    """One model of `run` trained from `seed` into `model_dir`; its dvclive curves into `curves` (when given)."""
     torch.manual_seed(seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -199,7 +210,7 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
     batches = loader(features, train_idx, model_cfg.modalities, cfg.batch_size, shuffle=True, seed=seed,
                      workers=cfg.workers, rank=rank, world=world, store=store)
     by_mae = "sa" in model_cfg.tasks  # early stopping on valid MAE; on valid loss for an ER-only model
-    curves, best, best_score, stale = [], None, float("inf"), 0
+    curves_dir, curves, best, best_score, stale = curves, [], None, float("inf"), 0
     # `with`: the bar is closed (its line ended) before an error message is printed
     with tqdm(range(1, cfg.epochs + 1), desc=f"train {run}", unit="epoch", disable=rank != 0) as progress:
         for epoch in progress:
@@ -245,18 +256,18 @@ def _train(params, cfg: TrainConfig, run, features_root, models_root, curves_roo
     model.load_state_dict(best)
     best_epoch = min(curves, key=lambda c: c["valid_mae" if by_mae else "valid_loss"])["epoch"]
     best_mae = curves[best_epoch - 1]["valid_mae"]
-    out = models_root / run
     if rank == 0:
         model.cpu().save_pretrained(
-            out, run=run, dataset=params["data"]["dataset"], best_epoch=best_epoch, valid_mae=best_mae,
+            model_dir, run=run, seed=seed, dataset=params["data"]["dataset"], best_epoch=best_epoch, valid_mae=best_mae,
             features={k: str(features.attrs[k]) if isinstance(features.attrs[k], str) else features.attrs[k].item()
                       for k in ("text_encoder", "audio_encoder", "text_encoder_revision", "audio_encoder_revision",
                                 "params_hash", "featurize_config", "text_layer", "audio_layer", "sample_rate")})
-        write_curves(curves_root / run, curves, {"epoch": best_epoch, **{k: v for k, v in curves[best_epoch - 1].items()
-                                                                          if k in ("valid_mae", "valid_loss",
-                                                                                   "valid_emotion_f1")}})
-        print(f"train {run}: best epoch {best_epoch}/{len(curves)}, valid MAE {best_mae:.4f} -> {out}")
-    return out
+        if curves_dir is not None:
+            write_curves(curves_dir, curves, {"epoch": best_epoch, **{k: v for k, v in curves[best_epoch - 1].items()
+                                                                       if k in ("valid_mae", "valid_loss",
+                                                                                "valid_emotion_f1")}})
+        print(f"train {run} (seed {seed}): best epoch {best_epoch}/{len(curves)}, valid MAE {best_mae:.4f} -> {model_dir}")
+    return model_dir
 
 
 def check_finite(pending, run: str, epoch: int, features: FeatureFile) -> None:

@@ -4,15 +4,13 @@ import subprocess
 import sys
 
 import pandas as pd
-
-from safetensors.torch import load_file
-
-from mmolre.curves import read_curves
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from mmolre.batches import LengthBucketSampler
+from mmolre.curves import read_curves
 
 from conftest import ROOT
 
@@ -48,4 +46,4 @@ def test_two_gloo_processes_equal_one_process(tiny_demo, tmp_path):
         torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-5, msg=key)
     curves = {n: read_curves(tmp_path / n / "curves/main") for n in ("single", "ddp")}
     pd.testing.assert_frame_equal(curves["single"], curves["ddp"], rtol=1e-4)
-    assert outputs["ddp"].stdout.count("train main: best epoch") == 1  # only rank 0 reports and writes
+    assert outputs["ddp"].stdout.count("train main (seed 1111): best epoch") == 1  # only rank 0 reports and writes

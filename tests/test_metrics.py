@@ -77,3 +77,17 @@ def test_bad_shapes_are_refused():
         msa_metrics(np.zeros(3), np.zeros(4))
     with pytest.raises(ValueError, match=r"\(N, 6\)"):
         mer_metrics(np.zeros((3, 5)), np.zeros((3, 5)))
+
+
+def test_seeds_aggregate_to_mean_and_sample_std_beside_each_key():
+    from mmolre.metrics import mean_std
+
+    seeds = [{"demo": {"msa": {"mae": 1.0, "corr": 0.5}, "mer": {"avg": {"f1": 60.0}}}},
+             {"demo": {"msa": {"mae": 2.0, "corr": 0.6}, "mer": {"avg": {"f1": 70.0}}}},
+             {"demo": {"msa": {"mae": 4.0, "corr": 0.7}, "mer": {"avg": {"f1": 65.0}}}}]
+    out = mean_std(seeds)
+    assert out["demo"]["msa"]["mae"] == pytest.approx(7 / 3)
+    assert out["demo"]["msa"]["mae_std"] == pytest.approx(np.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert out["demo"]["msa"]["corr_std"] == pytest.approx(0.1)
+    assert out["demo"]["mer"]["avg"] == {"f1": pytest.approx(65.0), "f1_std": pytest.approx(5.0)}
+    assert mean_std(seeds[:1]) == seeds[0]  # one seed: today's keys, no std

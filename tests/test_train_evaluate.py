@@ -171,3 +171,24 @@ def test_a_full_disk_leaves_the_previous_report_whole(trained, tmp_path, monkeyp
         report(trained["params"], reports)
     after = {p.relative_to(reports): p.read_bytes() for p in reports.rglob("*") if p.is_file()}
     assert after == before  # report.md, report.html and figures/ all from the same (previous) run; no .tmp left
+
+
+def test_a_run_over_several_seeds_reports_mean_and_std(tiny_demo, tmp_path):
+    params = {**tiny_demo["params"], "runs": {"main": {"modalities": ["text", "audio"], "seeds": [5, 6]}}}
+    train(params, "main", tiny_demo["features"], tmp_path / "models", tmp_path / "reports" / "train")
+    assert (tmp_path / "models/main/model.safetensors").is_file()  # the first seed's model is the run's
+    assert sorted(p.name for p in (tmp_path / "models/main/seeds").iterdir()) == ["6"]
+    features = FeatureFile(tiny_demo["h5"])
+    test = features.indices("test")
+    maes = []
+    for folder in (tmp_path / "models/main", tmp_path / "models/main/seeds/6"):
+        model, meta = load_checkpoint(folder)
+        result = predict(model, features, test, 8, torch.device("cpu"))
+        maes.append(float(np.mean(np.abs(result["sentiment"] - features.sentiment[test]))))
+    assert load_checkpoint(tmp_path / "models/main/seeds/6")[1]["seed"] == 6 and maes[0] != maes[1]
+    metrics = evaluate(params, tiny_demo["features"], tmp_path / "models", tmp_path / "reports")["main"]["demo"]
+    assert metrics["msa"]["mae"] == pytest.approx(np.mean(maes), rel=1e-5)
+    assert metrics["msa"]["mae_std"] == pytest.approx(np.std(maes, ddof=1), rel=1e-4)
+    assert "f1_std" in metrics["mer"]["avg"]
+    saved = json.loads((tmp_path / "reports" / "metrics.json").read_text())["demo"]["msa"]
+    assert {"mae", "mae_std", "corr", "corr_std"} <= set(saved)
