@@ -201,12 +201,17 @@ def test_selective_download_transfers_only_the_needed_members(server, tmp_path):
     assert again["members"] == 4 and RangeHandler.sent < 2000  # intact members are not fetched again
 
 
-def test_selective_download_survives_a_cut_mid_member(server, tmp_path):
-    root, base = server
+def served_archive(root, member: str) -> zipfile.ZipInfo:
+    """A CMU_MOSEI-like archive served with full Range support; the ZipInfo of one of its needed members."""
     RangeHandler.mode = "full"
     archive_with_video(root / "CMU_MOSEI.zip", NEEDED_AUDIO)
     with zipfile.ZipFile(root / "CMU_MOSEI.zip") as z:
-        member = z.getinfo("Raw/Audio/Full/WAV_16000/a2.wav")
+        return z.getinfo(f"Raw/Audio/Full/WAV_16000/{member}")
+
+
+def test_selective_download_survives_a_cut_mid_member(server, tmp_path):
+    root, base = server
+    member = served_archive(root, "a2.wav")
     RangeHandler.cut_at = member.header_offset + 10_000  # inside the member's data
     fetch_members(f"{base}/CMU_MOSEI.zip", tmp_path / "members", is_audio, backoff_s=0.01)
     assert (tmp_path / "members/Raw/Audio/Full/WAV_16000/a2.wav").read_bytes() == NEEDED_AUDIO[member.filename]
@@ -217,10 +222,7 @@ def test_selective_download_survives_a_cut_mid_member(server, tmp_path):
 
 def test_selective_download_refuses_a_member_with_a_bad_crc(server, tmp_path):
     root, base = server
-    RangeHandler.mode = "full"
-    archive_with_video(root / "CMU_MOSEI.zip", NEEDED_AUDIO)
-    with zipfile.ZipFile(root / "CMU_MOSEI.zip") as z:
-        member = z.getinfo("Raw/Audio/Full/WAV_16000/a1.wav")
+    member = served_archive(root, "a1.wav")
     data = bytearray((root / "CMU_MOSEI.zip").read_bytes())
     data[member.header_offset + 30 + len(member.filename) + 500] ^= 0xFF  # one byte of its payload
     (root / "CMU_MOSEI.zip").write_bytes(bytes(data))
