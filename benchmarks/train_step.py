@@ -86,14 +86,14 @@ def executed_step_flops(cfg: MMoLREConfig, batch: int, tokens: int, frames: int)
 
 def mixture_case(cfg: MMoLREConfig, batch: int, frames: int, device, dtype, warmup, repeats) -> float:
     torch.manual_seed(0)
-    shared = ExpertGroup(cfg.n_experts, cfg.d_model, cfg.rank, cfg.kernel_size, cfg.fused_experts)
-    mixture = ExpertMixture(shared, True, cfg.d_model, cfg.rank, cfg.kernel_size, cfg.fused_experts)
+    shared = ExpertGroup(cfg.shared_ranks, cfg.d_model, cfg.expert_kernel, cfg.fused_experts)
+    mixture = ExpertMixture(shared, cfg.specific_rank, cfg.d_model, cfg.expert_kernel, cfg.fused_experts)
     shared.to(device); mixture.to(device)
     x = torch.randn(batch, frames, cfg.d_model, device=device, requires_grad=True)
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            y, _ = mixture(x)
+            y, _, _ = mixture(x)
         y.float().sum().backward()
 
     return timed(step, device, warmup, repeats)

@@ -21,6 +21,8 @@ TASKS = ("sa", "er")
 MODALITIES = ("text", "audio")
 # The paper's ablations, each one config value (mmolre = the full model).
 VARIANTS = ("mmolre", "no_shared", "no_specific", "full_rank", "hard_sharing", "msa_only", "mer_only")
+EXPERTS = ("lowrank_conv", "lowrank_linear")
+ROUTERS = ("dense", "topk")
 
 
 @dataclass
@@ -29,8 +31,12 @@ class MMoLREConfig:
     audio_dim: int = 768         # width of the audio features (data2vec-audio-base)
     d_model: int = 768           # d [paper]
     n_experts: int = 15          # N shared low-rank experts per mixture [paper: best N = 15]
-    rank: int = 128              # r_n of every expert [paper: best r_n = 128]
+    rank: int | tuple[int, ...] = 128  # r_n: one rank for every expert, or one per shared expert [paper: best 128]
     kernel_size: int = 3         # kernel of an expert's first convolution [paper]
+    expert: str = "lowrank_conv"  # lowrank_conv [paper] | lowrank_linear: first layer k=1 (LoRA-style, no temporal kernel)
+    router: str = "dense"        # dense [paper]: softmax over all experts | topk: the top_k largest gates, renormalised
+    top_k: int = 2               # experts kept per token with router=topk
+    aux_loss_weight: float = 0.01  # weight of the load-balancing loss with router=topk [ours]
     n_blocks: int = 2            # UniTSE blocks per modality [paper]
     n_heads: int = 8             # heads of the cross-modal attention in fusion [ours]
     dropout: float = 0.1         # [ours]
@@ -49,6 +55,14 @@ class MMoLREConfig:
             raise ValueError(f"variant {self.variant!r}: choose one of {VARIANTS}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if isinstance(self.rank, (list, tuple)):
+            self.rank = tuple(int(r) for r in self.rank)
+            if len(self.rank) != self.n_experts:
+                raise ValueError(f"rank {list(self.rank)}: give one rank per shared expert ({self.n_experts})")
+        if self.expert not in EXPERTS or self.router not in ROUTERS:
+            raise ValueError(f"expert {self.expert!r} / router {self.router!r}: choose from {EXPERTS} / {ROUTERS}")
+        if self.router == "topk" and not 1 <= self.top_k <= self.n_shared + int(self.task_specific):
+            raise ValueError(f"top_k={self.top_k}: between 1 and the experts of a mixture")
         if self.emotion_pos_weight is not None:
             self.emotion_pos_weight = tuple(float(w) for w in self.emotion_pos_weight)
 
@@ -70,8 +84,24 @@ class MMoLREConfig:
         return self.variant not in ("no_specific", "hard_sharing")
 
     @property
-    def expert_rank(self) -> int:
+    def expert_rank(self) -> int | tuple[int, ...]:
         return self.d_model if self.variant == "full_rank" else self.rank
+
+    @property
+    def shared_ranks(self) -> tuple[int, ...]:
+        """r_n of each shared expert."""
+        r = self.expert_rank
+        return tuple(r) if isinstance(r, tuple) else (r,) * self.n_shared if self.n_shared else ()
+
+    @property
+    def specific_rank(self) -> int:
+        """Rank of the task-specific experts: the shared experts' rank, or their largest when they differ [ours]."""
+        r = self.expert_rank
+        return max(r) if isinstance(r, tuple) else r
+
+    @property
+    def expert_kernel(self) -> int:
+        return 1 if self.expert == "lowrank_linear" else self.kernel_size
 
 
 @dataclass
@@ -81,6 +111,7 @@ class MMoLREOutput:
     loss: torch.Tensor | None = None         # L_SA + lambda * L_ER, when labels are given
     loss_sa: torch.Tensor | None = None
     loss_er: torch.Tensor | None = None
+    loss_aux: torch.Tensor | None = None     # load balancing of top-k routers (weighted into `loss`)
     # "block1/text/sa" -> (B, E) mean gate per expert; "top1/block1/text/sa" -> (B, E) share of tokens
     # whose largest gate is that expert; "fusion/sa" -> (B, M) modality gates
     routing: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -107,10 +138,12 @@ class ExpertGroup(nn.Module):
     conv(E*r -> d); otherwise each expert runs on its own (the reference).
     """
 
-    def __init__(self, n: int, d: int, rank: int, kernel_size: int, fused: bool):
+    def __init__(self, ranks: tuple[int, ...], d: int, kernel_size: int, fused: bool):
         super().__init__()
-        self.experts = nn.ModuleList(LowRankExpert(d, rank, kernel_size) for _ in range(n))
-        self.rank, self.fused = rank, fused
+        self.experts = nn.ModuleList(LowRankExpert(d, r, kernel_size) for r in ranks)
+        self.fused = fused
+        # each gate multiplies its expert's r_n hidden channels (one int when the ranks are equal: faster)
+        self.repeats = ranks[0] if len(set(ranks)) == 1 else torch.tensor(ranks)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d, T) -> fused: hidden (B, E*r, T); loop: expert outputs (B, E, d, T)."""
@@ -126,28 +159,40 @@ class ExpertGroup(nn.Module):
             return torch.einsum("bedt,bte->bdt", features, gates)
         weight = torch.cat([e.conv2.weight for e in self.experts], dim=1)  # (d, E*r, 1)
         bias = torch.stack([e.conv2.bias for e in self.experts])  # (E, d)
-        hidden = features * gates.transpose(1, 2).repeat_interleave(self.rank, dim=1)  # (B, E*r, T)
+        repeats = self.repeats if isinstance(self.repeats, int) else self.repeats.to(gates.device)
+        hidden = features * gates.transpose(1, 2).repeat_interleave(repeats, dim=1)  # (B, sum r_n, T)
         return F.conv1d(hidden, weight) + (gates @ bias).transpose(1, 2)  # + sum_e g_e b2_e
 
 
 class ExpertMixture(nn.Module):
-    """One task's mixture: y = sum_n g_n(x) f_sh^(n)(x) + g_{N+1}(x) f_ts(x), g = softmax(router(x)) per token.
+    """One task's mixture: y = sum_n g_n(x) f_sh^(n)(x) + g_{N+1}(x) f_ts(x), g = softmax(router(x)) per token
+    (router=topk: only the top_k largest gates kept, renormalised to sum 1).
 
     Ablations drop the shared group (no_shared) or the task-specific expert (no_specific).
     """
 
-    def __init__(self, shared: ExpertGroup | None, task_specific: bool, d: int, rank: int, kernel_size: int,
-                 fused: bool):
+    def __init__(self, shared: ExpertGroup | None, specific_rank: int | None, d: int, kernel_size: int, fused: bool,
+                 top_k: int | None = None):
         super().__init__()
         self.shared = [shared] if shared else []  # a list: the group is registered once, by the block
-        self.specific = ExpertGroup(1, d, rank, kernel_size, fused) if task_specific else None
+        self.specific = ExpertGroup((specific_rank,), d, kernel_size, fused) if specific_rank else None
         self.n_shared = len(shared.experts) if shared else 0
-        self.router = nn.Linear(d, self.n_shared + int(task_specific))
+        self.router = nn.Linear(d, self.n_shared + int(specific_rank is not None))
+        self.top_k = top_k
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, d) -> gates (B, T, E) and router probabilities (B, T, E)."""
+        probs = torch.softmax(self.router(x), dim=-1)
+        if not self.top_k:
+            return probs, probs
+        top = probs.topk(self.top_k, dim=-1)
+        kept = torch.zeros_like(probs).scatter(-1, top.indices, top.values)
+        return kept / kept.sum(-1, keepdim=True), probs
 
     def forward(self, x: torch.Tensor, shared_features: torch.Tensor | None = None):
-        """x (B, T, d) -> y (B, T, d), gates (B, T, N+1)."""
+        """x (B, T, d) -> y (B, T, d), gates (B, T, N+1), router probabilities (B, T, N+1)."""
         xc = x.transpose(1, 2)  # (B, d, T)
-        gates = torch.softmax(self.router(x), dim=-1)  # (B, T, N+1)
+        gates, probs = self.route(x)
         n = self.n_shared
         y = 0
         if self.shared:
@@ -156,7 +201,17 @@ class ExpertMixture(nn.Module):
             y = y + self.shared[0].combine(shared_features, gates[..., :n])
         if self.specific is not None:
             y = y + self.specific.combine(self.specific.features(xc), gates[..., n:])
-        return y.transpose(1, 2), gates
+        return y.transpose(1, 2), gates, probs
+
+
+def load_balancing_loss(gates: torch.Tensor, probs: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """E * sum_e f_e P_e over the real tokens (Switch-Transformer style): f_e the share of token slots routed to
+    expert e, P_e its mean router probability; 1 when routing is even, larger when it collapses."""
+    keep = mask.unsqueeze(-1).to(probs.dtype)
+    tokens = keep.sum().clamp(min=1.0)
+    routed = ((gates > 0).to(probs.dtype) * keep).sum((0, 1)) / (tokens * k)
+    mean_prob = (probs * keep).sum((0, 1)) / tokens
+    return probs.shape[-1] * (routed * mean_prob).sum()
 
 
 class UniTSEBlock(nn.Module):
@@ -164,17 +219,19 @@ class UniTSEBlock(nn.Module):
 
     def __init__(self, cfg: MMoLREConfig):
         super().__init__()
-        d, r = cfg.d_model, cfg.expert_rank
-        self.shared = ExpertGroup(cfg.n_shared, d, r, cfg.kernel_size, cfg.fused_experts) if cfg.n_shared else None
-        self.mixtures = nn.ModuleDict({branch: ExpertMixture(self.shared, cfg.task_specific, d, r, cfg.kernel_size,
-                                                             cfg.fused_experts) for branch in cfg.branches})
+        d, k = cfg.d_model, cfg.expert_kernel
+        self.shared = ExpertGroup(cfg.shared_ranks, d, k, cfg.fused_experts) if cfg.n_shared else None
+        self.top_k = cfg.top_k if cfg.router == "topk" else None
+        self.mixtures = nn.ModuleDict({branch: ExpertMixture(
+            self.shared, cfg.specific_rank if cfg.task_specific else None, d, k, cfg.fused_experts, self.top_k)
+            for branch in cfg.branches})
         self.norms = nn.ModuleDict({branch: nn.LayerNorm(d) for branch in cfg.branches})
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor | dict[str, torch.Tensor], mask: torch.Tensor):
         """x: one (B, T, d) tensor read by every task (block 1) or task -> (B, T, d); mask (B, T).
 
-        Returns task -> (B, T, d) and task -> gates (B, T, N+1).
+        Returns task -> (B, T, d), task -> gates (B, T, N+1), and the load-balancing loss (0 for dense routers).
         """
         keep = mask.unsqueeze(-1).to(next(iter(self.norms.values())).weight.dtype)  # zero padding before convs
         if isinstance(x, torch.Tensor):  # x^SA = x^ER = x: the shared experts run once for both tasks
@@ -183,11 +240,13 @@ class UniTSEBlock(nn.Module):
             shared_features = self.shared.features(x.transpose(1, 2)) if self.shared else None
         else:
             xs, shared_features = {branch: v * keep for branch, v in x.items()}, None
-        out, gates = {}, {}
+        out, gates, aux = {}, {}, keep.new_zeros(())
         for branch, x_branch in xs.items():
-            y, gates[branch] = self.mixtures[branch](x_branch, shared_features)
+            y, gates[branch], probs = self.mixtures[branch](x_branch, shared_features)
             out[branch] = self.norms[branch](x_branch + self.dropout(y))
-        return out, gates
+            if self.top_k:
+                aux = aux + load_balancing_loss(gates[branch], probs, mask, self.top_k)
+        return out, gates, aux
 
 
 class UniTSE(nn.Module):
@@ -198,12 +257,14 @@ class UniTSE(nn.Module):
         self.blocks = nn.ModuleList(UniTSEBlock(cfg) for _ in range(cfg.n_blocks))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor):
-        """(B, T, d) -> task -> (B, T, d), and the gates of every block: [task -> (B, T, N+1)]."""
-        xs, all_gates = x, []
+        """(B, T, d) -> task -> (B, T, d), the gates of every block [task -> (B, T, N+1)], and the blocks'
+        load-balancing loss."""
+        xs, all_gates, aux = x, [], 0.0
         for block in self.blocks:
-            xs, gates = block(xs, mask)
+            xs, gates, block_aux = block(xs, mask)
             all_gates.append(gates)
-        return xs, all_gates
+            aux = aux + block_aux
+        return xs, all_gates, aux
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -308,12 +369,13 @@ class MMoLRE(nn.Module, PretrainedMixin):
         cfg = self.config
         given = {"text": (text, text_mask), "audio": (audio, audio_mask)}
         per_branch = {branch: {} for branch in cfg.branches}
-        masks, routing = {}, {}
+        masks, routing, aux = {}, {}, 0.0
         for m in cfg.modalities:
             x, masks[m] = given[m]
             if x is None:
                 raise ValueError(f"this model reads {m}: pass {m} and {m}_mask")
-            xs, gates = self.unitse[m](self.inputs[m](x), masks[m])
+            xs, gates, modality_aux = self.unitse[m](self.inputs[m](x), masks[m])
+            aux = aux + modality_aux
             for branch in cfg.branches:
                 per_branch[branch][m] = xs[branch]
             if return_routing:
@@ -334,6 +396,9 @@ class MMoLRE(nn.Module, PretrainedMixin):
         if sentiment is not None and emotions is not None:
             out.loss, out.loss_sa, out.loss_er = multitask_loss(
                 out.sentiment, out.emotions, sentiment, emotions, self.pos_weight, cfg.er_loss_weight)
+            if cfg.router == "topk":
+                out.loss_aux = aux
+                out.loss = out.loss + cfg.aux_loss_weight * aux
         return out
 
     @torch.no_grad()

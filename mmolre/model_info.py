@@ -25,9 +25,10 @@ def expert_params(d: int, r: int, k: int) -> int:
 
 
 def closed_form_params(cfg: MMoLREConfig) -> int:
-    d, r, k, n, m = cfg.d_model, cfg.expert_rank, cfg.kernel_size, cfg.n_shared, len(cfg.modalities)
+    d, k, n, m = cfg.d_model, cfg.expert_kernel, cfg.n_shared, len(cfg.modalities)
     b, s = len(cfg.branches), int(cfg.task_specific)
-    block = (n + b * s) * expert_params(d, r, k) + b * (d * (n + s) + n + s) + b * 2 * d
+    experts = sum(expert_params(d, r, k) for r in cfg.shared_ranks) + b * s * expert_params(d, cfg.specific_rank, k)
+    block = experts + b * (d * (n + s) + n + s) + b * 2 * d
     dims = {"text": cfg.text_dim, "audio": cfg.audio_dim}
     inputs = sum(dims[x] * d + d for x in cfg.modalities if dims[x] != d)
     attention = 2 * (4 * d * d + 4 * d) + 2 * 2 * d if m == 2 else 0  # two MHA layers, two LayerNorms
@@ -39,19 +40,22 @@ def closed_form_params(cfg: MMoLREConfig) -> int:
 
 def closed_form_flops(cfg: MMoLREConfig, t_text: int, t_audio: int) -> int:
     """Forward FLOPs of one utterance (batch of one, no padding)."""
-    d, r, k, n = cfg.d_model, cfg.expert_rank, cfg.kernel_size, cfg.n_shared
+    d, k, n = cfg.d_model, cfg.expert_kernel, cfg.n_shared
     b, s, m = len(cfg.branches), int(cfg.task_specific), len(cfg.modalities)
     dims = {"text": cfg.text_dim, "audio": cfg.audio_dim}
     lengths = {"text": t_text, "audio": t_audio}
-    hidden, out = 2 * k * d * r, 2 * r * d + 2 * d  # per expert and token: first conv; second conv + gated bias
+    hidden = lambda r: 2 * k * d * r  # per expert of rank r and token: first conv
+    out = lambda r: 2 * r * d + 2 * d  # second conv + gated bias
+    shared_hidden, shared_out = sum(map(hidden, cfg.shared_ranks)), sum(map(out, cfg.shared_ranks))
+    specific = hidden(cfg.specific_rank) + out(cfg.specific_rank)
     total = 0
     for x in cfg.modalities:
         t = lengths[x]
         total += 2 * dims[x] * d * t if dims[x] != d else 0
         for block in range(cfg.n_blocks):
-            shared_hidden = n * hidden * (1 if block == 0 else b)  # block 1: computed once for every branch
-            per_branch = 2 * d * (n + s) + n * out + s * (hidden + out)
-            total += t * (shared_hidden + b * per_branch)
+            once = shared_hidden * (1 if block == 0 else b)  # block 1: computed once for every branch
+            per_branch = 2 * d * (n + s) + shared_out + s * specific  # router, gated second convs, task expert
+            total += t * (once + b * per_branch)
     if m == 2:  # per branch, text attends to audio and audio to text
         tt, ta = t_text, t_audio
         attention = 2 * d * d * (tt + 2 * ta + tt) + 4 * tt * ta * d  # projections q, k, v, out; scores + values

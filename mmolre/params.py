@@ -128,20 +128,29 @@ VARIANT = Literal["mmolre", "no_shared", "no_specific", "full_rank", "hard_shari
 class ModelParams(Section):
     d_model: PositiveInt
     n_experts: PositiveInt
-    rank: PositiveInt
+    rank: PositiveInt | list[PositiveInt]
     n_blocks: PositiveInt = 2
     n_heads: PositiveInt
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
     variant: VARIANT = "mmolre"
     fused_experts: bool = True
+    expert: Literal["lowrank_conv", "lowrank_linear"] = "lowrank_conv"
+    router: Literal["dense", "topk"] = "dense"
+    top_k: PositiveInt = 2
+    aux_loss_weight: NonNegativeFloat = 0.01
     modalities: Annotated[list[Literal["text", "audio"]], Field(min_length=1)] = ["text", "audio"]
 
     @model_validator(mode="after")
     def fits(self):
-        if self.rank > self.d_model:
+        ranks = self.rank if isinstance(self.rank, list) else [self.rank]
+        if isinstance(self.rank, list) and len(self.rank) != self.n_experts:
+            raise ValueError(f"rank={self.rank} needs one rank per shared expert (n_experts={self.n_experts})")
+        if max(ranks) > self.d_model:
             raise ValueError(f"rank={self.rank} must be <= d_model={self.d_model} (a low-rank expert)")
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        if self.router == "topk" and self.top_k > self.n_experts + 1:
+            raise ValueError(f"top_k={self.top_k} must be <= the experts of a mixture ({self.n_experts + 1})")
         return self
 
 

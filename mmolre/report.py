@@ -221,10 +221,12 @@ def render(params: dict, reports: Path) -> str:
     for run, result in runs.items():
         spec = {**params["model"], **params["runs"].get(run, {})}
         for dataset, block in result.items():
-            rows.append([run, "+".join(spec.get("modalities", [])), spec.get("variant", "mmolre"), dataset,
+            design = f"{spec.get('expert', 'lowrank_conv')}, {spec.get('router', 'dense')}" + \
+                (f" k={spec.get('top_k', 2)}" if spec.get("router") == "topk" else "") + f", r={spec.get('rank')}"
+            rows.append([run, "+".join(spec.get("modalities", [])), spec.get("variant", "mmolre"), design, dataset,
                          *summary_cells(block)])
-    lines += [table(["run", "modalities", "variant", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)", "emotion WA",
-                     "emotion F1"], rows), ""]
+    lines += [table(["run", "modalities", "variant", "experts", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)",
+                     "emotion WA", "emotion F1"], rows), ""]
     lines += robustness_section(read_json(reports / "robustness.json") if (reports / "robustness.json").is_file()
                                 else {}, runs, params)
     lines += ["## The field's numbers (CMU-MOSEI, MSA)", "",

@@ -97,7 +97,7 @@ def test_mixture_equation(fused):
     block = UniTSEBlock(cfg).double()
     mixture: ExpertMixture = block.mixtures["sa"]
     x = torch.randn(2, 5, 16, dtype=torch.float64)
-    y, gates = mixture(x)
+    y, gates, _ = mixture(x)
     g = torch.softmax(x @ mixture.router.weight.T + mixture.router.bias, dim=-1)
     experts = [*block.shared.experts, mixture.specific.experts[0]]
     outs = [e(x.transpose(1, 2)).transpose(1, 2) for e in experts]  # each (B, T, d)
@@ -112,16 +112,21 @@ def test_shared_experts_are_shared_across_tasks_and_block_output_is_residual_lay
     assert block.mixtures["sa"].shared[0] is block.mixtures["er"].shared[0] is block.shared
     x = torch.randn(2, 5, 16, dtype=torch.float64)
     mask = torch.ones(2, 5, dtype=torch.bool)
-    out, _ = block(x, mask)
+    out, _, _ = block(x, mask)
     for task in TASKS:
-        y, _ = block.mixtures[task](x)
+        y, _, _ = block.mixtures[task](x)
         assert torch.allclose(out[task], block.norms[task](x + y), atol=1e-12)
 
 
-def test_fused_equals_loop_in_float64_outputs_and_gradients():
+DESIGNS = [{}, {"expert": "lowrank_linear"}, {"router": "topk", "top_k": 2}, {"rank": (2, 4, 6)},
+           {"rank": (2, 4, 6), "expert": "lowrank_linear", "router": "topk", "top_k": 3}]
+
+
+@pytest.mark.parametrize("design", DESIGNS, ids=lambda d: "-".join(f"{k}={v}" for k, v in d.items()) or "paper")
+def test_fused_equals_loop_in_float64_outputs_and_gradients(design):
     torch.manual_seed(4)
-    fused = MMoLRE(tiny(fused_experts=True)).double()
-    loop = MMoLRE(tiny(fused_experts=False)).double()
+    fused = MMoLRE(tiny(fused_experts=True, **design)).double()
+    loop = MMoLRE(tiny(fused_experts=False, **design)).double()
     loop.load_state_dict(fused.state_dict())
     x = inputs(dtype=torch.float64)
     labels = dict(sentiment=torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64),
@@ -255,7 +260,7 @@ def test_block2_reads_each_task_its_own_input_through_the_same_shared_experts():
     block = UniTSEBlock(tiny()).double().eval()
     xs = {"sa": torch.randn(2, 5, 16, dtype=torch.float64), "er": torch.randn(2, 5, 16, dtype=torch.float64)}
     mask = torch.ones(2, 5, dtype=torch.bool)
-    out, gates = block(xs, mask)
+    out, gates, _ = block(xs, mask)
     for task, x in xs.items():
         mixture = block.mixtures[task]
         g = torch.softmax(mixture.router(x), -1)
@@ -300,3 +305,47 @@ def test_modality_dropout_masks_one_modality_of_about_p_of_the_samples():
     assert not (text_gone & audio_gone).any()  # never both
     assert abs(float((text_gone | audio_gone).float().mean()) - 0.3) < 0.03
     assert abs(float(text_gone.float().mean()) - 0.15) < 0.03
+
+
+
+def test_topk_gates_keep_exactly_k_experts_that_sum_to_one():
+    torch.manual_seed(7)
+    block = UniTSEBlock(tiny(router="topk", top_k=2)).eval()
+    x = torch.randn(3, 5, 16)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    _, gates, aux = block(x, mask)
+    for g in gates.values():  # (B, T, N+1): 3 shared + 1 specific
+        assert ((g > 0).sum(-1) == 2).all()
+        assert torch.allclose(g.sum(-1), torch.ones(3, 5))
+    assert aux > 0
+
+
+def test_load_balancing_loss_is_one_when_even_and_grows_when_routing_collapses():
+    from mmolre.model import load_balancing_loss
+
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    even_probs = torch.full((1, 4, 4), 0.25)
+    even_gates = torch.eye(4)[None]  # each token to a different expert (k = 1)
+    assert load_balancing_loss(even_gates, even_probs, mask, 1) == pytest.approx(1.0)
+    collapsed_probs = torch.tensor([[[0.7, 0.1, 0.1, 0.1]] * 4])
+    collapsed_gates = torch.tensor([[[1.0, 0, 0, 0]] * 4])
+    assert load_balancing_loss(collapsed_gates, collapsed_probs, mask, 1) == pytest.approx(4 * 0.7)
+
+
+def test_topk_model_loss_adds_the_weighted_load_balancing_loss():
+    torch.manual_seed(8)
+    model = MMoLRE(tiny(router="topk", top_k=2, aux_loss_weight=0.5)).eval()
+    labels = dict(sentiment=torch.tensor([0.5, -1.0, 2.0]), emotions=torch.rand(3, 6))
+    out = model(**inputs(), **labels)
+    assert out.loss_aux is not None and out.loss_aux > 0
+    assert torch.allclose(out.loss, out.loss_sa + out.loss_er + 0.5 * out.loss_aux)
+    assert MMoLRE(tiny()).eval()(**inputs(), **labels).loss_aux is None  # dense: the paper's loss
+
+
+def test_design_choices_are_validated():
+    with pytest.raises(ValueError, match="one rank per shared expert"):
+        tiny(rank=(2, 4))
+    with pytest.raises(ValueError, match="choose from"):
+        tiny(router="sparse")
+    with pytest.raises(ValueError, match="top_k=9"):
+        tiny(router="topk", top_k=9)

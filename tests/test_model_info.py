@@ -26,3 +26,24 @@ def test_paper_size_low_rank_against_full_rank_twin():
     assert full["params"] - low["params"] == 68 * (2_360_832 - 394_112)
     assert low["params"] == 36_965_387
     assert full["flops"] > 4 * low["flops"]
+
+
+@pytest.mark.parametrize("design", [{"expert": "lowrank_linear"}, {"rank": (2, 4, 6)}, {"router": "topk", "top_k": 2},
+                                    {"rank": (2, 4, 6), "expert": "lowrank_linear", "variant": "no_specific"},
+                                    {"rank": (2, 4, 6), "variant": "full_rank"}])
+def test_closed_form_matches_every_expert_design(design):
+    cfg = dataclasses.replace(SMALL, **design)
+    model = MMoLRE(cfg)
+    assert closed_form_params(cfg) == sum(p.numel() for p in model.parameters())
+    assert closed_form_flops(cfg, 7, 11) == measured_flops(model, 7, 11)
+
+
+def test_per_expert_ranks_count_by_hand():
+    """Shared ranks (2, 4, 6) and task experts of rank 6 (the largest), d=32, k=3, one modality, one block."""
+    cfg = MMoLREConfig(text_dim=32, audio_dim=32, d_model=32, n_experts=3, rank=(2, 4, 6), n_heads=4,
+                       modalities=("audio",), n_blocks=1)
+    expert = lambda r: 3 * 32 * r + r + r * 32 + 32
+    block = expert(2) + expert(4) + expert(6) + 2 * expert(6) + 2 * (32 * 4 + 4) + 2 * 2 * 32
+    fusion = 2 * (32 * 1 + 1)
+    heads = (32 * 16 + 16 + 16 * 1 + 1) + (32 * 16 + 16 + 16 * 6 + 6)
+    assert closed_form_params(cfg) == block + fusion + heads == sum(p.numel() for p in MMoLRE(cfg).parameters())
