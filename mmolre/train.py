@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,30 +30,8 @@ from mmolre.device import pick_device
 from mmolre.features import FeatureFile, feature_path
 from mmolre.metrics import mer_metrics
 from mmolre.model import MMoLRE, MMoLREConfig
-from mmolre.params import ModelParams, build, check
+from mmolre.params import ModelParams, TrainParams as TrainConfig, build, check  # the section schema is the config
 
-
-
-@dataclass
-class TrainConfig:
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    batch_size: int = 32
-    epochs: int = 40
-    patience: int = 8
-    grad_clip: float = 1.0
-    er_loss_weight: float = 1.0
-    emotion_pos_weight: bool = True
-    device: str = "auto"
-    threads: int = 0
-    compile: bool = False
-    workers: int = 0
-    feature_store: str = "auto"  # auto | memory | lazy (mmolre/batches.py)
-    modality_dropout: float = 0.0  # chance that a training sample loses one of its two modalities [ours]
-
-    def __post_init__(self):
-        if self.feature_store not in ("auto", "memory", "lazy"):
-            raise MmolreError(f"train.feature_store={self.feature_store!r}: choose auto, memory or lazy")
 
 
 def model_config(params: dict, run: str, features: FeatureFile, pos_weight=None) -> MMoLREConfig:
