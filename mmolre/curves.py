@@ -30,8 +30,7 @@ def write_curves(folder: Path, curves: list[dict], best: dict) -> None:
             live.step = record["epoch"]
             for key, name in NAMES.items():
                 if key in record and not math.isnan(record[key]):
-                    live.log_metric(name, record[key])
-            live.make_summary()
+                    live.log_metric(name, record[key])  # keeps the summary's latest values too
         live.summary["best"] = {k: v for k, v in best.items() if not (isinstance(v, float) and math.isnan(v))}
         live.make_summary()
         live.end()

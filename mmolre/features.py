@@ -64,7 +64,7 @@ class RunningStats:
     """Count, mean, std, min, max of all values and the frames per utterance, accumulated block by block."""
 
     def __init__(self):
-        self.n, self.total, self.total_sq, self.low, self.high, self.frames = 0, 0.0, 0.0, np.inf, -np.inf, []
+        self.n, self.total, self.total_sq, self.low, self.high = 0, 0.0, 0.0, np.inf, -np.inf
 
     def add(self, block: np.ndarray) -> None:
         x = block.astype(np.float64)
@@ -97,7 +97,6 @@ class FeatureWriter:
         meta.create_dataset("emotions", data=table[list(EMOTIONS)].to_numpy(np.float32))
         meta["emotions"].attrs["columns"] = list(EMOTIONS)
         self.lengths: dict[str, list[int]] = {}
-        self.dims = dims
         self.stats = {modality: RunningStats() for modality in dims}
         for modality, dim in dims.items():
             group = self.file.create_group(modality)

@@ -245,12 +245,6 @@ class Manifest:
         self.entries[name] = entry
         self.save()
 
-    def verify_or_record(self, file: Path, source: str) -> None:
-        """`verify`, and record a new file at once (for files with nothing more to check)."""
-        entry = self.verify(file)
-        if entry is not None:
-            self.record(file.name, {**entry, "source": source})
-
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")

@@ -52,12 +52,15 @@ def audio_duration(path: str | Path) -> float | None:
     return info.frames / info.samplerate if info.frames > 0 else None
 
 
-def audio_truncated(path: str | Path) -> bool:
-    """Whether a readable file's header promises more audio than the file holds (a cut-off copy or
-    download): libsndfile reads such a WAV without complaint, shorter, and says so only in its log."""
+def audio_problem(path: str | Path) -> str | None:
+    """None for usable audio; "unreadable" (missing, not audio, no frames) or "truncated" (a readable file
+    whose header promises more audio than it holds: libsndfile reads such a cut-off copy without complaint,
+    shorter, and says so only in its log). One header read."""
     try:
-        log = sf.info(str(path)).extra_info
+        info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError):
-        return False
-    match = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", log, re.MULTILINE)
-    return bool(match) and int(match.group(2)) < int(match.group(1))
+        return "unreadable"
+    if info.frames <= 0:
+        return "unreadable"
+    match = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info, re.MULTILINE)
+    return "truncated" if match and int(match.group(2)) < int(match.group(1)) else None

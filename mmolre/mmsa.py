@@ -18,14 +18,13 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
-from mmolre import EMOTIONS, MmolreError
+from mmolre import EMOTIONS, SPLITS, MmolreError
 from mmolre.cmu import CorpusTable, clean_transcript
 from mmolre.files import audio_duration
 
 FOLDER = "MMSA"  # under data/raw/<dataset>[/<corpus>]: label.csv, WAV_16000/<video>_<clip>.wav, undecodable.csv
 CORPUS_FOLDERS = {"mosi": "MOSI", "mosei": "MOSEI"}  # MMSA's names, for data.dataset=cmu
 LABEL_COLUMNS = ["video_id", "clip_id", "text", "label", "mode"]
-MODES = {"train": "train", "valid": "valid", "test": "test"}
 
 
 def read_labels(path: Path) -> pd.DataFrame:
@@ -97,14 +96,14 @@ def mmsa_table(folder: Path, raw_root: Path, corpus: str) -> CorpusTable:
         utterance = f"{row.video_id}_{row.clip_id}"
         wav = folder / FOLDER / "WAV_16000" / f"{utterance}.wav"
         seconds = audio_duration(wav)
-        reason = ("split (mode) not train/valid/test" if row.mode not in MODES else
+        reason = ("split (mode) not train/valid/test" if row.mode not in SPLITS else
                   "audio could not be decoded (undecodable.csv)" if utterance in unreadable else
                   "no audio file" if seconds is None else None)
         if reason:
             out.dropped[reason].append(utterance)
             continue
         rows.append({"utterance_id": utterance, "video_id": row.video_id, "dataset": corpus,
-                     "split": MODES[row.mode], "start_s": 0.0, "end_s": seconds,
+                     "split": row.mode, "start_s": 0.0, "end_s": seconds,
                      "audio_path": wav.relative_to(raw_root).as_posix(),
                      "text": clean_transcript(str(row.text)) if isinstance(row.text, str) else "",
                      "sentiment": float(row.label), **{e: np.nan for e in EMOTIONS}})

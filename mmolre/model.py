@@ -141,9 +141,11 @@ class ExpertGroup(nn.Module):
     def __init__(self, ranks: tuple[int, ...], d: int, kernel_size: int, fused: bool):
         super().__init__()
         self.experts = nn.ModuleList(LowRankExpert(d, r, kernel_size) for r in ranks)
-        self.fused = fused
-        # each gate multiplies its expert's r_n hidden channels (one int when the ranks are equal: faster)
-        self.repeats = ranks[0] if len(set(ranks)) == 1 else torch.tensor(ranks)
+        self.fused, self.width = fused, sum(ranks)
+        # each gate multiplies its expert's r_n hidden channels: one int when the ranks are equal, else a
+        # buffer that moves with the module (no host-to-device copy per forward)
+        self.uniform = ranks[0] if len(set(ranks)) == 1 else None
+        self.register_buffer("repeats", torch.tensor(ranks), persistent=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d, T) -> fused: hidden (B, E*r, T); loop: expert outputs (B, E, d, T)."""
@@ -159,8 +161,8 @@ class ExpertGroup(nn.Module):
             return torch.einsum("bedt,bte->bdt", features, gates)
         weight = torch.cat([e.conv2.weight for e in self.experts], dim=1)  # (d, E*r, 1)
         bias = torch.stack([e.conv2.bias for e in self.experts])  # (E, d)
-        repeats = self.repeats if isinstance(self.repeats, int) else self.repeats.to(gates.device)
-        hidden = features * gates.transpose(1, 2).repeat_interleave(repeats, dim=1)  # (B, sum r_n, T)
+        repeats = self.uniform or self.repeats  # output_size: no device-to-host sync to size the result
+        hidden = features * gates.transpose(1, 2).repeat_interleave(repeats, dim=1, output_size=self.width)  # (B, sum r_n, T)
         return F.conv1d(hidden, weight) + (gates @ bias).transpose(1, 2)  # + sum_e g_e b2_e
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mmolre import MmolreError
 
 T = TypeVar("T")
+S = TypeVar("S", bound="BaseModel")
 
 
 def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ()) -> dict:
@@ -56,10 +57,7 @@ def build(cls: type[T], params: dict, name: str) -> T:
     if not isinstance(values, dict):
         raise MmolreError(f"params: section {name!r} is missing")
     if isinstance(cls, type) and issubclass(cls, BaseModel):
-        lines = check(name, cls, values)
-        if lines:
-            raise MmolreError("\n".join(lines))
-        return cls.model_validate(values)
+        return parse(name, cls, values)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
@@ -221,13 +219,23 @@ def validate_params(params: dict) -> None:
 
 
 def check(name: str, schema: type[BaseModel], values) -> list[str]:
-    if not isinstance(values, dict):
-        return [f"params {name}: section missing"]
+    """The broken rules of section `name`, one line each (empty when valid)."""
     try:
-        schema.model_validate(values)
-    except ValidationError as e:
-        return [describe_error(name, schema, error) for error in e.errors()]
+        parse(name, schema, values)
+    except MmolreError as e:
+        return str(e).splitlines()
     return []
+
+
+def parse(name: str, schema: type[S], values) -> S:
+    """Section `name` validated and converted by `schema` (YAML reads 1e-07 as a string, the schema as a
+    float); MmolreError with one line per broken rule otherwise."""
+    if not isinstance(values, dict):
+        raise MmolreError(f"params {name}: section missing")
+    try:
+        return schema.model_validate(values)
+    except ValidationError as e:
+        raise MmolreError("\n".join(describe_error(name, schema, error) for error in e.errors())) from None
 
 
 def describe_error(section: str, schema: type[BaseModel], error: dict) -> str:

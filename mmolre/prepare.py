@@ -9,13 +9,14 @@ rejected.csv (with its reasons) while the valid rows go on.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import pandas as pd
 import pandera.pandas as pa
 
 from mmolre import EMOTIONS, SPLITS, MmolreError, cmu, mmsa
-from mmolre.files import atomic_dir, audio_duration, audio_truncated
+from mmolre.files import atomic_dir, audio_duration, audio_problem
 from mmolre.params import PrepareParams as PrepareConfig, build  # the section schema
 
 # pandera's built-in check names, said the way a user reads them
@@ -56,9 +57,10 @@ def utterance_schema(raw_root: Path) -> pa.DataFrameSchema:
     """The utterance-table contract; `raw_root` is where audio_path is resolved."""
     label = lambda low, high: pa.Column(float, pa.Check.in_range(low, high, error=f"must lie in [{low}, {high}]"),
                                         nullable=True)
-    readable = pa.Check(lambda paths: paths.map(lambda p: audio_duration(raw_root / p) is not None),
-                        error="audio file missing or unreadable")
-    whole = pa.Check(lambda paths: ~paths.map(lambda p: audio_truncated(raw_root / p)).astype(bool),
+    problem = functools.cache(lambda path: audio_problem(raw_root / path))  # one header read per file (MOSEI
+    # shares each video's WAV among its segments)
+    readable = pa.Check(lambda paths: paths.map(problem) != "unreadable", error="audio file missing or unreadable")
+    whole = pa.Check(lambda paths: paths.map(problem) != "truncated",
                      error="audio file truncated (its header promises more samples than it holds)")
     return pa.DataFrameSchema(
         {

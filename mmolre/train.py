@@ -30,7 +30,7 @@ from mmolre.device import pick_device
 from mmolre.features import FeatureFile, feature_path
 from mmolre.metrics import mer_metrics
 from mmolre.model import MMoLRE, MMoLREConfig
-from mmolre.params import ModelParams, TrainParams as TrainConfig, build, check  # the section schema is the config
+from mmolre.params import ModelParams, TrainParams as TrainConfig, build, parse  # the section schema is the config
 
 
 
@@ -40,10 +40,7 @@ def model_config(params: dict, run: str, features: FeatureFile, pos_weight=None)
     if run not in runs:
         raise MmolreError(f"--run {run!r}: params `runs` has {sorted(runs)}")
     section = {k: v for k, v in {**params["model"], **runs[run]}.items() if k != "seeds"}
-    problems = check(f"runs.{run}", ModelParams, section)  # unknown keys, types, ranges
-    if problems:
-        raise MmolreError("\n".join(problems))
-    section = ModelParams.model_validate(section).model_dump(exclude_unset=True)  # converted, as build() does
+    section = parse(f"runs.{run}", ModelParams, section).model_dump(exclude_unset=True)  # checked and converted
     train = build(TrainConfig, params, "train")
     try:
         return MMoLREConfig(text_dim=features.dims["text"], audio_dim=features.dims["audio"],
@@ -140,11 +137,22 @@ def train(params: dict, run: str, features_root: Path, models_root: Path, curves
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        seeds = run_seeds(params, run)
-        for k, seed in enumerate(seeds):  # the first seed's model is the run's; the others go beside it
+        # once per run, whatever the number of seeds: the file's check, the statistics, the in-memory store
+        features = FeatureFile(feature_path(params, features_root))
+        features.check_values()  # seconds, and never minutes of training on NaN
+        train_idx = features.indices("train")
+        if not len(train_idx) or not len(features.indices("valid")):
+            raise MmolreError(f"{features.path}: need train and valid utterances (have {len(train_idx)} train, "
+                              f"{len(features.indices('valid'))} valid)")
+        pos_weight = emotion_pos_weight(features.emotions[train_idx]) if cfg.emotion_pos_weight else None
+        model_cfg = model_config(params, run, features, pos_weight)
+        stats = {m: feature_stats(features, train_idx, m) for m in model_cfg.modalities}
+        where = store_device(features, model_cfg.modalities, device, cfg.feature_store)
+        store = FeatureStore(features, model_cfg.modalities, where) if where is not None else None
+        for k, seed in enumerate(run_seeds(params, run)):  # the first seed's model is the run's; the others beside it
             model_dir = models_root / run if k == 0 else models_root / run / "seeds" / str(seed)
-            _train(params, cfg, run, seed, features_root, model_dir, curves_root / run if k == 0 else None,
-                   device, rank, world)
+            _train(params, cfg, run, seed, features, model_cfg, stats, store, model_dir,
+                   curves_root / run if k == 0 else None, device, rank, world)
         return models_root / run
     finally:
         if world > 1:
@@ -156,29 +164,20 @@ def run_seeds(params: dict, run: str) -> list[int]:
     return [int(s) for s in (params.get("runs", {}).get(run) or {}).get("seeds") or [params["data"]["seed"]]]
 
 
-def _train(params, cfg: TrainConfig, run, seed: int, features_root, model_dir: Path, curves: Path | None, device,
-           rank, world) -> Path:
+def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, model_cfg: MMoLREConfig, stats: dict,
+           store: FeatureStore | None, model_dir: Path, curves: Path | None, device, rank, world) -> Path:
     """One model of `run` trained from `seed` into `model_dir`; its dvclive curves into `curves` (when given)."""
     torch.manual_seed(seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    features = FeatureFile(feature_path(params, features_root))
-    features.check_values()  # seconds, and never minutes of training on NaN
     train_idx, valid_idx = features.indices("train"), features.indices("valid")
-    if not len(train_idx) or not len(valid_idx):
-        raise MmolreError(f"{features.path}: need train and valid utterances "
-                          f"(have {len(train_idx)} train, {len(valid_idx)} valid)")
-    pos_weight = emotion_pos_weight(features.emotions[train_idx]) if cfg.emotion_pos_weight else None
-    model_cfg = model_config(params, run, features, pos_weight)
     model = MMoLRE(model_cfg)
-    model.set_feature_stats({m: feature_stats(features, train_idx, m) for m in model_cfg.modalities})
+    model.set_feature_stats(stats)
     model.to(device)
     stepper = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     if cfg.compile:
         stepper = torch.compile(stepper)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    where = store_device(features, model_cfg.modalities, device, cfg.feature_store)
-    store = FeatureStore(features, model_cfg.modalities, where) if where is not None else None
     batches = loader(features, train_idx, model_cfg.modalities, cfg.batch_size, shuffle=True, seed=seed,
                      workers=cfg.workers, rank=rank, world=world, store=store)
     by_mae = "sa" in model_cfg.tasks  # early stopping on valid MAE; on valid loss for an ER-only model

@@ -119,13 +119,15 @@ def test_manifest_records_then_catches_corruption(tmp_path):
     file = tmp_path / "labels.csd"
     file.write_bytes(b"good bytes")
     manifest = Manifest(tmp_path / "MANIFEST.json")
-    manifest.verify_or_record(file, "http://example/labels.csd")
+    entry = manifest.verify(file)  # a new file: nothing recorded until the caller says it proved good
+    assert entry == {"sha256": sha256(file), "size": 10} and not (tmp_path / "MANIFEST.json").exists()
+    manifest.record("labels.csd", {**entry, "source": "http://example/labels.csd"})
     again = Manifest(tmp_path / "MANIFEST.json")
     assert again.entries["labels.csd"] == {"sha256": sha256(file), "size": 10, "source": "http://example/labels.csd"}
-    again.verify_or_record(file, "x")  # unchanged: fine
+    assert again.verify(file) is None  # known and unchanged: fine
     file.write_bytes(b"evil bytes")
     with pytest.raises(MmolreError, match="labels.csd: SHA-256 .* does not match"):
-        again.verify_or_record(file, "x")
+        again.verify(file)
     assert not file.exists() and (tmp_path / "labels.csd.corrupt").exists()
 
 
