@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 
 import pandas as pd
-from dvclive import Live
 
 from mmolre.files import atomic_dir
 
@@ -24,6 +23,8 @@ NAMES = {"train_loss": "train/loss", "train_loss_sa": "train/loss_sa", "train_lo
 def write_curves(folder: Path, curves: list[dict], best: dict) -> None:
     """Log `curves` (one dict per epoch, keys of NAMES plus `epoch`) and the kept epoch `best` with dvclive;
     metrics that do not apply to a run (NaN, e.g. emotion F1 without an ER head) are left out."""
+    from dvclive import Live  # here, not at import: it pulls in DVC, which training itself never needs
+
     with atomic_dir(folder) as tmp:
         live = Live(str(tmp), save_dvc_exp=False, dvcyaml=False, report=None)
         for record in curves:

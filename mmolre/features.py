@@ -204,9 +204,6 @@ class FeatureFile:
         return MmolreError(f"{self.path}: utterance {self.utterance_id[i]!r} ({modality}): {problem}; "
                            "featurize again, or find the cause with `mmolre validate`")
 
-        self._handle: h5py.File | None = None
-        self._pid = -1
-
     def __len__(self) -> int:
         return len(self.utterance_id)
 

@@ -9,8 +9,6 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-import soundfile as sf
-
 
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
@@ -45,6 +43,8 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
 
 def audio_duration(path: str | Path) -> float | None:
     """Seconds of audio in `path` (from its header), or None when it is missing or unreadable."""
+    import soundfile as sf  # here: training and evaluation import this module and never read audio
+
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError):
@@ -56,6 +56,8 @@ def audio_problem(path: str | Path) -> str | None:
     """None for usable audio; "unreadable" (missing, not audio, no frames) or "truncated" (a readable file
     whose header promises more audio than it holds: libsndfile reads such a cut-off copy without complaint,
     shorter, and says so only in its log). One header read."""
+    import soundfile as sf
+
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError):

@@ -191,3 +191,26 @@ def test_a_run_over_several_seeds_reports_mean_and_std(tiny_demo, tmp_path):
     assert "f1_std" in metrics["mer"]["avg"]
     saved = json.loads((tmp_path / "reports" / "metrics.json").read_text())["demo"]["msa"]
     assert {"mae", "mae_std", "corr", "corr_std"} <= set(saved)
+
+
+def test_training_and_evaluation_import_without_the_pipelines_io_stack():
+    """A GPU image carries torch, h5py, pandas, scikit-learn, safetensors, tqdm, yaml; training on it must
+    not need DVC, dvclive, audio, encoders or Prefect (benchmarks/gpu.sh carries only pydantic's wheels)."""
+    import subprocess
+    import sys
+
+    blocked = ["dvc", "dvclive", "soundfile", "torchaudio", "transformers", "pandera", "av", "prefect", "matplotlib"]
+    code = (
+        "import importlib.abc, sys\n"
+        f"BLOCKED = {blocked!r}\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ImportError(f'{name} is blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import mmolre.train, mmolre.evaluate, mmolre.batches, mmolre.model_info\n"
+        "print(sorted(m for m in BLOCKED if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
