@@ -124,7 +124,7 @@ class FeatureStore:
         if device.type == "cpu":
             keep_freed_memory()
         handle = features._file()
-        self.values, self.offsets, self.pad_row = {}, {}, {}
+        self.values, self.offsets, self.lengths, self.pad_row = {}, {}, {}, {}
         for m in modalities:
             dataset = handle[m]["values"]
             rows = dataset.shape[0]
@@ -136,6 +136,7 @@ class FeatureStore:
             self.values[m] = host.to(device) if device.type == "cuda" else host
             self.pad_row[m] = rows
             self.offsets[m] = torch.from_numpy(features.offsets[m]).to(device)
+            self.lengths[m] = features.lengths(m)
         self.sentiment = torch.from_numpy(features.sentiment).to(device)
         self.emotions = torch.from_numpy(features.emotions).to(device)
 
@@ -145,12 +146,13 @@ class FeatureStore:
     def batch(self, index: list[int] | np.ndarray) -> dict:
         """The padded batch of utterances `index`, equal to `collate` over the lazy items: per modality
         one gather of (B x T) rows."""
+        longest = {m: int(self.lengths[m][index].max()) for m in self.modalities}  # on the host: no GPU sync
         index = torch.as_tensor(np.asarray(index), dtype=torch.long, device=self.device)
         batch = {"sentiment": self.sentiment[index], "emotions": self.emotions[index], "index": index}
         for m in self.modalities:
             start = self.offsets[m][index]
             lengths = self.offsets[m][index + 1] - start
-            steps = torch.arange(int(lengths.max()), device=self.device)
+            steps = torch.arange(longest[m], device=self.device)
             mask = steps[None] < lengths[:, None]  # (B, T)
             rows = torch.where(mask, start[:, None] + steps[None], self.pad_row[m])
             values = self.values[m]

@@ -6,8 +6,10 @@ overrides, e.g. `variant: no_shared` for an ablation); the model comes from para
 the optimisation from `train`. AdamW, gradient clipping, early stopping on the valid split's
 sentiment MAE (best epoch kept), bf16 autocast on CUDA, optional torch.compile. Runs
 unchanged under `torchrun --standalone --nproc_per_node=K -m mmolre.train` (DDP; rank 0
-writes). The checkpoint is a plain dict (config, state_dict, feature provenance) loadable
-with weights_only=True. Curves go to reports/train/<run>/curves.tsv.
+writes). Features are read from an in-memory store (on the GPU when they fit) or lazily
+(`train.feature_store`); the store's values are checked and summarised where they are. Each
+run prints its setup time, and per seed the epoch time, utterances/s and the share of it spent
+getting batches. Curves: dvclive files in reports/train/<run>/ (mmolre/curves.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +52,24 @@ def model_config(params: dict, run: str, features: FeatureFile, pos_weight=None)
         raise MmolreError(f"params model / runs.{run}: {e}") from None
 
 
-def feature_stats(features: FeatureFile, indices: np.ndarray, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of a modality's frames over `indices` (float64 sums)."""
-    total = np.zeros(features.dims[modality]); squares = np.zeros_like(total); count = 0
-    for i in indices:
-        x = features.get(modality, int(i)).astype(np.float64)
-        total += x.sum(0); squares += (x**2).sum(0); count += len(x)
-    mean = total / max(count, 1)
-    std = np.sqrt(np.maximum(squares / max(count, 1) - mean**2, 0.0))
-    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+def feature_stats(features: FeatureFile, indices: np.ndarray, modality: str, values: torch.Tensor | None = None,
+                  rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of a modality's frames over `indices` (float64 sums), block by block from
+    the file, or from `values` (a FeatureStore's, where they are: no host round trip per block)."""
+    keep = np.zeros(len(features), dtype=bool)
+    keep[indices] = True
+    device = values.device if values is not None else torch.device("cpu")
+    row_weights = torch.from_numpy(np.repeat(keep, features.lengths(modality))).to(device, torch.float64)
+    total = torch.zeros(features.dims[modality], dtype=torch.float64, device=device)
+    squares = torch.zeros_like(total)
+    for start, block in features.blocks(modality, values, rows):
+        weights, x = row_weights[start:start + len(block)], block.double()
+        total += weights @ x
+        squares += weights @ (x * x)
+    count = max(int(keep @ features.lengths(modality)), 1)
+    mean = total / count
+    std = (squares / count - mean**2).clamp_min(0).sqrt()
+    return mean.float().cpu(), std.float().cpu()
 
 
 def emotion_pos_weight(emotions: np.ndarray) -> tuple[float, ...] | None:
@@ -77,6 +89,20 @@ def drop_modalities(batch: dict, p: float) -> dict:
     for k, m in enumerate(("text", "audio")):
         batch[f"{m}_mask"] = batch[f"{m}_mask"] & ~(drop & (which == k))[:, None]
     return batch
+
+
+def timed_batches(batches, device: torch.device, waited: list[float]):
+    """The batches moved to `device`, adding the host's seconds spent getting each (read or gather, copy)
+    to waited[0]: the share of an epoch the training loop waits for data."""
+    iterator = iter(batches)
+    while True:
+        started = time.perf_counter()
+        batch = next(iterator, None)
+        if batch is None:
+            return
+        batch = to_device(batch, device)
+        waited[0] += time.perf_counter() - started
+        yield batch
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -137,18 +163,24 @@ def train(params: dict, run: str, features_root: Path, models_root: Path, curves
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        # once per run, whatever the number of seeds: the file's check, the statistics, the in-memory store
+        # once per run, whatever the number of seeds: the in-memory store, the values' check, the statistics
+        started = time.perf_counter()
         features = FeatureFile(feature_path(params, features_root))
-        features.check_values()  # seconds, and never minutes of training on NaN
         train_idx = features.indices("train")
         if not len(train_idx) or not len(features.indices("valid")):
             raise MmolreError(f"{features.path}: need train and valid utterances (have {len(train_idx)} train, "
                               f"{len(features.indices('valid'))} valid)")
         pos_weight = emotion_pos_weight(features.emotions[train_idx]) if cfg.emotion_pos_weight else None
         model_cfg = model_config(params, run, features, pos_weight)
-        stats = {m: feature_stats(features, train_idx, m) for m in model_cfg.modalities}
         where = store_device(features, model_cfg.modalities, device, cfg.feature_store)
         store = FeatureStore(features, model_cfg.modalities, where) if where is not None else None
+        values = store.values if store is not None else None  # scanned where they are, else read from the file
+        features.check_values(model_cfg.modalities, values=values)  # seconds, and never minutes of training on NaN
+        stats = {m: feature_stats(features, train_idx, m, values[m] if values else None) for m in model_cfg.modalities}
+        if rank == 0:
+            print(f"train {run}: features of {len(features)} utterances "
+                  f"{f'loaded into {where} memory' if store else 'read lazily from the file'}, values checked, "
+                  f"statistics over {len(train_idx)} train utterances: {time.perf_counter() - started:.1f} s")
         for k, seed in enumerate(run_seeds(params, run)):  # the first seed's model is the run's; the others beside it
             model_dir = models_root / run if k == 0 else models_root / run / "seeds" / str(seed)
             _train(params, cfg, run, seed, features, model_cfg, stats, store, model_dir,
@@ -182,6 +214,7 @@ def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, mode
                      workers=cfg.workers, rank=rank, world=world, store=store)
     by_mae = "sa" in model_cfg.tasks  # early stopping on valid MAE; on valid loss for an ER-only model
     curves_dir, curves, best, best_score, stale = curves, [], None, float("inf"), 0
+    speed = []  # per epoch: (utterances, seconds, seconds waiting for batches), validation not included
     # `with`: the bar is closed (its line ended) before an error message is printed
     with tqdm(range(1, cfg.epochs + 1), desc=f"train {run}", unit="epoch", disable=rank != 0) as progress:
         for epoch in progress:
@@ -189,8 +222,8 @@ def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, mode
             batches.batch_sampler.set_epoch(epoch)
             sums = torch.zeros(4, dtype=torch.float64, device=device)  # stays on the device: no sync per step
             pending = None  # (loss, batch ids, step) checked one step later, when the device is already past it
-            for step, batch in enumerate(batches, start=1):
-                batch = to_device(batch, device)
+            started, waited = time.perf_counter(), [0.0]
+            for step, batch in enumerate(timed_batches(batches, device, waited), start=1):
                 if cfg.modality_dropout and len(model_cfg.modalities) == 2:
                     batch = drop_modalities(batch, cfg.modality_dropout)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -208,6 +241,7 @@ def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, mode
             if world > 1:
                 dist.all_reduce(sums)
             sums = sums.cpu()
+            speed.append((float(sums[3]), time.perf_counter() - started, waited[0]))
             valid = predict(model, features, valid_idx, cfg.batch_size * 2, device, store=store)
             mae = float(np.mean(np.abs(valid["sentiment"] - features.sentiment[valid_idx])))
             f1 = mer_metrics(valid["emotions"], features.emotions[valid_idx])["avg"]["f1"] \
@@ -216,7 +250,8 @@ def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, mode
             curves.append({"epoch": epoch, "train_loss": train_loss, "train_loss_sa": train_sa, "train_loss_er": train_er,
                            "valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1,
                            "lr": optimizer.param_groups[0]["lr"]})
-            progress.set_postfix(train_loss=f"{train_loss:.3f}", valid_mae=f"{mae:.3f}", valid_f1=f"{f1:.1f}")
+            progress.set_postfix(train_loss=f"{train_loss:.3f}", valid_mae=f"{mae:.3f}", valid_f1=f"{f1:.1f}",
+                                 utt_s=f"{speed[-1][0] / speed[-1][1]:.0f}")
             score = mae if by_mae else valid["loss"]
             if score < best_score:
                 best, best_score, stale = copy.deepcopy(model.state_dict()), score, 0
@@ -237,7 +272,10 @@ def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, mode
             write_curves(curves_dir, curves, {"epoch": best_epoch, **{k: v for k, v in curves[best_epoch - 1].items()
                                                                        if k in ("valid_mae", "valid_loss",
                                                                                 "valid_emotion_f1")}})
-        print(f"train {run} (seed {seed}): best epoch {best_epoch}/{len(curves)}, valid MAE {best_mae:.4f} -> {model_dir}")
+        utterances, seconds, waiting = np.sum(speed, axis=0)
+        print(f"train {run} (seed {seed}): best epoch {best_epoch}/{len(curves)}, valid MAE {best_mae:.4f} -> {model_dir}; "
+              f"{seconds / len(speed):.1f} s per epoch ({utterances / seconds:.0f} utt/s, {waiting / seconds:.0%} "
+              "of it getting batches)")
     return model_dir
 
 

@@ -68,11 +68,16 @@ def poke(h5: Path, modality: str, utterance: int, value: float) -> str:
         return f["meta/utterance_id"].asstr()[utterance]
 
 
-@pytest.mark.parametrize("modality, value, words", [("text", np.nan, "1 non-finite value(s) (NaN/Inf) in frame(s) [1]"),
-                                                    ("audio", np.inf, "1 non-finite value(s) (NaN/Inf) in frame(s) [1]")])
-def test_non_finite_features_stop_train_and_validate_naming_the_utterance(project, capsys, modality, value, words):
+@pytest.mark.parametrize("modality, value, words, store", [
+    ("text", np.nan, "1 non-finite value(s) (NaN/Inf) in frame(s) [1]", "memory"),
+    ("audio", np.inf, "1 non-finite value(s) (NaN/Inf) in frame(s) [1]", "memory"),
+    ("audio", -np.inf, "1 non-finite value(s) (NaN/Inf) in frame(s) [1]", "lazy"),
+    ("text", 2e4, "|value| up to 2e+04 exceeds 10000", "lazy")])
+def test_non_finite_features_stop_train_and_validate_naming_the_utterance(project, capsys, modality, value, words,
+                                                                         store):
+    """train scans the in-memory store's values (where they are) or the file's (lazy): the same verdict."""
     bad = poke(project["h5"], modality, 7, value)
-    err = one_line_error(capsys, main(project["args"]("train")), "train")
+    err = one_line_error(capsys, main(project["args"]("train", "--set", f"train.feature_store={store}")), "train")
     assert f"utterance {bad!r} ({modality}): {words}" in err
     assert not (project["root"] / "models").exists()
     err = one_line_error(capsys, main(["validate", str(project["h5"])]), "validate")

@@ -2,12 +2,14 @@
 
 import json
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from mmolre import EMOTIONS
+from mmolre.batches import FeatureStore
 from mmolre.evaluate import evaluate
 from mmolre.features import FeatureFile
 from mmolre.report import report
@@ -74,6 +76,29 @@ def test_feature_stats_fill_the_input_standardisation(trained):
     np.testing.assert_allclose(mean.numpy(), frames.mean(0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(std.numpy(), frames.std(0), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(model.inputs["audio"].mean, mean)
+    store = FeatureStore(feats, ("audio",))  # from the loaded values, and in blocks that cut utterances
+    for values, rows in ((store.values["audio"], None), (store.values["audio"], 7), (None, 5)):
+        again = feature_stats(feats, train_idx, "audio", values, rows)
+        torch.testing.assert_close(again, (mean, std), rtol=1e-6, atol=1e-6)
+
+
+def test_a_bad_value_is_found_in_any_block_and_named(tiny_demo, tmp_path):
+    import shutil
+
+    from mmolre import MmolreError
+
+    total = int(FeatureFile(tiny_demo["h5"]).offsets["audio"][-1])
+    for row in (0, 6, 7, total - 1):  # first, either side of a 7-row block edge, last
+        h5 = tmp_path / f"row{row}.h5"
+        shutil.copy(tiny_demo["h5"], h5)
+        with h5py.File(h5, "a") as f:
+            f["audio/values"][row, 2] = np.nan
+        feats = FeatureFile(h5)
+        feats.check_values(("text",), rows=7)  # the other modality is sound
+        utterance = feats.utterance_id[np.searchsorted(feats.offsets["audio"], row, side="right") - 1]
+        for values in (None, FeatureStore(feats, ("audio",)).values):
+            with pytest.raises(MmolreError, match=f"utterance '{utterance}' \\(audio\\): 1 non-finite"):
+                feats.check_values(("audio",), values=values, rows=7)
 
 
 def test_pos_weight_is_negatives_over_positives():
