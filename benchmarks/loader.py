@@ -36,18 +36,27 @@ from mmolre.model_info import closed_form_flops
 H200_BF16 = 790e12  # measured 8192^3 bf16 matmul rate on this workplace's H200s (device/KINDS.md)
 
 
-def build_file(path: Path, n: int, dim: int, seed: int = 0) -> None:
+def build_file(path: Path, n: int, dim: int, seed: int = 0, splits: dict[str, int] | None = None) -> None:
+    """A MOSEI-shaped feature file of `n` utterances (random splits 70/10/20, or exactly `splits`). Each
+    utterance's values are a slice of one pool of random rows: what training reads costs the same, and
+    building 23k utterances takes a pass of writes, not billions of random draws."""
     rng = np.random.default_rng(seed)
     text_len = np.clip(rng.normal(30, 12, n).round(), 5, 64).astype(int)
     audio_len = (np.clip(rng.lognormal(np.log(6.0), 0.6, n), 0.5, 20.0) * 50).astype(int)
-    split = rng.choice(["train", "valid", "test"], n, p=[0.7, 0.1, 0.2])
+    split = rng.permutation(np.repeat(list(splits), list(splits.values()))) if splits else \
+        rng.choice(["train", "valid", "test"], n, p=[0.7, 0.1, 0.2])
     table = pd.DataFrame({"utterance_id": [f"u{i:06d}" for i in range(n)], "split": split, "dataset": "mosei",
                           "sentiment": rng.uniform(-3, 3, n), **{e: rng.uniform(0, 3, n) for e in EMOTIONS}})
-    writer = FeatureWriter(path, table, {"text": dim, "audio": dim}, {"dataset": "mosei"})
+    pool = rng.standard_normal((1 << 15, dim), dtype=np.float32)
+    rows = lambda length: pool[(start := int(rng.integers(0, len(pool) - length))):start + length]
+    provenance = {"text_encoder": "synthetic", "audio_encoder": "synthetic", "text_encoder_revision": "none",
+                  "audio_encoder_revision": "none", "text_layer": -1, "audio_layer": -1, "sample_rate": 16000,
+                  "featurize_config": "{}", "params_hash": "synthetic", "dataset": "mosei"}  # what train records
+    writer = FeatureWriter(path, table, {"text": dim, "audio": dim}, provenance)
     for start in range(0, n, 200):
         part = range(start, min(start + 200, n))
-        writer.append("text", [rng.standard_normal((text_len[i], dim), dtype=np.float32) for i in part])
-        writer.append("audio", [rng.standard_normal((audio_len[i], dim), dtype=np.float32) for i in part])
+        writer.append("text", [rows(text_len[i]) for i in part])
+        writer.append("audio", [rows(audio_len[i]) for i in part])
     writer.close()
 
 
