@@ -11,7 +11,9 @@ lazy h5py with 0/1/2 DataLoader workers, and the in-memory FeatureStore (on the 
 one). The model's demand is the paper-size train step (bf16 autocast on CUDA, fp32 on a CPU)
 measured here in the same run, at the mean shape of the batches; on a CPU also the demand an H200
 would make at 40 % MFU, from the closed-form FLOP count (790 TFLOP/s measured bf16 matmul rate).
-Prints peak RSS: the in-memory path holds the values once, as float16.
+Prints peak RSS (the in-memory path holds the values once, as float16) and the seconds of what train
+does once per run before its first step: the values' check and the train statistics, from the file and
+from the store.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mmolre.batches import FeatureStore, keep_freed_memory, loader
 from mmolre.features import FeatureFile, FeatureWriter
 from mmolre.model import MMoLREConfig
 from mmolre.model_info import closed_form_flops
+from mmolre.train import feature_stats
 
 H200_BF16 = 790e12  # measured 8192^3 bf16 matmul rate on this workplace's H200s (device/KINDS.md)
 
@@ -60,6 +63,11 @@ def build_file(path: Path, n: int, dim: int, seed: int = 0, splits: dict[str, in
     writer.close()
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def throughput(batches, seconds_min: float, seconds_max: float) -> float:
     """Utterances/s over whole passes (epochs, reshuffled) until `seconds_min` have passed, or part of
     one pass when a pass takes longer than `seconds_max`."""
@@ -69,8 +77,7 @@ def throughput(batches, seconds_min: float, seconds_max: float) -> float:
         batches.batch_sampler.set_epoch(epoch)
         for batch in batches:
             n += len(batch["index"])
-            if batch["audio"].is_cuda:
-                torch.cuda.synchronize()
+            sync(batch["audio"].device)
             if time.perf_counter() - started > seconds_max:
                 return n / (time.perf_counter() - started)
     return n / (time.perf_counter() - started)
@@ -117,6 +124,15 @@ def main() -> None:
         rows.append((f"in memory ({store.values['audio'].device}, loaded in {load_s:.1f} s)",
                      throughput(batches, args.seconds, 4 * args.seconds)))
         loader_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # before the model step
+        setup = {}  # what train does once per run before its first step, from the file and from the store
+        for source, values in (("file", None), (f"store ({store.device})", store.values)):
+            started = time.perf_counter()
+            features.check_values(values=values)
+            checked = time.perf_counter()
+            for m in ("text", "audio"):
+                feature_stats(features, train, m, values[m] if values else None)
+            sync(store.device)
+            setup[source] = (checked - started, time.perf_counter() - checked)
         text_mean = float(np.mean(features.lengths("text")[train]))
         audio_mean = float(np.mean(features.lengths("audio")[train]))
         demand, flops = model_demand(device, args.step_batch, round(text_mean), round(audio_mean), 2)
@@ -129,6 +145,8 @@ def main() -> None:
         print(f"\nmean shape: text {text_mean:.0f} tokens, audio {audio_mean:.0f} frames; "
               f"{flops / 1e9:.1f} GFLOP per utterance per step; peak RSS of the loaders {loader_rss:.2f} GB "
               f"(values {size / 1e9:.2f} GB; the model step comes after)")
+        for source, (check_s, stats_s) in setup.items():
+            print(f"setup from the {source}: values checked in {check_s:.2f} s, train statistics in {stats_s:.2f} s")
         best = max(rows, key=lambda r: r[1])
         lazy_best = max(r[1] for r in rows[:3])
         print(f"in-memory / best lazy: {rows[3][1] / lazy_best:.1f}x")
