@@ -220,7 +220,7 @@ def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, mode
         for epoch in progress:
             model.train()
             batches.batch_sampler.set_epoch(epoch)
-            sums = torch.zeros(4, dtype=torch.float64, device=device)  # stays on the device: no sync per step
+            sums, count = torch.zeros(3, dtype=torch.float64, device=device), 0  # losses stay on the device: no sync
             pending = None  # (loss, batch ids, step) checked one step later, when the device is already past it
             started, waited = time.perf_counter(), [0.0]
             for step, batch in enumerate(timed_batches(batches, device, waited), start=1):
@@ -234,10 +234,12 @@ def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, mode
                 optimizer.step()
                 n = len(batch["index"])
                 parts = torch.stack([out.loss.detach(), out.loss_sa.detach(), out.loss_er.detach()]).double()
-                sums += torch.cat([parts * n, parts.new_tensor([n])])
+                sums += parts * n
+                count += n
                 check_finite(pending, run, epoch, features)
                 pending = (out.loss.detach(), batch["index"], step)
             check_finite(pending, run, epoch, features)
+            sums = torch.cat([sums, sums.new_tensor([count])])
             if world > 1:
                 dist.all_reduce(sums)
             sums = sums.cpu()
