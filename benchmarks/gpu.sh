@@ -8,7 +8,8 @@
 #            run(command="bash benchmarks/gpu.sh epoch", carry=[".whl"])           # ~6 min
 #   then:    the tables in $OUT/*.txt go to benchmarks/RESULTS.md with date, device and command.
 #
-# Parts: step (benchmarks/train_step.py: loop/fused, fp32/bf16, eager/compiled, MFU), loader
+# Parts: step (benchmarks/train_step.py: loop/fused, fp32/bf16, eager/compiled, MFU, and the profile of the
+# fused bf16 step: its top kernels and the share of the expert weights' concatenation), loader
 # (benchmarks/loader.py, 5,000 utterances, store on the GPU), epoch (benchmarks/epoch.py: one epoch of the
 # train stage on a MOSEI-sized file, eager and compiled). `--smoke` runs each at a toy size (a CPU check
 # of this script). Logs go to $OUT (the device tool's folder), else benchmarks/gpu-out/.
@@ -37,11 +38,11 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
   | tee "$out/device.txt"
 
 if [ $smoke = 1 ]; then
-  step=(--only step --no-compile --repeats 1 --batch 2 --text-tokens 8 --audio-frames 16)
+  step=(--only step --no-compile --repeats 1 --batch 2 --text-tokens 8 --audio-frames 16 --profile)
   loader=(--utterances 60 --seconds 0.5 --step-batch 2)
   epoch=(--scale 0.002 --seconds 0.5)
 else
-  step=() loader=(--utterances 5000) epoch=(--modes eager,compiled)
+  step=(--profile) loader=(--utterances 5000) epoch=(--modes eager,compiled)
 fi
 for part in "${parts[@]}"; do
   case "$part" in

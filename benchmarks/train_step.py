@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py                    # CPU or GPU, whichever is there
     python benchmarks/train_step.py --only mixture     # just one UniTSE mixture, fwd+bwd
+    python benchmarks/train_step.py --only step --profile   # and the fused step's top operators
 
 Prints a table (step time, samples/s, achieved TFLOP/s and MFU = executed FLOPs per second / the
 measured dense matmul rate of the same dtype on the same device and threads: a GPU's bf16 tensor
@@ -122,6 +123,50 @@ def train_step_case(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, dev
     return timed(step, device, warmup, repeats)
 
 
+def profile_case(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, device, dtype, steps: int = 2) -> None:
+    """Top operators of the fused training step by self time on `device` (CUDA kernels on a GPU, operators
+    on a CPU), and the share of the expert weights' concatenation (aten::cat / aten::stack): whether one
+    stacked parameter per group would matter."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = MMoLRE(cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    inputs = {"text": torch.randn(batch, tokens, cfg.text_dim, device=device),
+              "text_mask": torch.ones(batch, tokens, dtype=torch.bool, device=device),
+              "audio": torch.randn(batch, frames, cfg.audio_dim, device=device),
+              "audio_mask": torch.ones(batch, frames, dtype=torch.bool, device=device),
+              "sentiment": torch.randn(batch, device=device), "emotions": torch.rand(batch, 6, device=device)}
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = model(**inputs)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    step(); sync(device)
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    events = prof.key_averages()
+    self_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    total = sum(self_time(e) for e in events)
+    ops = sum(e.count for e in events if e.key.startswith("aten::")) // steps
+    kernels = sum(e.count for e in events if cuda and e.device_type == torch.autograd.DeviceType.CUDA) // steps
+    print(f"\nprofile of the fused step ({'bf16' if dtype == torch.bfloat16 else 'fp32'}, {steps} steps): "
+          f"{total / steps / 1e3:.1f} ms of {'GPU kernel' if cuda else 'CPU operator'} self time per step, "
+          f"{ops} aten operator calls" + (f", {kernels} kernels" if cuda else "") + " per step")
+    for e in sorted(events, key=self_time, reverse=True)[:12]:
+        print(f"  {e.key[:60]:<62}{self_time(e) / steps / 1e3:>9.2f} ms{self_time(e) / total:>7.1%}{e.count // steps:>7} calls")
+    concat = sum(self_time(e) for e in events if e.key in ("aten::cat", "aten::stack"))
+    print(f"  weight concatenation (aten::cat + aten::stack): {concat / steps / 1e3:.2f} ms, {concat / total:.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=32)
@@ -131,6 +176,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile cases")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="also profile the fused step (top operators)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or 'CPU'}, " \
@@ -169,6 +215,11 @@ def main() -> None:
                     line = (f"{'fused' if fused else 'loop':<8}{dname:<6}{'compiled' if compiled else 'eager':<10}"
                             f"{seconds * 1e3:>10.1f}{args.batch / seconds:>11.1f}{flops / seconds / 1e12:>9.3f}")
                     print(line + f"{flops / seconds / peaks[dname]:>7.1%}", flush=True)
+
+    if args.profile:
+        for dname, dtype in dtypes.items():
+            if device.type == "cpu" or dname == "bf16":  # the GPU trains in bf16
+                profile_case(cfg, args.batch, args.text_tokens, args.audio_frames, device, dtype)
 
 
 if __name__ == "__main__":
