@@ -40,7 +40,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [ $smoke = 1 ]; then
   step=(--only step --no-compile --repeats 1 --batch 2 --text-tokens 8 --audio-frames 16 --profile)
   loader=(--utterances 60 --seconds 0.5 --step-batch 2)
-  epoch=(--scale 0.002 --seconds 0.5)
+  epoch=(--scale 0.0005 --batch 4 --seconds 0.5)
 else
   step=(--profile) loader=(--utterances 5000) epoch=(--modes eager,compiled)
 fi
