@@ -25,6 +25,7 @@ import torch
 
 from mmolre.model import ExpertGroup, ExpertMixture, MMoLRE, MMoLREConfig
 from mmolre.model_info import closed_form_flops
+from mmolre.train import make_optimizer
 
 
 def sync(device: torch.device) -> None:
@@ -105,7 +106,7 @@ def train_step_case(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, dev
     torch.manual_seed(0)
     model = MMoLRE(cfg).to(device)
     stepper = torch.compile(model) if compiled else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = make_optimizer(model, 1e-4, 0.01, device)  # as train builds it
     inputs = {"text": torch.randn(batch, tokens, cfg.text_dim, device=device),
               "text_mask": torch.ones(batch, tokens, dtype=torch.bool, device=device),
               "audio": torch.randn(batch, frames, cfg.audio_dim, device=device),
@@ -131,7 +132,7 @@ def profile_case(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, device
 
     torch.manual_seed(0)
     model = MMoLRE(cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = make_optimizer(model, 1e-4, 0.01, device)  # as train builds it
     inputs = {"text": torch.randn(batch, tokens, cfg.text_dim, device=device),
               "text_mask": torch.ones(batch, tokens, dtype=torch.bool, device=device),
               "audio": torch.randn(batch, frames, cfg.audio_dim, device=device),

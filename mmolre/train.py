@@ -91,6 +91,14 @@ def drop_modalities(batch: dict, p: float) -> dict:
     return batch
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device):
+    """AdamW, fused (one kernel over all parameters per update) where torch has it: the 340 parameter tensors
+    of the paper-size model otherwise cost a dozen small operations each per step (on a CPU: a toy-sized
+    paper-model step 180 -> 150 ms, a demo step 88 -> 82 ms)."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
+                             fused=device.type in ("cpu", "cuda"))
+
+
 def timed_batches(batches, device: torch.device, waited: list[float]):
     """The batches moved to `device`, adding the host's seconds spent getting each (read or gather, copy)
     to waited[0]: the share of an epoch the training loop waits for data."""
@@ -209,7 +217,7 @@ def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, mode
     stepper = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     if cfg.compile:
         stepper = torch.compile(stepper)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
     batches = loader(features, train_idx, model_cfg.modalities, cfg.batch_size, shuffle=True, seed=seed,
                      workers=cfg.workers, rank=rank, world=world, store=store)
     by_mae = "sa" in model_cfg.tasks  # early stopping on valid MAE; on valid loss for an ER-only model

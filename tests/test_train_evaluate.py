@@ -239,3 +239,23 @@ def test_training_and_evaluation_import_without_the_pipelines_io_stack():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_optimizer_is_fused_adamw_with_the_params_values_and_steps_like_adamw():
+    from mmolre.train import make_optimizer
+
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(5, 3) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = make_optimizer(models[0], 1e-2, 0.05, torch.device("cpu"))
+    plain = torch.optim.AdamW(models[1].parameters(), lr=1e-2, weight_decay=0.05, foreach=False)
+    assert fused.defaults["fused"] and fused.defaults["lr"] == 1e-2 and fused.defaults["weight_decay"] == 0.05
+    x, before = torch.randn(8, 5), [p.detach().clone() for p in models[0].parameters()]
+    for _ in range(3):
+        for model, optimizer in zip(models, (fused, plain)):
+            optimizer.zero_grad()
+            model(x).square().sum().backward()
+            optimizer.step()
+    for a, b, start in zip(models[0].parameters(), models[1].parameters(), before):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert (a - start).abs().min() > 1e-3  # every value moved: three steps of lr 1e-2
