@@ -136,7 +136,7 @@ def predict(model: MMoLRE, features: FeatureFile, indices, batch_size: int, devi
             batch = transform(batch)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(**{k: v for k, v in batch.items() if k != "index"}, return_routing=return_routing)
-        rows = [position[int(i)] for i in batch["index"]]
+        rows = [position[i] for i in batch["index"].tolist()]  # one copy to the host, not one per utterance
         sentiment[rows] = out.sentiment.float().cpu().numpy() if out.sentiment is not None else np.nan
         emotions[rows] = torch.sigmoid(out.emotions.float()).cpu().numpy() if out.emotions is not None else np.nan
         loss_sum += float(out.loss) * len(rows)
