@@ -330,19 +330,22 @@ def head(d: int, out: int, dropout: float) -> nn.Sequential:
 
 
 def multitask_loss(sentiment_pred, emotion_logits, sentiment, emotions, pos_weight, er_weight):
-    """L = L1(sentiment) + lambda * BCE(presence = intensity > 0); each over the samples that have the label
-    (and zero for a task the model has no head for)."""
+    """L = L1(sentiment) + lambda * BCE(presence = intensity > 0); each the mean over the samples that have
+    the label (0 when none has it, or for a task the model has no head for). Masked sums rather than boolean
+    indexing: no data-dependent shape or branch, so no host sync and one graph under torch.compile."""
     zero = sum(p.float().sum() * 0.0 for p in (sentiment_pred, emotion_logits) if p is not None)  # keeps the graph
     has_sa = ~torch.isnan(sentiment)
-    has_er = ~torch.isnan(emotions).any(-1)
+    has_er = ~torch.isnan(emotions).any(-1, keepdim=True)  # (B, 1)
     loss_sa = zero
-    if sentiment_pred is not None and has_sa.any():
-        loss_sa = F.l1_loss(sentiment_pred.float()[has_sa], sentiment[has_sa])
+    if sentiment_pred is not None:
+        errors = torch.where(has_sa, (sentiment_pred.float() - sentiment.nan_to_num()).abs(), 0.0)
+        loss_sa = errors.sum() / has_sa.sum().clamp(min=1)
     loss_er = zero
-    if emotion_logits is not None and has_er.any():
-        logits = emotion_logits.float()[has_er]
-        loss_er = F.binary_cross_entropy_with_logits(logits, (emotions[has_er] > 0).to(logits.dtype),
-                                                     pos_weight=pos_weight)
+    if emotion_logits is not None:
+        logits = emotion_logits.float()
+        bce = F.binary_cross_entropy_with_logits(logits, (emotions.nan_to_num() > 0).to(logits.dtype),
+                                                 pos_weight=pos_weight, reduction="none")
+        loss_er = torch.where(has_er, bce, 0.0).sum() / (has_er.sum() * logits.shape[-1]).clamp(min=1)
     return loss_sa + er_weight * loss_er, loss_sa, loss_er
 
 

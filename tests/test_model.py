@@ -166,6 +166,12 @@ def test_loss_uses_only_the_labels_a_sample_has():
     pos_weight = torch.full((6,), 3.0)
     _, _, weighted = multitask_loss(pred, logits, sentiment, emotions, pos_weight, 1.0)
     assert weighted == pytest.approx((3 * bce_pos + 5 * bce_neg) / 6, rel=1e-6)
+    pred.requires_grad_(True)  # a batch with no label of either task: zero losses, zero (finite) gradients
+    loss, loss_sa, loss_er = multitask_loss(pred, logits, torch.full((3,), math.nan), torch.full((3, 6), math.nan),
+                                            None, 1.0)
+    assert (loss_sa.item(), loss_er.item()) == (0.0, 0.0)
+    loss.backward()
+    assert torch.equal(pred.grad, torch.zeros(3))
 
 
 def test_bad_config_is_refused():
@@ -349,3 +355,18 @@ def test_design_choices_are_validated():
         tiny(router="sparse")
     with pytest.raises(ValueError, match="top_k=9"):
         tiny(router="topk", top_k=9)
+
+
+def test_the_training_forward_is_one_graph_without_data_dependent_branches():
+    """torch.compile sees the whole forward and loss as one graph: no `if tensor.any()`, no boolean indexing
+    (each would be a graph break and, on a GPU, a host sync per step)."""
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    model = MMoLRE(MMoLREConfig(text_dim=12, audio_dim=10, d_model=16, n_experts=3, rank=4, n_heads=2)).train()
+    inputs = {"text": torch.randn(3, 5, 12), "text_mask": torch.ones(3, 5, dtype=torch.bool),
+              "audio": torch.randn(3, 7, 10), "audio_mask": torch.ones(3, 7, dtype=torch.bool),
+              "sentiment": torch.tensor([1.0, math.nan, -2.0]), "emotions": torch.rand(3, 6)}
+    explained = torch._dynamo.explain(model)(**inputs)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), \
+        [reason.reason[:200] for reason in explained.break_reasons]
