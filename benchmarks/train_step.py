@@ -101,12 +101,13 @@ def mixture_case(cfg: MMoLREConfig, batch: int, frames: int, device, dtype, warm
     return timed(step, device, warmup, repeats)
 
 
-def train_step_case(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, device, dtype, compiled: bool,
-                    warmup: int, repeats: int) -> float:
+def training_step(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, device, dtype, compiled: bool = False):
+    """A function running one training step of a fresh model on random inputs, as train does it (autocast
+    in bf16, AdamW as train builds it, gradient clipping)."""
     torch.manual_seed(0)
     model = MMoLRE(cfg).to(device)
     stepper = torch.compile(model) if compiled else model
-    optimizer = make_optimizer(model, 1e-4, 0.01, device)  # as train builds it
+    optimizer = make_optimizer(model, 1e-4, 0.01, device)
     inputs = {"text": torch.randn(batch, tokens, cfg.text_dim, device=device),
               "text_mask": torch.ones(batch, tokens, dtype=torch.bool, device=device),
               "audio": torch.randn(batch, frames, cfg.audio_dim, device=device),
@@ -121,7 +122,12 @@ def train_step_case(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, dev
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
 
-    return timed(step, device, warmup, repeats)
+    return step
+
+
+def train_step_case(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, device, dtype, compiled: bool,
+                    warmup: int, repeats: int) -> float:
+    return timed(training_step(cfg, batch, tokens, frames, device, dtype, compiled), device, warmup, repeats)
 
 
 def profile_case(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, device, dtype, steps: int = 2) -> None:
@@ -130,23 +136,7 @@ def profile_case(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, device
     stacked parameter per group would matter."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    model = MMoLRE(cfg).to(device)
-    optimizer = make_optimizer(model, 1e-4, 0.01, device)  # as train builds it
-    inputs = {"text": torch.randn(batch, tokens, cfg.text_dim, device=device),
-              "text_mask": torch.ones(batch, tokens, dtype=torch.bool, device=device),
-              "audio": torch.randn(batch, frames, cfg.audio_dim, device=device),
-              "audio_mask": torch.ones(batch, frames, dtype=torch.bool, device=device),
-              "sentiment": torch.randn(batch, device=device), "emotions": torch.rand(batch, 6, device=device)}
-
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            out = model(**inputs)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-
+    step = training_step(cfg, batch, tokens, frames, device, dtype)
     step(); sync(device)
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
