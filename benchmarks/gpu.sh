@@ -4,8 +4,9 @@
 # pydantic: `make gpu-wheels` here puts its wheels in .whl/ (git-ignored), which the run carries.
 #
 #   here:    make gpu-wheels
-#   device:  run(command="bash benchmarks/gpu.sh step loader", carry=[".whl"])     # ~6 min
-#            run(command="bash benchmarks/gpu.sh epoch", carry=[".whl"])           # ~6 min
+#   device:  run(command="bash benchmarks/gpu.sh step loader", carry=[".whl"])
+#            run(command="bash benchmarks/gpu.sh epoch", carry=[".whl"])
+#            (one call runs at most 10 minutes: parts not timed on a GPU yet, so one or two per call)
 #   then:    the tables in $OUT/*.txt go to benchmarks/RESULTS.md with date, device and command.
 #
 # Parts: step (benchmarks/train_step.py: loop/fused, fp32/bf16, eager/compiled, MFU, and the profile of the
