@@ -212,11 +212,15 @@ def _save_chunk(path: Path, text: list[np.ndarray], audio: list[np.ndarray], rej
                      rejected=json.dumps(rejected))
 
 
-def _load_chunk(path: Path) -> dict:
+def _load_chunk(path: Path) -> dict[str, list[np.ndarray]]:
     with np.load(path) as chunk:
-        parts = {m: np.split(chunk[m], np.cumsum(chunk[f"{m}_lengths"])[:-1]) for m in ("text", "audio")}
-        parts["rejected"] = json.loads(str(chunk["rejected"]))
-    return parts
+        return {m: np.split(chunk[m], np.cumsum(chunk[f"{m}_lengths"])[:-1]) for m in ("text", "audio")}
+
+
+def _chunk_rejected(path: Path) -> list[dict]:
+    """A chunk's quarantined utterances, read without its features (an .npz member is loaded on access)."""
+    with np.load(path) as chunk:
+        return json.loads(str(chunk["rejected"]))
 
 
 def check_window(ids: list[str], outputs: dict[str, list[np.ndarray]], dims: dict[str, int],
@@ -293,16 +297,17 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
              "audio_layer": cfg.audio_layer, "sample_rate": audio.sample_rate, "dataset": dataset,
              "featurize_config": json.dumps(identity, sort_keys=True),
              "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, identity)}
-    chunks = [_load_chunk(chunk(w)) for w in windows]
-    rejected = [{**r, "row": w * window + r["row"]} for w, c in zip(windows, chunks) for r in c["rejected"]]
+    # the table's rows must be known before the file is written; the features then stream chunk by chunk
+    rejected = [{**r, "row": w * window + r["row"]} for w in windows for r in _chunk_rejected(chunk(w))]
     left_out = sorted({r["row"] for r in rejected})
     rejected_csv = out.with_name(f"{out.stem}.rejected.csv")
     with atomic_file(out) as tmp:
         writer = FeatureWriter(tmp, table.drop(index=table.index[left_out]), {"text": text.dim, "audio": audio.dim},
                                attrs)
-        for c in chunks:
+        for w in windows:
+            parts = _load_chunk(chunk(w))
             for modality in ("text", "audio"):
-                kept = [b for b in c[modality] if len(b)]  # a quarantined utterance's blocks are empty
+                kept = [b for b in parts[modality] if len(b)]  # a quarantined utterance's blocks are empty
                 if kept:
                     writer.append(modality, kept)
         writer.close()
