@@ -45,14 +45,34 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+NETWORK_ERRORS = (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException, OSError)
+
+
+def retrying(url: str, attempt, retries: int, backoff_s: float, after: str):
+    """attempt() until it returns, at most `retries` times with exponential backoff between tries. HTTP 401, 403,
+    404 and 410 end it at once; when every try fails, MmolreError says what to do and `after` (what is kept)."""
+    error = None
+    for k in range(retries):
+        if k:
+            time.sleep(backoff_s * 2 ** (k - 1))
+        try:
+            return attempt()
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403, 404, 410):
+                raise MmolreError(f"{url}: HTTP {e.code} {e.reason}") from None
+            error = f"HTTP {e.code} {e.reason}"
+        except NETWORK_ERRORS as e:
+            error = str(getattr(e, "reason", e))
+    raise MmolreError(f"{url} is unreachable ({error}) after {retries} tries. Download it any way you can and "
+                      f"run `mmolre download --from-archive PATH`, or point data.mirror at a copy; {after}")
+
+
 def fetch(url: str, dest: Path, retries: int = 4, backoff_s: float = 1.0, timeout_s: float = 30.0) -> Path:
     """Download `url` to `dest`, resuming `<dest>.part`; raise MmolreError naming the URL when it cannot."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    error = None
-    for attempt in range(retries):
-        if attempt:
-            time.sleep(backoff_s * 2 ** (attempt - 1))
+
+    def attempt() -> Path:
         have = part.stat().st_size if part.exists() else 0
         request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
         try:
@@ -68,44 +88,25 @@ def fetch(url: str, dest: Path, retries: int = 4, backoff_s: float = 1.0, timeou
                         progress.update(len(block))
                 if total is not None and part.stat().st_size != total:
                     raise http.client.IncompleteRead(b"", total - part.stat().st_size)
-            os.replace(part, dest)
-            return dest
         except urllib.error.HTTPError as e:
-            if e.code == 416 and have:  # nothing left to send: the part file is complete
-                os.replace(part, dest)
-                return dest
-            if e.code in (401, 403, 404, 410):
-                raise MmolreError(f"{url}: HTTP {e.code} {e.reason}") from None
-            error = f"HTTP {e.code} {e.reason}"
-        except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException, OSError) as e:
-            error = str(getattr(e, "reason", e))
-    raise unreachable(url, error, retries, f"a partial download is kept in {part} and resumes next time")
+            if not (e.code == 416 and have):  # 416 with a part file: nothing left to send, it is complete
+                raise
+        os.replace(part, dest)
+        return dest
 
-
-def unreachable(url: str, error: str | None, retries: int, after: str) -> MmolreError:
-    return MmolreError(f"{url} is unreachable ({error}) after {retries} tries. Download it any way you can and "
-                       f"run `mmolre download --from-archive PATH`, or point data.mirror at a copy; {after}")
+    return retrying(url, attempt, retries, backoff_s, f"a partial download is kept in {part} and resumes next time")
 
 
 def range_size(url: str, retries: int = 4, backoff_s: float = 1.0, timeout_s: float = 30.0) -> int | None:
     """The size of `url` when its server honours Range requests (answers 206 with a Content-Range),
     else None. Raises MmolreError naming the URL when the server cannot be reached."""
-    error = None
-    for attempt in range(retries):
-        if attempt:
-            time.sleep(backoff_s * 2 ** (attempt - 1))
-        try:
-            request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:  # closed unread when 200
-                total = response.headers.get("Content-Range", "").rpartition("/")[2]
-                return int(total) if response.status == 206 and total.isdigit() else None
-        except urllib.error.HTTPError as e:
-            if e.code in (401, 403, 404, 410):
-                raise MmolreError(f"{url}: HTTP {e.code} {e.reason}") from None
-            error = f"HTTP {e.code} {e.reason}"
-        except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException, OSError) as e:
-            error = str(getattr(e, "reason", e))
-    raise unreachable(url, error, retries, "files already fetched are kept and not fetched again")
+    def attempt() -> int | None:
+        request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # closed unread when 200
+            total = response.headers.get("Content-Range", "").rpartition("/")[2]
+            return int(total) if response.status == 206 and total.isdigit() else None
+
+    return retrying(url, attempt, retries, backoff_s, "files already fetched are kept and not fetched again")
 
 
 class RangeFile(io.RawIOBase):
@@ -135,32 +136,34 @@ class RangeFile(io.RawIOBase):
         want = min(len(buffer), self.size - self.position)
         if want <= 0:
             return 0
-        view, got, error = memoryview(buffer), 0, None
-        for attempt in range(self.retries):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            first, last = self.position + got, self.position + want - 1
-            request = urllib.request.Request(self.url, headers={"Range": f"bytes={first}-{last}"})
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    if response.status != 206:
-                        raise MmolreError(f"{self.url}: the server stopped honouring Range requests "
-                                          f"(HTTP {response.status})")
-                    while got < want:
-                        n = response.readinto(view[got:want])
-                        if not n:
-                            break
-                        got, self.received = got + n, self.received + n
-                        self.on_bytes(n)
-                if got == want:
-                    self.position += got
-                    return got
-                error = f"connection closed after {got} of {want} bytes"
-            except urllib.error.HTTPError as e:
-                error = f"HTTP {e.code} {e.reason}"
-            except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException, OSError) as e:
-                error = str(getattr(e, "reason", e))
-        raise unreachable(self.url, error, self.retries, "members already fetched are kept and not fetched again")
+        view, got = memoryview(buffer), 0
+
+        def attempt() -> None:  # asks for the bytes still missing: a retry resumes where the cut came
+            nonlocal got
+            request = urllib.request.Request(self.url, headers={
+                "Range": f"bytes={self.position + got}-{self.position + want - 1}"})
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                if response.status != 206:
+                    raise MmolreError(f"{self.url}: the server stopped honouring Range requests "
+                                      f"(HTTP {response.status})")
+                while got < want:
+                    n = response.readinto(view[got:want])
+                    if not n:
+                        break
+                    got, self.received = got + n, self.received + n
+                    self.on_bytes(n)
+            if got < want:
+                raise ConnectionError(f"connection closed after {got} of {want} bytes")
+
+        retrying(self.url, attempt, self.retries, self.backoff_s,
+                 "members already fetched are kept and not fetched again")
+        self.position += got
+        return got
+
+
+def _is_link(info: zipfile.ZipInfo) -> bool:
+    """Whether a zip member is a symbolic link (Unix mode bits in its external attributes)."""
+    return (info.external_attr >> 16) & 0o170000 == 0o120000
 
 
 def _intact(path: Path, info: zipfile.ZipInfo) -> bool:
@@ -193,7 +196,7 @@ def fetch_members(url: str, target: Path, include, retries: int = 4, backoff_s: 
     with archive:
         wanted = [info for info in archive.infolist() if not info.is_dir() and include(info.filename)]
         for info in wanted:
-            _check_member(info.filename, (info.external_attr >> 16) & 0o170000 == 0o120000, Path(url))
+            _check_member(info.filename, _is_link(info), Path(url))
         todo = [info for info in wanted if not _intact(target / info.filename, info)]
         needed = sum(info.compress_size for info in wanted)
         print(f"download: {url}: {len(wanted)} needed members, {needed / 1e9:.2f} GB of the archive's "
@@ -283,8 +286,7 @@ def safe_extract(archive: Path, target: Path, include=None) -> None:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
                 for info in z.infolist():
-                    is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-                    _check_member(info.filename, is_link, archive)
+                    _check_member(info.filename, _is_link(info), archive)
                 z.extractall(target, members=[i for i in z.infolist() if wanted(i.filename)])  # checks each CRC-32
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as t:
