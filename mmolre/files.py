@@ -41,28 +41,29 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     os.replace(tmp, target)
 
 
-def audio_duration(path: str | Path) -> float | None:
-    """Seconds of audio in `path` (from its header), or None when it is missing or unreadable."""
-    import soundfile as sf  # here: training and evaluation import this module and never read audio
+def audio_info(path: str | Path):
+    """soundfile's header of `path` (frames, samplerate, ...), or None when it is missing or not audio.
+    soundfile is imported here: training and evaluation import this module and never read audio."""
+    import soundfile as sf
 
     try:
-        info = sf.info(str(path))
+        return sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError):
         return None
-    return info.frames / info.samplerate if info.frames > 0 else None
+
+
+def audio_duration(path: str | Path) -> float | None:
+    """Seconds of audio in `path` (from its header), or None when it is missing or unreadable."""
+    info = audio_info(path)
+    return info.frames / info.samplerate if info and info.frames > 0 else None
 
 
 def audio_problem(path: str | Path) -> str | None:
     """None for usable audio; "unreadable" (missing, not audio, no frames) or "truncated" (a readable file
     whose header promises more audio than it holds: libsndfile reads such a cut-off copy without complaint,
     shorter, and says so only in its log). One header read."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError):
-        return "unreadable"
-    if info.frames <= 0:
+    info = audio_info(path)
+    if info is None or info.frames <= 0:
         return "unreadable"
     match = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info, re.MULTILINE)
     return "truncated" if match and int(match.group(2)) < int(match.group(1)) else None

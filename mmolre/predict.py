@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 import torch
 
 from mmolre import EMOTIONS, MmolreError
 from mmolre.batches import pad
 from mmolre.device import pick_device
 from mmolre.featurize import FeaturizeConfig, TextEncoder, audio_encoder, load_audio
+from mmolre.files import audio_info
 from mmolre.model import MMoLRE
 from mmolre.train import load_checkpoint
 
@@ -93,10 +93,9 @@ NARROWBAND_HZ = 4000  # telephone audio carries nothing above this
 
 def recording_problems(path: Path, expected_rate: int, max_s: float) -> tuple[str | None, list[str]]:
     """(why the recording cannot be used, or None; warnings about how it will be used)."""
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        return f"{path}: cannot read audio ({e})", []
+    info = audio_info(path)
+    if info is None:
+        return f"{path}: cannot read audio ({'not found' if not path.exists() else 'not audio, or damaged'})", []
     seconds = info.frames / info.samplerate
     if seconds < MIN_PREDICT_S:
         return f"{path}: only {seconds:.3f} s of audio; at least {MIN_PREDICT_S} s is needed", []
