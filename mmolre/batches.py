@@ -120,7 +120,7 @@ class FeatureStore:
 
     def __init__(self, features: FeatureFile, modalities: tuple[str, ...], device: torch.device | str = "cpu"):
         device = torch.device(device)
-        self.features, self.modalities, self.device = features, modalities, device
+        self.modalities, self.device = modalities, device
         if device.type == "cpu":
             keep_freed_memory()
         handle = features._file()
@@ -139,9 +139,6 @@ class FeatureStore:
             self.lengths[m] = features.lengths(m)
         self.sentiment = torch.from_numpy(features.sentiment).to(device)
         self.emotions = torch.from_numpy(features.emotions).to(device)
-
-    def nbytes(self) -> int:
-        return sum(v.numel() * v.element_size() for v in self.values.values())
 
     def batch(self, index: list[int] | np.ndarray) -> dict:
         """The padded batch of utterances `index`, equal to `collate` over the lazy items: per modality

@@ -63,10 +63,7 @@ def build(cls: type[T], params: dict, name: str) -> T:
     if unknown:
         raise MmolreError(f"params: {name}.{unknown[0]} is not a known key; {name} takes {sorted(fields)}")
     if name in SECTIONS:  # the schema's converted values: YAML reads 1e-07 as a string, the schema as a float
-        lines = check(name, SECTIONS[name], values)
-        if lines:
-            raise MmolreError("\n".join(lines))
-        values = SECTIONS[name].model_validate(values).model_dump(exclude_unset=True)
+        values = parse(name, SECTIONS[name], values).model_dump(exclude_unset=True)
     try:
         return cls(**values)
     except TypeError as e:

@@ -205,8 +205,8 @@ def run_seeds(params: dict, run: str) -> list[int]:
 
 
 def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, model_cfg: MMoLREConfig, stats: dict,
-           store: FeatureStore | None, model_dir: Path, curves: Path | None, device, rank, world) -> Path:
-    """One model of `run` trained from `seed` into `model_dir`; its dvclive curves into `curves` (when given)."""
+           store: FeatureStore | None, model_dir: Path, curves_dir: Path | None, device, rank, world) -> Path:
+    """One model of `run` trained from `seed` into `model_dir`; its dvclive curves into `curves_dir` (when given)."""
     torch.manual_seed(seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -221,7 +221,7 @@ def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, mode
     batches = loader(features, train_idx, model_cfg.modalities, cfg.batch_size, shuffle=True, seed=seed,
                      workers=cfg.workers, rank=rank, world=world, store=store)
     by_mae = "sa" in model_cfg.tasks  # early stopping on valid MAE; on valid loss for an ER-only model
-    curves_dir, curves, best, best_score, stale = curves, [], None, float("inf"), 0
+    curves, best, best_epoch, best_score, stale = [], None, 0, float("inf"), 0
     speed = []  # per epoch: (utterances, seconds, seconds waiting for batches), validation not included
     # `with`: the bar is closed (its line ended) before an error message is printed
     with tqdm(range(1, cfg.epochs + 1), desc=f"train {run}", unit="epoch", disable=rank != 0) as progress:
@@ -264,13 +264,12 @@ def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, mode
                                  utt_s=f"{speed[-1][0] / speed[-1][1]:.0f}")
             score = mae if by_mae else valid["loss"]
             if score < best_score:
-                best, best_score, stale = copy.deepcopy(model.state_dict()), score, 0
+                best, best_epoch, best_score, stale = copy.deepcopy(model.state_dict()), epoch, score, 0
             else:
                 stale += 1
                 if stale >= cfg.patience:
                     break
     model.load_state_dict(best)
-    best_epoch = min(curves, key=lambda c: c["valid_mae" if by_mae else "valid_loss"])["epoch"]
     best_mae = curves[best_epoch - 1]["valid_mae"]
     if rank == 0:
         model.cpu().save_pretrained(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mmolre import SPLITS
-from mmolre.features import FeatureFile
+from mmolre.features import MAX_ABS, FeatureFile
 
 USES_PARAMS = False
 
@@ -37,7 +37,8 @@ def summary(features: FeatureFile) -> list[str]:
 def validate(path: Path) -> list[str]:
     features = FeatureFile(path)
     features.check_values()
-    return summary(features) + ["OK: every value finite and |x| <= 1e4, every utterance has frames, labels in range"]
+    return summary(features) + [f"OK: every value finite and |x| <= {MAX_ABS:g}, every utterance has frames, "
+                                "labels in range"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
