@@ -91,6 +91,13 @@ def restore(repo: str, rev: str | None) -> None:
     run_dvc(["checkout", "--force"], repo)  # models, features, ... of that dvc.lock, from the cache
 
 
+def fail(repo: str, accepted_rev: str | None, line: str) -> None:
+    """Put the workspace back at the accepted revision, log the `retrain: failed` line and fail the flow."""
+    restore(repo, accepted_rev)
+    get_run_logger().error(line)
+    raise RetrainFailed(line) from None  # the line says it all; no chained DVC traceback
+
+
 def failed_stage(error: DvcFailed) -> tuple[str, str]:
     """(stage, reason) from DVC's and the stage's own words in the failure output."""
     text = str(error)
@@ -118,19 +125,15 @@ def retrain(repo: str = ".", targets: list[str] | None = None, force: bool = Fal
         run_dvc(["exp", "run", "-n", name, *[a for p in set_params for a in ("-S", p)],
                  *(["--force"] if force else []), *targets], repo)
     except DvcFailed as e:
-        restore(repo, accepted_rev)
         stage, reason = failed_stage(e)
-        line = f"retrain: failed: {stage}: {reason} (workspace back at {accepted_rev or 'the last state'})"
-        logger.error(line)
-        raise RetrainFailed(line) from None
+        fail(repo, accepted_rev, f"retrain: failed: {stage}: {reason} (workspace back at "
+                                 f"{accepted_rev or 'the last state'})")
 
     metrics = json.loads((Path(repo) / "reports" / "metrics.json").read_text())
     new = flatten(metrics)
     if metric not in new:
-        restore(repo, accepted_rev)
-        line = f"retrain: failed: promote: promote.metric {metric!r} is not in reports/metrics.json ({sorted(new)})"
-        logger.error(line)
-        raise RetrainFailed(line)
+        fail(repo, accepted_rev, f"retrain: failed: promote: promote.metric {metric!r} is not in "
+                                 f"reports/metrics.json ({sorted(new)})")
     accepted = accepted_metrics(accepted_rev, repo) if accepted_rev else None
     old = flatten(accepted) if accepted is not None else None
     diff = last_json(run_dvc(["metrics", "diff", accepted_rev, "--json"], repo)) if old else {}
