@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from mmolre import EMOTIONS, MmolreError
+from mmolre.batches import FeatureStore, store_device
 from mmolre.device import pick_device
 from mmolre.features import FeatureFile, feature_path
 from mmolre.files import atomic_file
@@ -53,14 +54,15 @@ def noise(modality: str, mean: torch.Tensor, std: torch.Tensor, seed: int):
     return transform
 
 
-def robustness(model, features: FeatureFile, indices: np.ndarray, batch_size: int, device, seed: int) -> dict:
+def robustness(model, features: FeatureFile, indices: np.ndarray, batch_size: int, device, seed: int,
+               store: FeatureStore | None = None) -> dict:
     """{condition: {dataset: metrics}} of a text+audio model with the audio absent, the text absent, and
     the audio replaced by noise."""
     conditions = {"audio absent": absent("audio"), "text absent": absent("text"),
                   "audio noise": noise("audio", model.inputs["audio"].mean, model.inputs["audio"].std, seed)}
     out = {}
     for name, transform in conditions.items():
-        result = predict(model, features, indices, batch_size, device, transform=transform)
+        result = predict(model, features, indices, batch_size, device, transform=transform, store=store)
         out[name] = split_metrics(features, indices, result["sentiment"], result["emotions"])
     return out
 
@@ -140,6 +142,9 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
         raise MmolreError(f"params `runs` must include {MAIN_RUN!r} (the model metrics.json reports)")
     features = FeatureFile(feature_path(params, features_root))
     device = pick_device(params["train"]["device"])
+    # every run, split, seed and robustness condition reads the same features: load them once (as train does)
+    where = store_device(features, tuple(features.offsets), device, params["train"]["feature_store"])
+    store = FeatureStore(features, tuple(features.offsets), where) if where is not None else None
     all_metrics, robust = {}, {}
     for run in runs:
         model, meta = load_checkpoint(models_root / run, device)
@@ -149,7 +154,7 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
                               f"hash {meta['features']['params_hash']}); rerun `mmolre train --run {run}`")
         for split in ("valid", "test"):
             indices = features.indices(split)
-            result = predict(model, features, indices, cfg.batch_size, device,
+            result = predict(model, features, indices, cfg.batch_size, device, store=store,
                              return_routing=run == MAIN_RUN and split == cfg.split)
             refuse_non_finite(f"{run} on {split}", features.utterance_id[indices], result, model.config.tasks)
             with atomic_file(reports / "predictions" / f"{run}_{split}.csv") as tmp:
@@ -158,7 +163,7 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
                 per_seed = [split_metrics(features, indices, result["sentiment"], result["emotions"])]
                 for seed in run_seeds(params, run)[1:]:  # the run's other seeds: scored, not written out
                     other, _ = load_checkpoint(models_root / run / "seeds" / str(seed), device)
-                    again = predict(other, features, indices, cfg.batch_size, device)
+                    again = predict(other, features, indices, cfg.batch_size, device, store=store)
                     refuse_non_finite(f"{run} (seed {seed}) on {split}", features.utterance_id[indices], again,
                                       other.config.tasks)
                     per_seed.append(split_metrics(features, indices, again["sentiment"], again["emotions"]))
@@ -166,7 +171,7 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
                 if cfg.robustness and set(model.config.modalities) == {"text", "audio"}:
                     robust[run] = {"full": per_seed[0],
                                    **robustness(model, features, indices, cfg.batch_size, device,
-                                                int(params["data"]["seed"]))}
+                                                int(params["data"]["seed"]), store)}
                 if run == MAIN_RUN:
                     routing = {k: v.mean(0).tolist() for k, v in result["routing"].items()}
                     write_confusion(reports / "eval" / "confusion", features, indices, result["emotions"])
