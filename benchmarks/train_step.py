@@ -3,6 +3,7 @@
     python benchmarks/train_step.py                    # CPU or GPU, whichever is there
     python benchmarks/train_step.py --only mixture     # just one UniTSE mixture, fwd+bwd
     python benchmarks/train_step.py --only step --profile   # and the fused step's top operators
+    python benchmarks/train_step.py --only optimizer   # the step with each AdamW implementation
 
 Prints a table (step time, samples/s, achieved TFLOP/s and MFU = executed FLOPs per second / the
 measured dense matmul rate of the same dtype on the same device and threads: a GPU's bf16 tensor
@@ -101,13 +102,15 @@ def mixture_case(cfg: MMoLREConfig, batch: int, frames: int, device, dtype, warm
     return timed(step, device, warmup, repeats)
 
 
-def training_step(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, device, dtype, compiled: bool = False):
+def training_step(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, device, dtype, compiled: bool = False,
+                  adamw: dict | None = None):
     """A function running one training step of a fresh model on random inputs, as train does it (autocast
-    in bf16, AdamW as train builds it, gradient clipping)."""
+    in bf16, AdamW as train builds it unless `adamw` gives AdamW's own options, gradient clipping)."""
     torch.manual_seed(0)
     model = MMoLRE(cfg).to(device)
     stepper = torch.compile(model) if compiled else model
-    optimizer = make_optimizer(model, 1e-4, 0.01, device)
+    optimizer = make_optimizer(model, 1e-4, 0.01, device) if adamw is None else \
+        torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, **adamw)
     inputs = {"text": torch.randn(batch, tokens, cfg.text_dim, device=device),
               "text_mask": torch.ones(batch, tokens, dtype=torch.bool, device=device),
               "audio": torch.randn(batch, frames, cfg.audio_dim, device=device),
@@ -163,7 +166,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--text-tokens", type=int, default=50)
     parser.add_argument("--audio-frames", type=int, default=250)
-    parser.add_argument("--only", choices=["mixture", "step"], help="run one part")
+    parser.add_argument("--only", choices=["mixture", "step", "optimizer"],
+                        help="run one part (optimizer: the fused step with AdamW's for-loop, foreach and fused "
+                             "implementations; only when asked for)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile cases")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -206,6 +211,16 @@ def main() -> None:
                     line = (f"{'fused' if fused else 'loop':<8}{dname:<6}{'compiled' if compiled else 'eager':<10}"
                             f"{seconds * 1e3:>10.1f}{args.batch / seconds:>11.1f}{flops / seconds / 1e12:>9.3f}")
                     print(line + f"{flops / seconds / peaks[dname]:>7.1%}", flush=True)
+
+    if args.only == "optimizer":
+        dname = "bf16" if device.type == "cuda" else "fp32"
+        print(f"\nfused step ({dname}) by AdamW implementation (train uses fused)")
+        print(f"{'AdamW':<10}{'ms/step':>10}")
+        for name, options in (("for-loop", {"foreach": False}), ("foreach", {"foreach": True}),
+                              ("fused", {"fused": True})):
+            step = training_step(cfg, args.batch, args.text_tokens, args.audio_frames, device, dtypes[dname],
+                                 adamw=options)
+            print(f"{name:<10}{timed(step, device, args.warmup, args.repeats) * 1e3:>10.1f}", flush=True)
 
     if args.profile:
         for dname, dtype in dtypes.items():

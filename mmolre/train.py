@@ -93,8 +93,8 @@ def drop_modalities(batch: dict, p: float) -> dict:
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device):
     """AdamW, fused (one kernel over all parameters per update) where torch has it: the 340 parameter tensors
-    of the paper-size model otherwise cost a dozen small operations each per step (on a CPU: a toy-sized
-    paper-model step 180 -> 150 ms, a demo step 88 -> 82 ms)."""
+    of the paper-size model otherwise cost a dozen small operations each per step
+    (`python benchmarks/train_step.py --only optimizer`; figures in benchmarks/RESULTS.md)."""
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
                              fused=device.type in ("cpu", "cuda"))
 
