@@ -62,10 +62,10 @@ def feature_stats(features: FeatureFile, indices: np.ndarray, modality: str, val
     row_weights = torch.from_numpy(np.repeat(keep, features.lengths(modality))).to(device, torch.float64)
     total = torch.zeros(features.dims[modality], dtype=torch.float64, device=device)
     squares = torch.zeros_like(total)
-    for start, block in features.blocks(modality, values, rows):
-        weights, x = row_weights[start:start + len(block)], block.double()
+    for start, x in features.blocks(modality, values, rows, torch.float64):
+        weights = row_weights[start:start + len(x)]
         total += weights @ x
-        squares += weights @ (x * x)
+        squares += weights @ x.square_()  # in place: the block is a reused buffer
     count = max(int(keep @ features.lengths(modality)), 1)
     mean = total / count
     std = (squares / count - mean**2).clamp_min(0).sqrt()
