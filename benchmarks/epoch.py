@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from loader import build_file, throughput  # benchmarks/ is on sys.path when run as a script
-from mmolre.batches import FeatureStore, loader, store_device
+from mmolre.batches import FeatureStore, stored_bytes, loader, store_device
 from mmolre.features import FeatureFile, feature_path
 from mmolre.train import train
 
@@ -84,7 +84,7 @@ def main() -> None:
         started = time.perf_counter()
         build_file(path, sum(splits.values()), 768, splits=splits)
         features = FeatureFile(path)
-        size = sum(int(features.offsets[m][-1]) * 768 * 2 for m in ("text", "audio"))
+        size = stored_bytes(features, ("text", "audio"))
         print(f"device: {name}; torch {torch.__version__}; {len(features)} utterances {splits}, "
               f"{size / 1e9:.2f} GB float16 (built in {time.perf_counter() - started:.0f} s); batch {args.batch}",
               flush=True)

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from mmolre import EMOTIONS
-from mmolre.batches import FeatureStore, keep_freed_memory, loader
+from mmolre.batches import FeatureStore, stored_bytes, keep_freed_memory, loader
 from mmolre.features import FeatureFile, FeatureWriter
 from mmolre.model import MMoLREConfig
 from mmolre.model_info import closed_form_flops
@@ -109,7 +109,7 @@ def main() -> None:
         started = time.perf_counter()
         build_file(path, args.utterances, 768)
         features = FeatureFile(path)
-        size = sum(int(features.offsets[m][-1]) * 768 * 2 for m in ("text", "audio"))
+        size = stored_bytes(features, ("text", "audio"))
         print(f"device: {name}; torch {torch.__version__}; {args.utterances} utterances, {size / 1e9:.2f} GB float16 "
               f"(built in {time.perf_counter() - started:.0f} s); batch {args.batch}")
         train = features.indices("train")

@@ -184,13 +184,18 @@ def available_memory(device: torch.device) -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
+def stored_bytes(features: FeatureFile, modalities) -> int:
+    """Bytes of the modalities' values as stored (float16): what a FeatureStore holds."""
+    return sum(int(features.offsets[m][-1]) * features.dims[m] * 2 for m in modalities)
+
+
 def store_device(features: FeatureFile, modalities, device: torch.device, choice: str) -> torch.device | None:
     """Where `train.feature_store` puts the values: None = read lazily from the file.
     `auto`: in memory when they take at most half of what is free (on the GPU when training there
     and it fits, else in host memory), lazily otherwise; `memory` / `lazy` force it."""
     if choice == "lazy":
         return None
-    size = sum(int(features.offsets[m][-1]) * features.dims[m] * 2 for m in modalities)  # float16
+    size = stored_bytes(features, modalities)
     if device.type == "cuda" and size <= available_memory(device) // 2:
         return device
     if choice == "memory" or size <= available_memory(torch.device("cpu")) // 2:
