@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmolre import MmolreError
+from mmolre.datasets import REGISTRY
 
 T = TypeVar("T")
 S = TypeVar("S", bound="BaseModel")
@@ -89,10 +90,21 @@ class Section(BaseModel):
 
 
 class DataParams(Section):
-    dataset: Literal["demo", "mosi", "mosei", "cmu"]
+    dataset: str  # a dataset of mmolre/datasets/ (its registry)
     seed: int
     mirror: str | None = None
     mmsa_root: str | None = None
+    labels_hub: str | None = None  # <repo id>[@revision] of a Hugging Face dataset holding the SDK's .csd files
+    archives: list[str] = []  # files you already have, as --from-archive
+
+    @field_validator("dataset")
+    @classmethod
+    def registered(cls, name: str) -> str:
+        if name not in REGISTRY:
+            names = [repr(n) for n in REGISTRY]
+            raise ValueError(f"Input should be {', '.join(names[:-1])} or {names[-1]} (the datasets of "
+                             "mmolre/datasets/)")
+        return name
 
 
 class DemoParams(Section):
@@ -109,6 +121,10 @@ class PrepareParams(Section):
     # millisecond and the WAVs were cut at them, so an honest segment agrees to a few 10 ms frames plus codec
     # padding; a mislinked or truncated one is off by seconds.
     duration_tolerance_s: NonNegativeFloat = 0.25
+    # [ours] MOSEI from MMSA: a clip's decoded length may differ from its label row's interval by this much
+    # (AAC framing adds tens of ms). Length alone matches a clip to a row only when no other candidate row
+    # of its video lies within twice this (datasets/mmsa.py).
+    mmsa_duration_tolerance_s: NonNegativeFloat = 0.25
 
 
 class FeaturizeParams(Section):
@@ -243,4 +259,4 @@ def describe_error(section: str, schema: type[BaseModel], error: dict) -> str:
         return f"params {key}: missing"
     if not error["loc"]:  # a rule across keys
         return f"params {section}: {error['msg'].removeprefix('Value error, ')}"
-    return f"params {key}={error['input']!r}: {error['msg']}"
+    return f"params {key}={error['input']!r}: {error['msg'].removeprefix('Value error, ')}"

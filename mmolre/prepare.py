@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pandera.pandas as pa
 
-from mmolre import EMOTIONS, SPLITS, MmolreError, cmu, mmsa
-from mmolre.files import atomic_dir, audio_duration, audio_problem
+from mmolre import EMOTIONS, SPLITS, MmolreError, datasets
+from mmolre.files import atomic_dir, audio_problem
 from mmolre.params import PrepareParams as PrepareConfig, build  # the section schema
 
 # pandera's built-in check names, said the way a user reads them
@@ -26,35 +26,21 @@ COLUMNS = ["utterance_id", "video_id", "dataset", "split", "start_s", "end_s", "
            "sentiment", *EMOTIONS]
 
 
-def cmu_table(dataset: str, raw_root: Path, cfg: PrepareConfig) -> tuple[pd.DataFrame, list[dict], list[str]]:
-    """MOSI and/or MOSEI rows (mmolre/cmu.py), rows that failed a cross-check, and the count report."""
-    tables, invalid, report = [], [], []
-    for part in cmu.parts(dataset):
-        folder = raw_root / dataset / part if dataset == "cmu" else raw_root / dataset
-        if (folder / mmsa.FOLDER).is_dir():
-            corpus = mmsa.mmsa_table(folder, raw_root, part)
-        elif part == "mosi":
-            corpus = cmu.mosi_table(folder, raw_root, cfg.duration_tolerance_s)
-        else:
-            corpus = cmu.mosei_table(folder, raw_root)
-        tables.append(corpus.table)
-        invalid += corpus.invalid
-        report += cmu.count_report(part, corpus)
-    table = pd.concat(tables, ignore_index=True) if any(len(t) for t in tables) else pd.DataFrame(columns=COLUMNS)
-    return table.reindex(columns=COLUMNS), invalid, report
+def dataset_table(params: dict, raw_root: Path) -> tuple[pd.DataFrame, list[dict], list[str], tuple[str, ...]]:
+    """The rows of every corpus of data.dataset (its module in mmolre/datasets/), the rows that failed a
+    cross-check, the count report, and the corpus names the `dataset` column may take."""
+    name = params["data"]["dataset"]
+    module = datasets.load(name)
+    corpora = module.tables(params, raw_root / name, raw_root)
+    tables = [c.table for c in corpora if len(c.table)]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
+    return (table.reindex(columns=COLUMNS), [v for c in corpora for v in c.invalid],
+            [line for c in corpora for line in c.report], module.CORPORA)
 
 
-def demo_table(raw_root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """The utterance table of the generated demo corpus (whole files: start 0, end = duration)."""
-    raw = pd.read_csv(raw_root / "demo" / "utterances.csv", keep_default_na=False, na_values=[""])
-    table = raw.assign(dataset="demo", start_s=0.0, audio_path="demo/audio/" + raw.utterance_id + ".wav")
-    table["end_s"] = [audio_duration(raw_root / p) for p in table.audio_path]
-    table["text"] = table.text.fillna("").astype(str).str.strip()
-    return table[COLUMNS], []
-
-
-def utterance_schema(raw_root: Path) -> pa.DataFrameSchema:
-    """The utterance-table contract; `raw_root` is where audio_path is resolved."""
+def utterance_schema(raw_root: Path, corpora=("demo", "mosi", "mosei")) -> pa.DataFrameSchema:
+    """The utterance-table contract; `raw_root` is where audio_path is resolved, `corpora` the values the
+    `dataset` column may take."""
     label = lambda low, high: pa.Column(float, pa.Check.in_range(low, high, error=f"must lie in [{low}, {high}]"),
                                         nullable=True)
     problem = functools.cache(lambda path: audio_problem(raw_root / path))  # one header read per file (MOSEI
@@ -66,7 +52,7 @@ def utterance_schema(raw_root: Path) -> pa.DataFrameSchema:
         {
             "utterance_id": pa.Column(str, unique=True, report_duplicates="all"),
             "video_id": pa.Column(str, pa.Check.str_length(min_value=1, error="must be non-empty")),
-            "dataset": pa.Column(str, pa.Check.isin(["demo", "mosi", "mosei"], error="unknown dataset")),
+            "dataset": pa.Column(str, pa.Check.isin(list(corpora), error=f"must be one of {list(corpora)}")),
             "split": pa.Column(str, pa.Check.isin(list(SPLITS), error=f"must be one of {list(SPLITS)}")),
             "start_s": pa.Column(float, pa.Check.ge(0, error="must be >= 0")),
             "end_s": pa.Column(float, nullable=True),
@@ -89,13 +75,14 @@ def utterance_schema(raw_root: Path) -> pa.DataFrameSchema:
     )
 
 
-def find_violations(table: pd.DataFrame, raw_root: Path, extra: list[dict] = ()) -> pd.DataFrame:
+def find_violations(table: pd.DataFrame, raw_root: Path, extra: list[dict] = (),
+                    corpora=("demo", "mosi", "mosei")) -> pd.DataFrame:
     """One row per (table row, broken rule): columns row, utterance_id, column, rule, value.
     `extra`: broken cross-checks found while reading the corpus (utterance_id, column, rule, value)."""
     row_of = {u: i for i, u in enumerate(table.utterance_id)}
     rows = [{**v, "row": row_of[v["utterance_id"]]} for v in extra]
     try:
-        utterance_schema(raw_root).validate(table, lazy=True)
+        utterance_schema(raw_root, corpora).validate(table, lazy=True)
         cases = pd.DataFrame(columns=["index", "schema_context", "column", "check", "failure_case"])
     except pa.errors.SchemaErrors as err:
         cases = err.failure_cases
@@ -128,13 +115,10 @@ def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
     dataset = params["data"]["dataset"]
     if not (raw_root / dataset).is_dir():
         raise MmolreError(f"{raw_root / dataset} does not exist: run `mmolre download` first")
-    if dataset == "demo":
-        (table, counts_report), invalid = demo_table(raw_root), []
-    else:
-        table, invalid, counts_report = cmu_table(dataset, raw_root, cfg)
+    table, invalid, counts_report, corpora = dataset_table(params, raw_root)
     for line in counts_report:
         print(f"prepare: {line}")
-    violations = find_violations(table, raw_root, invalid)
+    violations = find_violations(table, raw_root, invalid, corpora)
     bad_rows = sorted({int(r) for r in violations.row.dropna()})
     if len(violations) and (cfg.on_invalid == "fail" or violations.row.isna().any()):
         raise MmolreError(f"{len(violations)} rule(s) broken in the utterance table of {dataset} "

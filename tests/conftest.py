@@ -39,6 +39,15 @@ def shrink(params: dict) -> dict:
     return params
 
 
+@pytest.fixture(autouse=True)
+def no_cmu_host(monkeypatch):
+    """No test ever reaches CMU's host: its official URLs point at a closed port on 127.0.0.1 (a test that
+    serves the official files itself sets `sdk.HOST` to its own server)."""
+    from mmolre.datasets import sdk
+
+    monkeypatch.setattr(sdk, "HOST", "http://127.0.0.1:9")
+
+
 @pytest.fixture(scope="session")
 def tiny_params() -> dict:
     return shrink(load_params(ROOT / "params.yaml"))

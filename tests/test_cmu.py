@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from mmolre import EMOTIONS, MmolreError
-from mmolre.cmu import clean_transcript, parse_sdk_folds, standard_folds
+from mmolre.datasets.sdk import clean_transcript, parse_sdk_folds, standard_folds
 from mmolre.download import download
 from mmolre.prepare import prepare
 
@@ -283,7 +283,7 @@ def test_unsafe_archive_is_refused(server, tmp_path):  # noqa: F811
 
 def test_wrong_archive_name_and_markup_cleaning(tmp_path):
     (tmp_path / "mosi.zip").write_bytes(b"x")
-    with pytest.raises(MmolreError, match="needs files named"):
+    with pytest.raises(MmolreError, match="mosi takes files named"):
         download(params_for("mosi"), tmp_path / "raw", tmp_path / "downloads", [tmp_path / "mosi.zip"])
     assert clean_transcript("  so (umm) I [noise] liked <sil> it {laugh}  ") == "so I liked it"
 

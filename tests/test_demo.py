@@ -11,7 +11,7 @@ import torch
 import torchaudio
 
 from mmolre import EMOTIONS, MmolreError
-from mmolre.demo import (DemoConfig, VOICE_VALENCE, draw_utterance, generate, lexical_text, speech,
+from mmolre.datasets.demo import (DemoConfig, VOICE_VALENCE, draw_utterance, generate, lexical_text, speech,
                          valence_lexicon)
 
 

@@ -1,5 +1,6 @@
 """Each dvc.yaml stage depends on exactly the mmolre modules its command imports (transitively), so an
-edit reruns every stage it can change and no other."""
+edit reruns every stage it can change and no other. A stage that loads datasets through the registry
+(`datasets.load`) imports every registered dataset module: it lists the mmolre/datasets folder."""
 
 import ast
 import copy
@@ -8,23 +9,31 @@ from pathlib import Path
 import yaml
 
 from conftest import ROOT
+from mmolre.datasets import REGISTRY
+
+
+def source_file(name: str) -> Path | None:
+    """The file of module `name` (a package's __init__.py), or None when it is not a module."""
+    path = ROOT / Path(*name.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
 
 
 def imported_modules(path: Path) -> set[Path]:
-    """The mmolre source files `path` imports (at any depth in the file), the package's __init__ included."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    """The mmolre source files `path` imports (at any depth in the file), the packages' __init__ included;
+    all registered dataset modules when it loads one through the registry."""
+    text = path.read_text()
+    found = {source_file(m) for m in REGISTRY.values()} if "datasets.load(" in text else set()
+    for node in ast.walk(ast.parse(text)):
         names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
                  [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
         for name in names:
             if name != "mmolre" and not name.startswith("mmolre."):
                 continue
-            found.add(ROOT / "mmolre" / "__init__.py")
-            if name != "mmolre":
-                found.add(ROOT / Path(*name.split(".")).with_suffix(".py"))
-            elif isinstance(node, ast.ImportFrom):  # from mmolre import cmu, MmolreError: modules among them
-                found |= {ROOT / "mmolre" / f"{a.name}.py" for a in node.names if (ROOT / "mmolre" / f"{a.name}.py").is_file()}
-    return found
+            parts = name.split(".")
+            found |= {source_file(".".join(parts[:k])) for k in range(1, len(parts) + 1)}
+            if isinstance(node, ast.ImportFrom):  # from mmolre.datasets import sdk, CorpusTable: modules among them
+                found |= {source_file(f"{name}.{a.name}") for a in node.names} - {None}
+    return found - {None}
 
 
 def closure(start: Path) -> set[Path]:
@@ -44,7 +53,9 @@ def coverage(dvc: dict) -> dict[str, tuple[set[str], set[str]]]:
         body = stage.get("do", stage)
         module = ROOT / "mmolre" / f"{body['cmd'].split()[1]}.py"  # `mmolre <stage> ...`
         needed = {p.relative_to(ROOT).as_posix() for p in closure(module) | closure(ROOT / "mmolre" / "cli.py")}
+        folders = [d for d in body["deps"] if d.startswith("mmolre/") and (ROOT / d).is_dir() and d != "mmolre/folds"]
         listed = {d for d in body["deps"] if d.startswith("mmolre/") and d.endswith(".py")}
+        listed |= {p.relative_to(ROOT).as_posix() for d in folders for p in (ROOT / d).rglob("*.py")}
         out[name] = (needed - listed, listed - needed)
     return out
 

@@ -58,7 +58,9 @@ def test_unreachable_corpus_fails_fast_with_what_to_do(tmp_path, capsys, monkeyp
                  "--raw-root", str(tmp_path / "raw"), "--downloads", str(tmp_path / "downloads")])
     assert code == 2 and time.perf_counter() - started < 20
     err = capsys.readouterr().err
-    assert f"mmolre download: error: http://127.0.0.1:{port}/{first_file} is unreachable" in err
+    assert f"mmolre download: error: {first_file}: CMU no longer distributes the raw archives" in err
+    assert f"http://127.0.0.1:9/raw_datasets/{first_file}" in err  # the official host first (conftest: closed)
+    assert f"http://127.0.0.1:{port}/{first_file} is unreachable" in err and len(err.strip().splitlines()) == 1
     assert "--from-archive" in err and "Traceback" not in err
     assert not (tmp_path / "raw").exists()
 
@@ -75,7 +77,7 @@ def test_missing_input_says_which_stage_to_run(tmp_path, capsys, monkeypatch):
     ("model.dropout=1.0", "params model.dropout=1.0: Input should be less than 1"),
     ("model.rank=256", "params model: rank=256 must be <= d_model=128 (a low-rank expert)"),
     ("model.n_heads=3", "params model: n_heads=3 must divide d_model=128"),
-    ("data.dataset=imdb", "params data.dataset='imdb': Input should be 'demo', 'mosi', 'mosei' or 'cmu'"),
+    ("data.dataset=imdb", "params data.dataset='imdb': Input should be 'demo', 'mosi', 'mosei' or 'cmu' (the datasets of mmolre/datasets/)"),
     ("model.variant=nope", "params model.variant='nope': Input should be 'mmolre', 'no_shared'"),
     ("train.device=tpu", "params train.device='tpu': Input should be 'auto', 'cpu' or 'cuda'"),
     ("runs.main.modalities=[video]", "params runs.main.modalities.0='video': Input should be 'text' or 'audio'"),
@@ -106,7 +108,7 @@ def test_schemas_cover_the_stage_configs_key_for_key():
     """The stages build their configs from the section schemas; the demo and model dataclasses name the same keys."""
     import dataclasses
 
-    from mmolre.demo import DemoConfig
+    from mmolre.datasets.demo import DemoConfig
     from mmolre.evaluate import EvaluateConfig
     from mmolre.featurize import FeaturizeConfig
     from mmolre.model import MMoLREConfig

@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 
 from mmolre import MmolreError
-from mmolre.prepare import COLUMNS, demo_table, find_violations, prepare
+from mmolre.prepare import COLUMNS, dataset_table, find_violations, prepare
 
 
 @pytest.fixture()
 def table(tiny_demo):
-    return demo_table(tiny_demo["raw"])[0]
+    return dataset_table(tiny_demo["params"], tiny_demo["raw"])[0]
 
 
 def broken(table, row, **changes):

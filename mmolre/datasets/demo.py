@@ -43,6 +43,10 @@ import soundfile as sf
 from tqdm import tqdm
 
 from mmolre import EMOTIONS, MmolreError
+from mmolre.datasets import CorpusTable
+from mmolre.datasets.sdk import check_archive_names
+from mmolre.files import audio_duration
+from mmolre.params import build
 
 EMOTION_PRIOR = {"neutral": 0.25, "happy": 0.20, "sad": 0.15, "anger": 0.12,
                  "surprise": 0.10, "disgust": 0.08, "fear": 0.10}
@@ -267,3 +271,23 @@ def readme(cfg: DemoConfig, seed: int, table: pd.DataFrame) -> str:
             "Files: `audio/<utterance_id>.wav` (16-bit PCM), `utterances.csv` (text, labels, and the latent\n"
             "`gen_*` variables and eSpeak settings each utterance was made from).\n\n"
             "## Generative rule\n\n" + __doc__[__doc__.index("1. Speakers"):__doc__.index("The constants below")])
+
+
+# The dataset plugin (mmolre/datasets/__init__.py)
+CORPORA = ("demo",)
+
+
+def download(params: dict, target: Path, downloads: Path = None, archives=()) -> None:
+    """data/raw/demo/, generated (nothing to download: no --from-archive)."""
+    check_archive_names(archives, (), "demo (generated here, nothing to import)")
+    generate(build(DemoConfig, params, "demo"), target, seed=params["data"]["seed"])
+
+
+def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
+    """The utterance rows of the generated corpus (whole files: start 0, end = duration)."""
+    raw = pd.read_csv(folder / "utterances.csv", keep_default_na=False, na_values=[""])
+    audio = folder.relative_to(raw_root).as_posix() + "/audio/"
+    table = raw.assign(dataset="demo", start_s=0.0, audio_path=audio + raw.utterance_id + ".wav")
+    table["end_s"] = [audio_duration(raw_root / p) for p in table.audio_path]
+    table["text"] = table.text.fillna("").astype(str).str.strip()
+    return [CorpusTable(table)]

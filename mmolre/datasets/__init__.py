@@ -1,0 +1,53 @@
+"""Datasets as plugins: `data.dataset` names an entry of REGISTRY, and its module is the dataset.
+
+A dataset module provides
+- `CORPORA`: the values of the utterance table's `dataset` column it produces (metrics are reported
+  per corpus: `cmu` gives mosi and mosei);
+- `download(params, target, downloads, archives)`: fill the fresh folder `target` (data/raw/<dataset>/,
+  written atomically by the download stage) from the network, the download cache `downloads` or the
+  user's own files `archives`;
+- `tables(params, folder, raw_root) -> list[CorpusTable]`: the utterance rows of data/raw/<dataset>/
+  (`folder`), with audio paths relative to `raw_root`, and the counts of what was left out.
+
+Adding a dataset is one module here plus one line below: the download and prepare stages dispatch
+through this table, the params schema takes its allowed values from it, and dvc.yaml's download and
+prepare stages depend on this whole folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+REGISTRY = {  # data.dataset -> module (imported only when used: the stages that need no corpus stay light)
+    "demo": "mmolre.datasets.demo",
+    "mosi": "mmolre.datasets.mosi",
+    "mosei": "mmolre.datasets.mosei",
+    "cmu": "mmolre.datasets.cmu",
+}
+
+
+def load(name: str) -> ModuleType:
+    """The module of dataset `name`; MmolreError naming the choices when there is none."""
+    from mmolre import MmolreError
+
+    if name not in REGISTRY:
+        raise MmolreError(f"data.dataset={name!r}: choose one of {sorted(REGISTRY)}")
+    return importlib.import_module(REGISTRY[name])
+
+
+@dataclass
+class CorpusTable:
+    """What a dataset's reader found for one corpus: usable rows, segments left out (reason -> ids), rows
+    that broke a cross-check (utterance_id, column, rule, value; failed or quarantined by `prepare`),
+    and the lines of its counts report (counts.txt; empty for the demo)."""
+    table: pd.DataFrame
+    dropped: dict[str, list[str]] = field(default_factory=dict)
+    invalid: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    report: list[str] = field(default_factory=list)
