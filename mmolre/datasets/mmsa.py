@@ -184,7 +184,7 @@ def by_length(clip, features, intervals, tolerance_s: float) -> tuple[list[int],
     if not len(near) or gaps.min() > tolerance_s:
         return [], f"no label row: none of its length ({clip.seconds:.2f} s) in the video"
     if not agree:
-        return [], (f"contradicted: its length fits {len(near)} row(s) whose sentiment "
+        return [], (f"contradicted: {len(near)} row(s) near its length, whose sentiment "
                     f"({', '.join(f'{features[i, 0]:.3f}' for i in near[:3])}) is not its label {clip.label:.3f}")
     if len(agree) == 1 and gaps[agree[0]] > tolerance_s:
         return [], f"ambiguous: the row with its label is {gaps[agree[0]]:.2f} s off its length"

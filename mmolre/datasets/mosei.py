@@ -65,6 +65,7 @@ def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
         corpus = mmsa.mmsa_table(folder, raw_root, "mosei", mmsa.Evidence.of(folder, LABELS, WORDS, tolerance))
     else:
         corpus = mosei_table(folder, raw_root)
+    corpus.notes += sdk.source_notes(folder)
     corpus.report = sdk.count_report("mosei", corpus, REFERENCE_COUNTS)
     return [corpus]
 

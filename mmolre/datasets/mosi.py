@@ -56,6 +56,7 @@ def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
         corpus = mmsa.mmsa_table(folder, raw_root, "mosi")
     else:
         corpus = mosi_table(folder, raw_root, build(PrepareParams, params, "prepare").duration_tolerance_s)
+    corpus.notes += sdk.source_notes(folder)
     corpus.report = sdk.count_report("mosi", corpus, REFERENCE_COUNTS)
     return [corpus]
 

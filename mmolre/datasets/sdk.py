@@ -228,19 +228,22 @@ def fetch_from(source: str, name: str, downloads: Path, manifest: Manifest, incl
 
 def fetch_hub(spec: str, name: str, dest: Path) -> dict:
     """File `name` (found anywhere in the repository) of the Hugging Face dataset repository `spec`
-    (`<repo id>[@revision]`), through huggingface_hub's cache, linked or copied to `dest`; its provenance:
-    the source with the commit it came from, marked unofficial."""
+    (`<repo id>[@revision]`, from HF_ENDPOINT when set), through a huggingface_hub cache beside `dest`,
+    linked or copied to `dest`; its provenance: the source with the commit it came from, marked unofficial."""
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     repo, _, revision = spec.partition("@")
+    endpoint = os.environ.get("HF_ENDPOINT")  # read now: huggingface_hub reads it once, at import
     try:
-        paths = [f for f in HfApi().list_repo_files(repo, repo_type="dataset", revision=revision or None)
+        paths = [f for f in HfApi(endpoint=endpoint).list_repo_files(repo, repo_type="dataset",
+                                                                      revision=revision or None)
                  if f.rsplit("/", 1)[-1] == name]
         if len(paths) != 1:
             raise MmolreError(f"hf://{spec}: {len(paths)} files named {name} in the repository ({paths[:3]}); "
                               "expected one")
-        local = Path(hf_hub_download(repo, paths[0], repo_type="dataset", revision=revision or None))
+        local = Path(hf_hub_download(repo, paths[0], repo_type="dataset", revision=revision or None,
+                                     endpoint=endpoint, cache_dir=dest.parent / "huggingface"))
     except OfflineModeIsEnabled:
         raise MmolreError(f"hf://{spec}: HF_HUB_OFFLINE is set; unset it to fetch from the hub") from None
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
@@ -290,3 +293,16 @@ def unpack(cached: dict[str, Path], manifest: Manifest, pending: dict, folder: P
             manifest.record(name, pending.pop(name))
     entries = {name: manifest.entries[name] for name in cached}
     (folder / "MANIFEST.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+
+
+def source_notes(folder: Path) -> list[str]:
+    """counts.txt lines saying where each file of the dataset folder came from (its MANIFEST.json)."""
+    manifest = folder / "MANIFEST.json"
+    entries = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    lines = []
+    for name, entry in sorted(entries.items()):
+        checks = [f"SHA-256 {entry['sha256'][:16]}..." if "sha256" in entry else entry.get("verified", "unverified")]
+        checks += [f"revision {entry['revision']}"] if "revision" in entry else []
+        checks += [f"an unofficial copy: {entry['unofficial']}"] if "unofficial" in entry else []
+        lines.append(f"source: {name} from {entry['source']} ({'; '.join(checks)})")
+    return lines
