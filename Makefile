@@ -27,14 +27,24 @@ test: setup
 clean:
 	rm -rf data/raw data/prepared data/features models
 
-# The paper's setting (README, "Reproducing the paper"): CMU-MOSI + CMU-MOSEI, RoBERTa + Data2Vec,
-# d=768, N=15, r=128. Needs the internet (or data.mirror / --from-archive) and, in practice, a GPU.
-PAPER := -S data.dataset=cmu -S featurize.text_encoder=roberta-base \
+# The paper's setting (README, "Reproducing the paper"): CMU-MOSI + CMU-MOSEI from the MMSA release at
+# MMSA_ROOT (its MOSI/ and MOSEI/), the MOSEI label sequence from MOSEI_LABELS (your CMU_MOSEI_Labels.csd) or
+# else the official host, data.mirror or LABELS_HUB (a Hugging Face dataset repo); RoBERTa + Data2Vec,
+# d=768, N=15, r=128. Needs the internet for the encoders and, in practice, a GPU.
+MMSA_ROOT ?=
+MOSEI_LABELS ?=
+LABELS_HUB ?=
+PAPER := -S data.dataset=cmu -S data.mmsa_root=$(abspath $(MMSA_ROOT)) \
+	$(if $(MOSEI_LABELS),-S 'data.archives=[$(abspath $(MOSEI_LABELS))]') \
+	$(if $(LABELS_HUB),-S data.labels_hub=$(LABELS_HUB)) -S featurize.text_encoder=roberta-base \
 	-S featurize.audio_encoder=facebook/data2vec-audio-base -S model.d_model=768 -S model.n_experts=15 \
 	-S model.rank=128 -S model.n_heads=8 -S train.lr=0.0001 -S train.epochs=40 -S train.patience=8 \
 	-S promote.metric=mosei.msa.mae -S 'runs.main.seeds=[1111,1,11]'
 
 paper: setup
+	@test -d "$(MMSA_ROOT)/MOSI" -a -d "$(MMSA_ROOT)/MOSEI" || { echo "make paper: MMSA_ROOT=$(MMSA_ROOT) must hold \
+	MMSA's MOSI/ and MOSEI/ folders: make paper MMSA_ROOT=/path [MOSEI_LABELS=/path/CMU_MOSEI_Labels.csd | \
+	LABELS_HUB=<repo id>[@revision]] (README, Reproducing the paper)" >&2; exit 2; }
 	dvc config core.analytics false
 	HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 dvc exp run -n paper $(PAPER)
 
