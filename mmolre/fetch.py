@@ -6,7 +6,7 @@
   later use; a mismatch removes the file and says so.
 - `fetch_members(url, target, include)`: when the server honours HTTP Range, only the zip members
   `include` accepts: the central directory is read remotely (by zipfile itself), each member is
-  fetched by range, checked against its CRC-32 and written under its name when complete; a cut
+  fetched with one ranged request (all on one pooled urllib3 client, so connections are reused), checked against its CRC-32 and written under its name when complete; a cut
   connection resumes at the byte it stopped at, and a rerun skips members already there and intact.
 - `import_archive(path, dest)`: the user's own copy of an archive, linked or copied in.
 - `safe_extract(archive, target)`: unpacks a zip or tar, refusing members that would land
@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import json
 import os
@@ -24,12 +23,11 @@ import shutil
 import socket
 import tarfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+import urllib3
 from tqdm import tqdm
 
 from mmolre import MmolreError
@@ -45,7 +43,26 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-NETWORK_ERRORS = (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException, OSError)
+POOL = urllib3.PoolManager(retries=False)  # one pooled client: a connection serves request after request
+FATAL = (401, 403, 404, 410)  # a server's final word: no retry
+
+
+class HTTPStatus(Exception):
+    def __init__(self, code: int, reason: str):
+        super().__init__(f"HTTP {code} {reason}")
+        self.code = code
+
+
+NETWORK_ERRORS = (urllib3.exceptions.HTTPError, socket.timeout, ConnectionError, OSError)
+
+
+def get(url: str, timeout_s: float, headers: dict | None = None) -> urllib3.BaseHTTPResponse:
+    """A streaming GET through the pool; HTTPStatus for an error status (the connection is let go)."""
+    response = POOL.request("GET", url, headers=headers or {}, timeout=timeout_s, preload_content=False)
+    if response.status >= 400:
+        response.close()
+        raise HTTPStatus(response.status, response.reason or "")
+    return response
 
 
 def retrying(url: str, attempt, retries: int, backoff_s: float, after: str):
@@ -57,12 +74,12 @@ def retrying(url: str, attempt, retries: int, backoff_s: float, after: str):
             time.sleep(backoff_s * 2 ** (k - 1))
         try:
             return attempt()
-        except urllib.error.HTTPError as e:
-            if e.code in (401, 403, 404, 410):
-                raise MmolreError(f"{url}: HTTP {e.code} {e.reason}") from None
-            error = f"HTTP {e.code} {e.reason}"
+        except HTTPStatus as e:
+            if e.code in FATAL:
+                raise MmolreError(f"{url}: {e}") from None
+            error = str(e)
         except NETWORK_ERRORS as e:
-            error = str(getattr(e, "reason", e))
+            error = str(getattr(e, "reason", None) or e)
     raise MmolreError(f"{url} is unreachable ({error}) after {retries} tries. Download it any way you can and "
                       f"run `mmolre download --from-archive PATH`, or point data.mirror at a copy; {after}")
 
@@ -74,23 +91,25 @@ def fetch(url: str, dest: Path, retries: int = 4, backoff_s: float = 1.0, timeou
 
     def attempt() -> Path:
         have = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                resumed = have > 0 and response.status == 206
-                length = response.headers.get("Content-Length")
-                total = (have if resumed else 0) + int(length) if length else None
-                with open(part, "ab" if resumed else "wb") as out, tqdm(
-                        total=total, initial=have if resumed else 0, unit="B", unit_scale=True,
-                        desc=f"download {dest.name}", leave=False) as progress:
-                    for block in iter(lambda: response.read(CHUNK), b""):
-                        out.write(block)
-                        progress.update(len(block))
-                if total is not None and part.stat().st_size != total:
-                    raise http.client.IncompleteRead(b"", total - part.stat().st_size)
-        except urllib.error.HTTPError as e:
+            response = get(url, timeout_s, {"Range": f"bytes={have}-"} if have else None)
+        except HTTPStatus as e:
             if not (e.code == 416 and have):  # 416 with a part file: nothing left to send, it is complete
                 raise
+            os.replace(part, dest)
+            return dest
+        with response:
+            resumed = have > 0 and response.status == 206
+            length = response.headers.get("Content-Length")
+            total = (have if resumed else 0) + int(length) if length else None
+            with open(part, "ab" if resumed else "wb") as out, tqdm(
+                    total=total, initial=have if resumed else 0, unit="B", unit_scale=True,
+                    desc=f"download {dest.name}", leave=False) as progress:
+                for block in iter(lambda: response.read1(CHUNK), b""):  # what arrived stays when cut
+                    out.write(block)
+                    progress.update(len(block))
+        if total is not None and part.stat().st_size != total:
+            raise ConnectionError(f"connection closed after {part.stat().st_size} of {total} bytes")
         os.replace(part, dest)
         return dest
 
@@ -101,23 +120,29 @@ def range_size(url: str, retries: int = 4, backoff_s: float = 1.0, timeout_s: fl
     """The size of `url` when its server honours Range requests (answers 206 with a Content-Range),
     else None. Raises MmolreError naming the URL when the server cannot be reached."""
     def attempt() -> int | None:
-        request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # closed unread when 200
-            total = response.headers.get("Content-Range", "").rpartition("/")[2]
-            return int(total) if response.status == 206 and total.isdigit() else None
+        response = get(url, timeout_s, {"Range": "bytes=0-0"})
+        total = response.headers.get("Content-Range", "").rpartition("/")[2]
+        if response.status == 206:
+            response.drain_conn()  # one byte: the connection goes back to the pool
+            response.release_conn()
+        else:
+            response.close()  # a whole file on its way: not read
+        return int(total) if response.status == 206 and total.isdigit() else None
 
     return retrying(url, attempt, retries, backoff_s, "files already fetched are kept and not fetched again")
 
 
 class RangeFile(io.RawIOBase):
-    """A remote file of known size, read (and seeked) through HTTP Range requests: each read asks for
-    exactly the bytes wanted, so nothing beyond them crosses the network. A connection cut mid-read is
-    retried from the byte it stopped at. `received` counts the bytes of payload that arrived."""
+    """A remote file of known size, read (and seeked) through HTTP Range requests on the pooled client. Each
+    read asks for exactly the bytes wanted, except inside a span announced with `expect(start, end)`: one
+    request then serves every sequential read of the span (a zip member: one request per member). A
+    connection cut mid-read is retried from the byte it stopped at. `received` counts the payload bytes."""
 
     def __init__(self, url: str, size: int, retries: int = 4, backoff_s: float = 1.0, timeout_s: float = 30.0,
                  on_bytes=None):
         self.url, self.size, self.retries, self.backoff_s, self.timeout_s = url, size, retries, backoff_s, timeout_s
         self.position, self.received, self.on_bytes = 0, 0, on_bytes or (lambda n: None)
+        self.span, self.response, self.cursor, self.response_end = (0, 0), None, -1, -1
 
     def readable(self) -> bool:
         return True
@@ -132,6 +157,31 @@ class RangeFile(io.RawIOBase):
         self.position = {0: 0, 1: self.position, 2: self.size}[whence] + offset
         return self.position
 
+    def expect(self, start: int, end: int) -> None:
+        """The next reads run through [start, end) in order: fetch them with one request."""
+        self.span = (start, min(end, self.size))
+
+    def let_go(self) -> None:
+        """End the open response: drained when little is left (its connection is reused), else closed."""
+        if self.response is not None:
+            if self.response_end - self.cursor <= 1 << 16:
+                self.received += len(self.response.read())  # crossed the network all the same
+                self.response.release_conn()
+            else:
+                self.response.close()
+        self.response = None
+
+    def open_at(self, first: int, want: int) -> None:
+        start, end = self.span
+        last = max(first + want, end if start <= first < end else 0) - 1
+        self.let_go()
+        self.response = get(self.url, self.timeout_s, {"Range": f"bytes={first}-{last}"})
+        if self.response.status != 206:
+            self.response.close()
+            self.response = None
+            raise MmolreError(f"{self.url}: the server stopped honouring Range requests (HTTP 200)")
+        self.cursor, self.response_end = first, last + 1
+
     def readinto(self, buffer) -> int:
         want = min(len(buffer), self.size - self.position)
         if want <= 0:
@@ -140,20 +190,27 @@ class RangeFile(io.RawIOBase):
 
         def attempt() -> None:  # asks for the bytes still missing: a retry resumes where the cut came
             nonlocal got
-            request = urllib.request.Request(self.url, headers={
-                "Range": f"bytes={self.position + got}-{self.position + want - 1}"})
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                if response.status != 206:
-                    raise MmolreError(f"{self.url}: the server stopped honouring Range requests "
-                                      f"(HTTP {response.status})")
+            if self.response is None or self.cursor != self.position + got:
+                self.open_at(self.position + got, want - got)
+            try:
                 while got < want:
-                    n = response.readinto(view[got:want])
-                    if not n:
+                    block = self.response.read1(want - got)  # what arrived counts even when cut
+                    if not block:
                         break
-                    got, self.received = got + n, self.received + n
+                    n = len(block)
+                    view[got:got + n] = block
+                    got, self.cursor, self.received = got + n, self.cursor + n, self.received + n
                     self.on_bytes(n)
+            except BaseException:
+                self.response.close()
+                self.response = None
+                raise
             if got < want:
+                self.response.close()
+                self.response = None
                 raise ConnectionError(f"connection closed after {got} of {want} bytes")
+            if self.cursor >= self.response_end:
+                self.let_go()
 
         retrying(self.url, attempt, self.retries, self.backoff_s,
                  "members already fetched are kept and not fetched again")
@@ -198,6 +255,8 @@ def fetch_members(url: str, target: Path, include, retries: int = 4, backoff_s: 
         for info in wanted:
             _check_member(info.filename, _is_link(info), Path(url))
         todo = [info for info in wanted if not _intact(target / info.filename, info)]
+        starts = sorted({i.header_offset for i in archive.infolist()} | {archive.start_dir})
+        ends = dict(zip(starts, starts[1:]))  # a member's bytes (header, data, descriptor) end where the next begin
         needed = sum(info.compress_size for info in wanted)
         print(f"download: {url}: {len(wanted)} needed members, {needed / 1e9:.2f} GB of the archive's "
               f"{size / 1e9:.2f} GB; {len(todo)} to fetch (the others are here and intact)")
@@ -205,6 +264,7 @@ def fetch_members(url: str, target: Path, include, retries: int = 4, backoff_s: 
                   desc=f"download {url.rsplit('/', 1)[-1]} (needed members)") as progress:
             remote.on_bytes = progress.update
             for info in todo:
+                remote.expect(info.header_offset, ends[info.header_offset])
                 dest = target / info.filename
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 part = dest.with_name(dest.name + ".part")
@@ -219,6 +279,8 @@ def fetch_members(url: str, target: Path, include, retries: int = 4, backoff_s: 
                 except BaseException:
                     part.unlink(missing_ok=True)
                     raise
+                finally:
+                    remote.let_go()  # the member's slack: read, so the connection serves the next one
                 os.replace(part, dest)
     return {"members": len(wanted), "bytes_needed": needed, "bytes_received": remote.received}
 

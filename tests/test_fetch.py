@@ -240,3 +240,37 @@ def test_selective_download_falls_back_when_range_is_ignored(server, tmp_path):
     archive_with_video(root / "CMU_MOSEI.zip", NEEDED_AUDIO)
     assert fetch_members(f"{base}/CMU_MOSEI.zip", tmp_path / "members", is_audio, backoff_s=0.01) is None
     assert not (tmp_path / "members").exists()
+
+
+class KeepAliveHandler(RangeHandler):
+    """RangeHandler speaking HTTP/1.1 with keep-alive; `connections` counts the TCP connections accepted."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else each small response waits for a delayed ACK (40 ms)
+    connections = 0
+
+    def setup(self):
+        KeepAliveHandler.connections += 1
+        super().setup()
+
+
+def test_a_selective_download_is_one_pooled_client_and_one_request_per_member(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    members = {f"Raw/Audio/Full/WAV_16000/a{i:03d}.wav": os.urandom(2_000 + i) for i in range(200)}
+    with zipfile.ZipFile(root / "CMU_MOSEI.zip", "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data, compress_type=zipfile.ZIP_STORED)
+    RangeHandler.mode, RangeHandler.cut_after, RangeHandler.cut_at = "full", None, None
+    RangeHandler.requests, KeepAliveHandler.connections = [], 0
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(KeepAliveHandler, directory=str(root)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        got = fetch_members(f"http://127.0.0.1:{httpd.server_address[1]}/CMU_MOSEI.zip", tmp_path / "out", is_audio)
+    finally:
+        httpd.shutdown()
+    assert got["members"] == 200
+    assert all((tmp_path / "out" / name).read_bytes() == data for name, data in members.items())
+    directory = len(RangeHandler.requests) - 200  # the probe and zipfile's reads of the central directory
+    assert 0 < directory <= 6, RangeHandler.requests[:10]
+    assert KeepAliveHandler.connections <= 2  # was one per request (604 for such an archive with urllib)
