@@ -1,7 +1,6 @@
 """CMU-MOSEI from the MMSA release joined to CMU_MOSEI_Labels.csd for its emotions, the label sources
 (official host, mirror, Hugging Face hub) on local servers, and dead hosts answered in one line."""
 
-import functools
 import hashlib
 import http.server
 import json
