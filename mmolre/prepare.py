@@ -38,7 +38,7 @@ def dataset_table(params: dict, raw_root: Path) -> tuple[pd.DataFrame, list[dict
             [line for c in corpora for line in c.report], module.CORPORA)
 
 
-def utterance_schema(raw_root: Path, corpora=("demo", "mosi", "mosei")) -> pa.DataFrameSchema:
+def utterance_schema(raw_root: Path, corpora: tuple[str, ...]) -> pa.DataFrameSchema:
     """The utterance-table contract; `raw_root` is where audio_path is resolved, `corpora` the values the
     `dataset` column may take."""
     label = lambda low, high: pa.Column(float, pa.Check.in_range(low, high, error=f"must lie in [{low}, {high}]"),
@@ -75,9 +75,10 @@ def utterance_schema(raw_root: Path, corpora=("demo", "mosi", "mosei")) -> pa.Da
     )
 
 
-def find_violations(table: pd.DataFrame, raw_root: Path, extra: list[dict] = (),
-                    corpora=("demo", "mosi", "mosei")) -> pd.DataFrame:
-    """One row per (table row, broken rule): columns row, utterance_id, column, rule, value.
+def find_violations(table: pd.DataFrame, raw_root: Path, corpora: tuple[str, ...], extra: list[dict] = ()
+                    ) -> pd.DataFrame:
+    """One row per (table row, broken rule): columns row, utterance_id, column, rule, value. `corpora`: the
+    values the `dataset` column may take (the dataset module's CORPORA).
     `extra`: broken cross-checks found while reading the corpus (utterance_id, column, rule, value)."""
     row_of = {u: i for i, u in enumerate(table.utterance_id)}
     rows = [{**v, "row": row_of[v["utterance_id"]]} for v in extra]
@@ -118,7 +119,7 @@ def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
     table, invalid, counts_report, corpora = dataset_table(params, raw_root)
     for line in counts_report:
         print(f"prepare: {line}")
-    violations = find_violations(table, raw_root, invalid, corpora)
+    violations = find_violations(table, raw_root, corpora, invalid)
     bad_rows = sorted({int(r) for r in violations.row.dropna()})
     if len(violations) and (cfg.on_invalid == "fail" or violations.row.isna().any()):
         raise MmolreError(f"{len(violations)} rule(s) broken in the utterance table of {dataset} "

@@ -7,6 +7,7 @@ import json
 import threading
 import zipfile
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,7 +78,7 @@ def mmsa_mosei(tmp_path_factory):
             tokens += [[w.encode()] for w in [*said, "sp"]]
             spans += [[max(s, 0) + k * step, max(s, 0) + (k + 1) * step] for k in range(len(said))] + [[e, e]]
         words[video] = (np.array(tokens, dtype="S32"), spans)
-    with __import__("h5py").File(sdk_files / "CMU_MOSEI_TimestampedWords.csd", "w") as f:
+    with h5py.File(sdk_files / "CMU_MOSEI_TimestampedWords.csd", "w") as f:
         for video, (tokens, spans) in words.items():
             group = f.require_group("words/data").create_group(video)
             group["features"], group["intervals"] = tokens, np.array(spans)
@@ -339,3 +340,20 @@ def test_a_new_dataset_is_one_module_plus_one_registry_line(tmp_path, monkeypatc
     monkeypatch.delitem(datasets.REGISTRY, "toy")
     assert main(["download", "--set", "data.dataset=toy", *where]) == 2
     assert "params data.dataset='toy': Input should be 'demo', 'mosi', 'mosei' or 'cmu'" in capsys.readouterr().err
+
+
+def test_mosei_from_mmsa_without_a_label_source_is_one_line_naming_the_routes(mmsa_mosei, local, tmp_path, capsys,
+                                                                               monkeypatch):
+    from conftest import ROOT
+    from mmolre.cli import main
+
+    monkeypatch.setattr(sdk, "HOST", local(Forbidden))
+    monkeypatch.chdir(ROOT)
+    code = main(["download", "--set", "data.dataset=mosei", "--from-mmsa", str(mmsa_mosei / "MOSEI"),
+                 "--raw-root", str(tmp_path / "raw"), "--downloads", str(tmp_path / "downloads")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("mmolre download: error: CMU_MOSEI_Labels.csd: no source gave it (tried: ")
+    assert "CMU-MOSEI/labels/CMU_MOSEI_Labels.csd: HTTP 403" in err
+    assert "--from-archive PATH" in err and "data.labels_hub" in err
+    assert not (tmp_path / "raw").exists()  # failed before decoding a single clip

@@ -8,6 +8,8 @@ import pytest
 from mmolre import MmolreError
 from mmolre.prepare import COLUMNS, dataset_table, find_violations, prepare
 
+DEMO = ("demo",)  # the demo dataset's corpora
+
 
 @pytest.fixture()
 def table(tiny_demo):
@@ -27,7 +29,7 @@ def rules_for(violations, row):
 
 def test_clean_demo_table_passes_with_contract_columns(table, tiny_demo):
     assert list(table.columns) == COLUMNS
-    assert find_violations(table, tiny_demo["raw"]).empty
+    assert find_violations(table, tiny_demo["raw"], DEMO).empty
     assert (table.end_s > table.start_s).all()
 
 
@@ -42,13 +44,13 @@ def test_clean_demo_table_passes_with_contract_columns(table, tiny_demo):
     ({"utterance_id": "other_000"}, "utterance_id must be <video_id>_<clip>"),
 ])
 def test_each_rule_names_the_bad_row(table, tiny_demo, changes, rule):
-    violations = find_violations(broken(table, 3, **changes), tiny_demo["raw"])
+    violations = find_violations(broken(table, 3, **changes), tiny_demo["raw"], DEMO)
     assert rule in rules_for(violations, 3)
     assert set(violations.row) == {3}
 
 
 def test_unknown_split_is_named(table, tiny_demo):
-    violations = find_violations(broken(table, 3, split="dev"), tiny_demo["raw"])
+    violations = find_violations(broken(table, 3, split="dev"), tiny_demo["raw"], DEMO)
     assert "must be one of ['train', 'valid', 'test']" in rules_for(violations, 3)
 
 
@@ -56,13 +58,13 @@ def test_unreadable_audio_is_caught(table, tiny_demo, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(tiny_demo["raw"], raw)
     (raw / table.audio_path[2]).write_bytes(b"RIFF not really a wav")
-    violations = find_violations(table, raw)
+    violations = find_violations(table, raw, DEMO)
     assert rules_for(violations, 2) == {"audio file missing or unreadable"}
 
 
 def test_duplicate_id_flags_both_rows(table, tiny_demo):
     bad = broken(table, 1, utterance_id=table.utterance_id[0])
-    violations = find_violations(bad, tiny_demo["raw"])
+    violations = find_violations(bad, tiny_demo["raw"], DEMO)
     assert set(violations.row) == {0, 1}
     assert rules_for(violations, 1) == {"must be unique (duplicate id)"}
 
@@ -71,7 +73,7 @@ def test_video_in_two_splits_flags_its_rows(table, tiny_demo):
     video = table.video_id[0]
     other = "test" if table.split[0] != "test" else "train"
     bad = broken(table, 0, split=other)
-    violations = find_violations(bad, tiny_demo["raw"])
+    violations = find_violations(bad, tiny_demo["raw"], DEMO)
     assert set(violations.row) == set(table.index[table.video_id == video])
     assert rules_for(violations, 1) == {"video appears in more than one split"}
 

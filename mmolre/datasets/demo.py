@@ -277,7 +277,7 @@ def readme(cfg: DemoConfig, seed: int, table: pd.DataFrame) -> str:
 CORPORA = ("demo",)
 
 
-def download(params: dict, target: Path, downloads: Path = None, archives=()) -> None:
+def download(params: dict, target: Path, downloads: Path | None = None, archives=()) -> None:
     """data/raw/demo/, generated (nothing to download: no --from-archive)."""
     check_archive_names(archives, (), "demo (generated here, nothing to import)")
     generate(build(DemoConfig, params, "demo"), target, seed=params["data"]["seed"])

@@ -162,17 +162,20 @@ def by_transcript(clip, segments, intervals) -> tuple[list[int], str]:
     return rows, how if rows else f"no label row: none at its transcript times [{start:.2f}, {end:.2f}] s"
 
 
-def by_words(clip, words, intervals) -> list[int]:
-    """Rows whose words (the word timings inside the row's interval) read as the clip's text."""
+def row_texts(words, intervals) -> list[str]:
+    """Each label row's normalized text: the word timings inside its interval, silences (`sp`) dropped.
+    Once per video: every clip of the video is compared with the same texts."""
     tokens, spans = words
     spoken = [t.decode() if isinstance(t, bytes) else str(t) for t in tokens[:, 0]]
+    return [normalized(" ".join(w for w, (s, e) in zip(spoken, spans)
+                                if w != "sp" and s >= start - TIME_SLACK_S and e <= end + TIME_SLACK_S))
+            for start, end in intervals]
+
+
+def by_words(clip, texts: list[str]) -> list[int]:
+    """Rows whose words (`row_texts`) read as the clip's text."""
     text = normalized(clip.text)
-    rows = []
-    for i, (start, end) in enumerate(intervals):
-        inside = [w for w, (s, e) in zip(spoken, spans) if s >= start - TIME_SLACK_S and e <= end + TIME_SLACK_S]
-        if same_text(normalized(" ".join(w for w in inside if w != "sp")), text):
-            rows.append(i)
-    return rows
+    return [i for i, row_text in enumerate(texts) if same_text(row_text, text)]
 
 
 def by_length(clip, features, intervals, tolerance_s: float) -> tuple[list[int], str]:
@@ -204,11 +207,12 @@ def by_time_order(clips: pd.DataFrame, features, intervals, tolerance_s: float) 
     return {clip.utterance: int(i) for clip, i in zip(ordered.itertuples(index=False), rows)}
 
 
-def match_one(clip, features, intervals, evidence: Evidence, transcript, words) -> tuple[list[int], str]:
-    """The candidate label rows of one clip and the evidence that gave them (or why there are none)."""
+def match_one(clip, features, intervals, evidence: Evidence, transcript, texts) -> tuple[list[int], str]:
+    """The candidate label rows of one clip and the evidence that gave them (or why there are none);
+    `transcript`: the video's Combined segments, `texts`: its rows' word-timing texts (each or None)."""
     if transcript is not None:
         rows, how = by_transcript(clip, transcript, intervals)
-    elif words is not None and (rows := by_words(clip, words, intervals)):
+    elif texts is not None and (rows := by_words(clip, texts)):
         how = "word timings"
     else:
         return by_length(clip, features, intervals, evidence.tolerance_s)
@@ -224,8 +228,9 @@ def match_one(clip, features, intervals, evidence: Evidence, transcript, words) 
 def match_video(clips: pd.DataFrame, features, intervals, evidence: Evidence, video: str) -> dict[str, tuple]:
     """utterance -> (its label row, the evidence) or (None, why not), for the clips of one video."""
     transcript = evidence.transcripts.get(video) if evidence.transcripts else None
-    words = evidence.words.get(video) if evidence.words else None
-    found = {c.utterance: match_one(c, features, intervals, evidence, transcript, words)
+    words = evidence.words.get(video) if evidence.words and transcript is None else None
+    texts = row_texts(words, intervals) if words is not None else None
+    found = {c.utterance: match_one(c, features, intervals, evidence, transcript, texts)
              for c in clips.itertuples(index=False)}
     if any(len(rows) > 1 for rows, _ in found.values()):
         order = by_time_order(clips, features, intervals, evidence.tolerance_s)
@@ -290,13 +295,14 @@ def add_emotions(out: CorpusTable, labels: pd.DataFrame, evidence: Evidence) -> 
                           "clip_id": table.utterance_id.map(clip_of), "text": table.text, "label": table.sentiment,
                           "seconds": table.end_s})
     matches = match_clips(clips, evidence)
-    csd_sentiment = []
-    for i, utterance in enumerate(table.utterance_id):
-        row, _ = matches[utterance]
+    emotions, csd_sentiment = np.full((len(table), len(EMOTIONS)), np.nan), []
+    for i, (utterance, video, label) in enumerate(zip(table.utterance_id, table.video_id, table.sentiment)):
+        row, how = matches[utterance]
         if row is not None:
-            features = evidence.labels[table.video_id.iat[i]][0]
-            table.loc[i, list(EMOTIONS)] = features[row, 1:7]
-            csd_sentiment.append((utterance, matches[utterance][1], table.sentiment.iat[i], float(features[row, 0])))
+            features = evidence.labels[video][0]
+            emotions[i] = features[row, 1:7]
+            csd_sentiment.append((utterance, how, label, float(features[row, 0])))
+    table[list(EMOTIONS)] = emotions
     out.notes += match_notes(matches, csd_sentiment, evidence)
 
 
