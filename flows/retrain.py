@@ -2,7 +2,9 @@
 
     python -m flows.retrain [--force] [--set train.lr=0.0003] [--metric demo.msa.mae] [--margin 0.01]
 
-1. `dvc status`: when nothing changed (and not --force), skip.
+1. `dvc status`: when nothing changed (and not --force), skip. When nothing changed but outputs are absent
+   (a fresh clone), restore them: from the DVC cache, a DVC remote, else rebuilt by `dvc repro` and kept
+   only when byte-identical to dvc.lock; no candidate is trained.
 2. The candidate runs as a named DVC experiment (`dvc exp run -n retrain-<time> [-S ...]`), its output
    streamed into the run log.
 3. `dvc metrics diff` against the accepted revision: git tag `promote.tag`, or, before any promotion,
@@ -11,11 +13,12 @@
    least the margin (or nothing was accepted or committed yet), the pipeline's tracked files are
    committed and the tag moves to that commit.
 5. Otherwise (kept), and when a stage fails, the workspace goes back to the accepted revision: params,
-   dvc.lock and reports from git, the DVC outputs (models, features) by `dvc checkout`. The served model
+   dvc.lock and reports from git, the DVC outputs (models, features) by `dvc checkout` (or `dvc pull`;
+   outputs found in neither are removed and named, never left as the candidate's). The served model
    is always the accepted one; a kept candidate stays inspectable as its experiment
    (`dvc exp show`, `dvc exp apply retrain-<time>`).
 6. Artifacts: the metric diff (markdown) and the per-emotion scores (table).
-Ends with one line: `retrain: skipped ...`, `retrain: trained, promoted|kept ...`, or
+Ends with one line: `retrain: skipped ...`, `retrain: restored ...`, `retrain: trained, promoted|kept ...`, or
 `retrain: failed: <stage>: <reason>` (the flow then fails, and the CLI exits 1).
 """
 
@@ -25,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -41,6 +45,7 @@ from mmolre.report import accepted_metrics
 
 # What a promotion commits: the pipeline's git-tracked state (outputs that DVC caches are in dvc.lock).
 TRACKED = ["dvc.lock", "params.yaml", "reports"]
+ABSENT = {"deleted", "not in cache"}  # `dvc status` words for an output (or a dep that is one) not in the workspace
 
 
 def last_json(output: str):
@@ -71,6 +76,16 @@ class RetrainFailed(RuntimeError):
     """A candidate's stage failed; the workspace is back at the accepted revision. str() is the `retrain:` line."""
 
 
+class OutputsMissing(RuntimeError):
+    """Outputs of the accepted revision that neither the DVC cache nor a remote holds (removed from the workspace)."""
+
+    def __init__(self, paths: list[str]):
+        super().__init__(f"the accepted revision's outputs {', '.join(paths)} are in no DVC cache or remote, so "
+                         "they were removed from the workspace (the candidate's are never left live): `dvc pull` "
+                         "them from a remote that holds them, or `dvc repro` to rebuild them")
+        self.paths = paths
+
+
 def accepted_revision(tag: str, repo: str) -> str | None:
     """The revision whose model is served: the promotion tag, else the committed HEAD (None in a repo
     without commits)."""
@@ -81,19 +96,86 @@ def accepted_revision(tag: str, repo: str) -> str | None:
 
 
 def restore(repo: str, rev: str | None) -> None:
-    """Put params, dvc.lock, reports and the DVC outputs back as they are at `rev`."""
+    """Put params, dvc.lock, reports and the DVC outputs back as they are at `rev`. Outputs the cache does
+    not hold are pulled from the DVC remote when there is one; any still missing are removed from the
+    workspace (what is there is the candidate's: never left live) and OutputsMissing names them."""
     if rev is None:
         return
     tracked = [p for p in TRACKED if git(repo, "cat-file", "-e", f"{rev}:{p}").returncode == 0]
     if tracked:
         git(repo, "checkout", rev, "--", *tracked)
     git(repo, "clean", "-fdq", "--", "reports")  # files only the candidate wrote
-    run_dvc(["checkout", "--force"], repo)  # models, features, ... of that dvc.lock, from the cache
+    if not bring_outputs(repo):
+        missing = not_restored(repo)
+        for path in missing:
+            target = Path(repo) / path
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        raise OutputsMissing(missing)
+
+
+def bring_outputs(repo: str) -> bool:
+    """The outputs of the workspace's dvc.lock from the DVC cache, else the DVC remote; whether all came."""
+    for args in (["checkout", "--force"], ["pull", "--force"] if has_remote(repo) else None):
+        if args is None:
+            continue
+        try:
+            run_dvc(args, repo)
+            return True
+        except DvcFailed:
+            continue
+    return False
+
+
+def has_remote(repo: str) -> bool:
+    return bool(run_dvc(["remote", "list"], repo).strip())
+
+
+def not_restored(repo: str) -> list[str]:
+    """The outputs that differ from dvc.lock or are absent (`dvc status`'s changed outs)."""
+    changed = last_json(run_dvc(["status", "--json"], repo))
+    return sorted({path for entries in changed.values() for c in entries if isinstance(c, dict)
+                   for path in c.get("changed outs", {})})
+
+
+def only_absent_outputs(changed: dict) -> bool:
+    """Whether `dvc status` reports nothing but outputs absent from the workspace, and deps that are such
+    outputs or folders holding them (`models`), as in a fresh clone: the accepted revision is to be
+    restored, not retrained."""
+    changes = [c for entries in changed.values() for c in entries]
+    if not changes or not all(isinstance(c, dict) and set(c) <= {"changed deps", "changed outs"} for c in changes):
+        return False
+    outs = {path: v for c in changes for path, v in c.get("changed outs", {}).items()}
+    deps = {path: v for c in changes for path, v in c.get("changed deps", {}).items()}
+    absent = {path for path, v in outs.items() if v in ABSENT}
+    return len(absent) == len(outs) and all(
+        (isinstance(v, str) and v in ABSENT) or any(a == path or a.startswith(f"{path}/") for a in absent)
+        for path, v in deps.items())
+
+
+def restore_accepted(repo: str, accepted_rev: str | None) -> str:
+    """The `retrain:` line of a run whose only change is absent outputs: they come from the cache or the
+    remote, else `dvc repro` rebuilds them, kept only when byte-identical to dvc.lock (else removed)."""
+    if bring_outputs(repo):
+        return "retrain: restored the accepted outputs from DVC (nothing changed since the accepted revision)"
+    try:
+        run_dvc(["repro"], repo)
+    except DvcFailed as e:
+        stage, reason = failed_stage(e)
+        fail(repo, accepted_rev, f"retrain: failed: restore: {stage}: {reason}")
+    if git(repo, "diff", "--quiet", "--", "dvc.lock").returncode == 0:
+        return ("retrain: restored the accepted outputs: in no DVC cache or remote, so rebuilt by `dvc repro`, "
+                "byte for byte (nothing changed since the accepted revision)")
+    fail(repo, accepted_rev, "retrain: failed: restore: the accepted outputs are in no DVC cache or remote, and "
+                             "`dvc repro` rebuilt them with other bytes (not served); `dvc pull` them from the "
+                             "remote they were pushed to (`dvc remote add -d NAME URL`)")
 
 
 def fail(repo: str, accepted_rev: str | None, line: str) -> None:
     """Put the workspace back at the accepted revision, log the `retrain: failed` line and fail the flow."""
-    restore(repo, accepted_rev)
+    try:
+        restore(repo, accepted_rev)
+    except OutputsMissing as e:
+        line += f"; {e}"
     get_run_logger().error(line)
     raise RetrainFailed(line) from None  # the line says it all; no chained DVC traceback
 
@@ -115,11 +197,11 @@ def retrain(repo: str = ".", targets: list[str] | None = None, force: bool = Fal
     metric = metric or rule["metric"]
     margin = rule["margin"] if margin is None else margin
     changed = last_json(run_dvc(["status", "--json", *targets], repo))
-    if not (changed or force or set_params):
-        summary = {"trained": False, "line": "retrain: skipped (nothing changed since the last run)"}
-        logger.info(summary["line"])
-        return summary
     accepted_rev = accepted_revision(rule["tag"], repo)
+    if not (changed or force or set_params) or (only_absent_outputs(changed) and not (force or set_params)):
+        line = restore_accepted(repo, accepted_rev) if changed else "retrain: skipped (nothing changed since the last run)"
+        logger.info(line)
+        return {"trained": False, "line": line}
     name = f"retrain-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     try:
         run_dvc(["exp", "run", "-n", name, *[a for p in set_params for a in ("-S", p)],
@@ -157,7 +239,10 @@ def retrain(repo: str = ".", targets: list[str] | None = None, force: bool = Fal
         git(repo, "tag", "-f", rule["tag"])
         line = f"retrain: trained, promoted ({change}; tag {rule['tag']} -> {git(repo, 'rev-parse', '--short', 'HEAD').stdout.strip()})"
     else:
-        restore(repo, accepted_rev)
+        try:
+            restore(repo, accepted_rev)
+        except OutputsMissing as e:
+            fail(repo, None, f"retrain: failed: restore: kept the accepted model ({change}), but {e}")
         line = (f"retrain: trained, kept the accepted model ({change}; needs {rule['mode']} by >= {margin}); "
                 f"candidate kept as experiment {name}")
     logger.info(line)

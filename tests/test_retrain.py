@@ -57,6 +57,7 @@ def test_retrain_promotes_skips_keeps_and_fails_without_serving_a_rejected_model
 
     second = retrain(repo=str(repo))
     assert not second["trained"] and second["line"] == "retrain: skipped (nothing changed since the last run)"
+    fresh_clones_restore_then_skip(repo, tmp_path)
 
     set_yaml(repo / "params.yaml", "train", "lr", 0.02)
     third = retrain(repo=str(repo), margin=1e9)  # an impossible margin: trained but kept
@@ -89,3 +90,56 @@ def test_schedule_builds_a_cron_deployment():
     assert d.name == "mmolre-retrain"
     assert d.schedules[0].schedule.cron == "0 3 * * 1"
     assert d.parameters == {"repo": "/srv/mmolre", "force": False}
+
+
+def clone(origin, folder):
+    subprocess.run(["git", "clone", "-q", str(origin), str(folder)], check=True, capture_output=True)
+    return folder
+
+
+def fresh_clones_restore_then_skip(origin, tmp_path):
+    """A fresh clone (no DVC cache) of the accepted revision: the first run restores its outputs (pulled
+    when a remote holds them, else rebuilt byte for byte), the second skips; never a candidate."""
+    rebuilt = clone(origin, tmp_path / "fresh clone")
+    first = retrain(repo=str(rebuilt))
+    assert not first["trained"] and first["line"] == (
+        "retrain: restored the accepted outputs: in no DVC cache or remote, so rebuilt by `dvc repro`, byte for "
+        "byte (nothing changed since the accepted revision)")
+    assert state(rebuilt)["git"] == "" and "up to date" in state(rebuilt)["dvc"]
+    assert state(rebuilt)["models"] == state(origin)["models"]
+    assert retrain(repo=str(rebuilt))["line"] == "retrain: skipped (nothing changed since the last run)"
+
+    store = tmp_path / "dvc store"
+    sh = lambda repo, *args: subprocess.run(args, cwd=repo, check=True, capture_output=True, text=True)
+    sh(origin, sys.executable, "-m", "dvc", "remote", "add", "-d", "store", str(store))
+    sh(origin, sys.executable, "-m", "dvc", "push", "-q")
+    sh(origin, "git", "commit", "-qam", "a DVC remote")
+    pulled = clone(origin, tmp_path / "clone with a remote")
+    assert retrain(repo=str(pulled))["line"] == (
+        "retrain: restored the accepted outputs from DVC (nothing changed since the accepted revision)")
+    assert state(pulled)["models"] == state(origin)["models"] and "up to date" in state(pulled)["dvc"]
+    assert retrain(repo=str(pulled))["line"] == "retrain: skipped (nothing changed since the last run)"
+
+    from flows.retrain import OutputsMissing, restore
+
+    bare = clone(origin, tmp_path / "clone without cache or remote")
+    sh(bare, "git", "checkout", "-q", "mmolre-accepted")  # before the remote was configured
+    (bare / "models/main").mkdir(parents=True)
+    (bare / "models/main/model.safetensors").write_bytes(b"a rejected candidate's weights")
+    with pytest.raises(OutputsMissing) as missing:  # a kept candidate where the accepted outputs are nowhere
+        restore(str(bare), "HEAD")
+    assert "models/main" in missing.value.paths and not (bare / "models/main").exists()
+    assert "`dvc pull` them from a remote that holds them, or `dvc repro`" in str(missing.value)
+
+
+def test_only_absent_outputs_is_a_restore_and_anything_else_a_candidate():
+    from flows.retrain import only_absent_outputs
+
+    fresh = {"prepare": [{"changed deps": {"data/raw/demo": "deleted"}}, {"changed outs": {"data/prepared/demo": "not in cache"}}],
+             "train@main": [{"changed outs": {"models/main": "not in cache"}}],
+             "evaluate": [{"changed deps": {"models": "modified"}}, {"changed outs": {"reports/predictions": "deleted"}}]}
+    assert only_absent_outputs(fresh)  # `models` is a folder holding absent outputs (its .gitignore is there)
+    code = {**fresh, "train@main": [{"changed deps": {"mmolre/train.py": "modified"}}, *fresh["train@main"]]}
+    params = {**fresh, "train@main": [{"changed deps": {"params.yaml": {"train.lr": 0.02}}}]}
+    edited = {**fresh, "train@main": [{"changed outs": {"models/main": "modified"}}]}
+    assert not any(map(only_absent_outputs, (code, params, edited, {}, {"train@main": ["changed command"]})))
