@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from mmolre.evaluate import evaluate
-from mmolre.model import VARIANTS
+from mmolre.model_config import VARIANTS
 from mmolre.params import load_params
 from mmolre.train import train
 

@@ -32,7 +32,7 @@ import torch
 from mmolre import EMOTIONS
 from mmolre.batches import FeatureStore, stored_bytes, keep_freed_memory, loader
 from mmolre.features import FeatureFile, FeatureWriter
-from mmolre.model import MMoLREConfig
+from mmolre.model_config import MMoLREConfig
 from mmolre.model_info import closed_form_flops
 from mmolre.train import feature_stats
 

@@ -5,6 +5,7 @@ Reading order follows the paper (docs/paper.md):
   -> TaskAdaptiveFusion -> MMoLRE (input projections, heads, multi-task loss).
 Tasks: "sa" (sentiment regression) and "er" (six-emotion recognition, multi-label).
 Shapes: B batch, T tokens/frames, d model width, E experts in a group, r rank.
+The choices (sizes, ablations, routers) and their rules are MMoLREConfig, in mmolre/model_config.py.
 """
 
 from __future__ import annotations
@@ -16,93 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmolre.hub import PretrainedMixin
-
-TASKS = ("sa", "er")
-MODALITIES = ("text", "audio")
-# The paper's ablations, each one config value (mmolre = the full model).
-VARIANTS = ("mmolre", "no_shared", "no_specific", "full_rank", "hard_sharing", "msa_only", "mer_only")
-EXPERTS = ("lowrank_conv", "lowrank_linear")
-ROUTERS = ("dense", "topk")
-
-
-@dataclass
-class MMoLREConfig:
-    text_dim: int = 768          # width of the text features (roberta-base)
-    audio_dim: int = 768         # width of the audio features (data2vec-audio-base)
-    d_model: int = 768           # d [paper]
-    n_experts: int = 15          # N shared low-rank experts per mixture [paper: best N = 15]
-    rank: int | tuple[int, ...] = 128  # r_n: one rank for every expert, or one per shared expert [paper: best 128]
-    kernel_size: int = 3         # kernel of an expert's first convolution [paper]
-    expert: str = "lowrank_conv"  # lowrank_conv [paper] | lowrank_linear: first layer k=1 (LoRA-style, no temporal kernel)
-    router: str = "dense"        # dense [paper]: softmax over all experts | topk: the top_k largest gates, renormalised
-    top_k: int = 2               # experts kept per token with router=topk
-    aux_loss_weight: float = 0.01  # weight of the load-balancing loss with router=topk [ours]
-    n_blocks: int = 2            # UniTSE blocks per modality [paper]
-    n_heads: int = 8             # heads of the cross-modal attention in fusion [ours]
-    dropout: float = 0.1         # [ours]
-    n_emotions: int = 6          # happy, sad, anger, surprise, disgust, fear
-    modalities: tuple[str, ...] = MODALITIES  # a subset gives the unimodal runs
-    variant: str = "mmolre"      # one of VARIANTS: an ablation of the paper
-    fused_experts: bool = True   # mixture as two wide convolutions; False = loop over experts
-    er_loss_weight: float = 1.0  # lambda in L = L_SA + lambda * L_ER [ours]
-    emotion_pos_weight: tuple[float, ...] | None = None  # BCE positive-class weights [ours]
-
-    def __post_init__(self):
-        self.modalities = tuple(self.modalities)
-        if not self.modalities or set(self.modalities) - set(MODALITIES):
-            raise ValueError(f"modalities {self.modalities}: choose a non-empty subset of {MODALITIES}")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant {self.variant!r}: choose one of {VARIANTS}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        if isinstance(self.rank, (list, tuple)):
-            self.rank = tuple(int(r) for r in self.rank)
-            if len(self.rank) != self.n_experts:
-                raise ValueError(f"rank {list(self.rank)}: give one rank per shared expert ({self.n_experts})")
-        if self.expert not in EXPERTS or self.router not in ROUTERS:
-            raise ValueError(f"expert {self.expert!r} / router {self.router!r}: choose from {EXPERTS} / {ROUTERS}")
-        if self.router == "topk" and not 1 <= self.top_k <= self.n_shared + int(self.task_specific):
-            raise ValueError(f"top_k={self.top_k}: between 1 and the experts of a mixture")
-        if self.emotion_pos_weight is not None:
-            self.emotion_pos_weight = tuple(float(w) for w in self.emotion_pos_weight)
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return {"msa_only": ("sa",), "mer_only": ("er",)}.get(self.variant, TASKS)
-
-    @property
-    def branches(self) -> tuple[str, ...]:
-        """Paths through UniTSE and fusion: one per task, or one trunk for both (hard sharing)."""
-        return ("trunk",) if self.variant == "hard_sharing" else self.tasks
-
-    @property
-    def n_shared(self) -> int:
-        return 0 if self.variant == "no_shared" else self.n_experts
-
-    @property
-    def task_specific(self) -> bool:
-        return self.variant not in ("no_specific", "hard_sharing")
-
-    @property
-    def expert_rank(self) -> int | tuple[int, ...]:
-        return self.d_model if self.variant == "full_rank" else self.rank
-
-    @property
-    def shared_ranks(self) -> tuple[int, ...]:
-        """r_n of each shared expert."""
-        r = self.expert_rank
-        return tuple(r) if isinstance(r, tuple) else (r,) * self.n_shared if self.n_shared else ()
-
-    @property
-    def specific_rank(self) -> int:
-        """Rank of the task-specific experts: the shared experts' rank, or their largest when they differ [ours]."""
-        r = self.expert_rank
-        return max(r) if isinstance(r, tuple) else r
-
-    @property
-    def expert_kernel(self) -> int:
-        return 1 if self.expert == "lowrank_linear" else self.kernel_size
-
+from mmolre.model_config import JOINT, MODALITIES, MMoLREConfig
 
 @dataclass
 class MMoLREOutput:
@@ -306,8 +221,8 @@ class TaskAdaptiveFusion(nn.Module):
             xs = {q: self.norms[q](xs[q] + self.dropout(attended[q])) for q in MODALITIES}
         pooled = torch.stack([torch.where(present[m][:, None], masked_mean(xs[m], masks[m]), 0.0)
                               for m in self.modalities], dim=1)  # (B, M, d)
-        here = torch.stack([present[m] for m in self.modalities], dim=1)  # (B, M)
-        gates = torch.softmax(self.gate(pooled.flatten(1)).masked_fill(~here, float("-inf")), dim=-1)  # (B, M)
+        present_mask = torch.stack([present[m] for m in self.modalities], dim=1)  # (B, M)
+        gates = torch.softmax(self.gate(pooled.flatten(1)).masked_fill(~present_mask, float("-inf")), dim=-1)
         return (gates.unsqueeze(1) @ pooled).squeeze(1), gates  # sum_m g_m p_m
 
 
@@ -372,11 +287,11 @@ class MMoLRE(nn.Module, PretrainedMixin):
         """text (B, T_t, text_dim), audio (B, T_a, audio_dim), masks (B, T) True = real position;
         sentiment (B,) and emotions (B, 6) labels (NaN where absent) give the loss."""
         cfg = self.config
-        given = {"text": (text, text_mask), "audio": (audio, audio_mask)}
+        inputs = {"text": (text, text_mask), "audio": (audio, audio_mask)}
         per_branch = {branch: {} for branch in cfg.branches}
         masks, routing, aux = {}, {}, 0.0
         for m in cfg.modalities:
-            x, masks[m] = given[m]
+            x, masks[m] = inputs[m]
             if x is None:
                 raise ValueError(f"this model reads {m}: pass {m} and {m}_mask")
             xs, gates, modality_aux = self.unitse[m](self.inputs[m](x), masks[m])
@@ -394,7 +309,7 @@ class MMoLRE(nn.Module, PretrainedMixin):
             vectors[branch], modality_gates = self.fusion[branch](per_branch[branch], masks)
             if return_routing:
                 routing[f"fusion/{branch}"] = modality_gates.detach()
-        vector = {task: vectors["trunk" if "trunk" in vectors else task] for task in cfg.tasks}
+        vector = {task: vectors[JOINT if JOINT in vectors else task] for task in cfg.tasks}
         out = MMoLREOutput(
             sentiment=self.sa_head(vector["sa"]).squeeze(-1) if self.sa_head is not None else None,
             emotions=self.er_head(vector["er"]) if self.er_head is not None else None, routing=routing)

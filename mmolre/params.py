@@ -3,7 +3,8 @@
 `validate_params` checks params.yaml against one pydantic model per section (types, ranges, allowed
 values, unknown keys) before any stage starts work: each broken rule is one line naming the key, the
 value and what is allowed. The stages' configs are these models (`build(TrainParams, params, "train")`);
-the model section also builds mmolre.model.MMoLREConfig, the paper's dataclass.
+the model section, and each run of `runs` (`run_spec`), is checked by building the model's
+MMoLREConfig (mmolre/model_config.py), whose rules and messages are the only ones.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mmolre import MmolreError
 from mmolre.datasets import REGISTRY
+from mmolre.model_config import MMoLREConfig
 
 T = TypeVar("T")
 S = TypeVar("S", bound="BaseModel")
@@ -143,41 +145,52 @@ class FeaturizeParams(Section):
     on_invalid: OnInvalid = "fail"  # quarantine: leave the utterance out, listed in <stem>.rejected.csv
 
 
-VARIANT = Literal["mmolre", "no_shared", "no_specific", "full_rank", "hard_sharing", "msa_only", "mer_only"]
+MODEL = MMoLREConfig()  # the model's defaults: the schema restates none of them
 
 
 class ModelParams(Section):
+    """Types and ranges here; the rules across keys are MMoLREConfig's (mmolre/model_config.py), checked by
+    building one, so they and their messages exist once."""
     d_model: PositiveInt
     n_experts: PositiveInt
     rank: PositiveInt | list[PositiveInt]
-    n_blocks: PositiveInt = 2
+    n_blocks: PositiveInt = MODEL.n_blocks
     n_heads: PositiveInt
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    variant: VARIANT = "mmolre"
-    fused_experts: bool = True
-    expert: Literal["lowrank_conv", "lowrank_linear"] = "lowrank_conv"
-    router: Literal["dense", "topk"] = "dense"
-    top_k: PositiveInt = 2
-    aux_loss_weight: NonNegativeFloat = 0.01
-    modalities: Annotated[list[Literal["text", "audio"]], Field(min_length=1)] = ["text", "audio"]
+    dropout: Annotated[float, Field(ge=0, lt=1)] = MODEL.dropout
+    variant: str = MODEL.variant
+    fused_experts: bool = MODEL.fused_experts
+    expert: str = MODEL.expert
+    router: str = MODEL.router
+    top_k: PositiveInt = MODEL.top_k
+    aux_loss_weight: NonNegativeFloat = MODEL.aux_loss_weight
+    modalities: list[str] = list(MODEL.modalities)
 
     @model_validator(mode="after")
-    def fits(self):
-        ranks = self.rank if isinstance(self.rank, list) else [self.rank]
-        if isinstance(self.rank, list) and len(self.rank) != self.n_experts:
-            raise ValueError(f"rank={self.rank} needs one rank per shared expert (n_experts={self.n_experts})")
-        if max(ranks) > self.d_model:
-            raise ValueError(f"rank={self.rank} must be <= d_model={self.d_model} (a low-rank expert)")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
-        if self.router == "topk" and self.top_k > self.n_experts + 1:
-            raise ValueError(f"top_k={self.top_k} must be <= the experts of a mixture ({self.n_experts + 1})")
+    def builds_the_model_config(self):
+        self.config()
         return self
+
+    def config(self, **given) -> MMoLREConfig:
+        """The MMoLREConfig of these values (and `given`: feature widths, loss weights)."""
+        return MMoLREConfig(**self.model_dump(exclude={"seeds"}), **given)
 
 
 class RunParams(ModelParams):
     """An entry of `runs`: the model keys it overrides, and the seeds it is trained from."""
     seeds: Annotated[list[int], Field(min_length=1)] | None = None
+
+
+def run_spec(params: dict, run: str) -> RunParams:
+    """Run `run` of params `runs`: the `model` section with the run's keys over it, validated, defaults filled."""
+    runs = params.get("runs") or {}
+    if run not in runs:
+        raise MmolreError(f"--run {run!r}: params `runs` has {sorted(runs)}")
+    return parse(f"runs.{run}", RunParams, {**params["model"], **(runs[run] or {})})
+
+
+def run_seeds(params: dict, run: str) -> list[int]:
+    """The seeds a run trains: its `seeds` entry, else params data.seed."""
+    return run_spec(params, run).seeds or [int(params["data"]["seed"])]
 
 
 class TrainParams(Section):
@@ -220,21 +233,21 @@ def validate_params(params: dict) -> None:
     lines = [f"params: unknown section {name!r}; params.yaml has {sorted(SECTIONS) + ['runs']}"
              for name in params if name not in SECTIONS and name != "runs"]
     for name, schema in SECTIONS.items():
-        lines += check(name, schema, params.get(name))
+        lines += broken_rules(lambda: parse(name, schema, params.get(name)))
     runs = params.get("runs")
     if not isinstance(runs, dict) or not runs:
         lines.append("params runs: must map run names to {modalities: [...], <model keys>}, e.g. main")
     elif not any(line.startswith("params model") for line in lines):  # a run's keys over a valid model section
-        for run, entry in runs.items():
-            lines += check(f"runs.{run}", RunParams, {**params["model"], **(entry or {})})
+        for run in runs:
+            lines += broken_rules(lambda: run_spec(params, run))
     if lines:
         raise MmolreError("\n".join(dict.fromkeys(lines)))
 
 
-def check(name: str, schema: type[BaseModel], values) -> list[str]:
-    """The broken rules of section `name`, one line each (empty when valid)."""
+def broken_rules(parse_section) -> list[str]:
+    """The broken rules `parse_section()` reports, one line each (empty when valid)."""
     try:
-        parse(name, schema, values)
+        parse_section()
     except MmolreError as e:
         return str(e).splitlines()
     return []
@@ -257,6 +270,6 @@ def describe_error(section: str, schema: type[BaseModel], error: dict) -> str:
         return f"params {key}: unknown key; {section} takes {sorted(schema.model_fields)}"
     if error["type"] == "missing":
         return f"params {key}: missing"
-    if not error["loc"]:  # a rule across keys
-        return f"params {section}: {error['msg'].removeprefix('Value error, ')}"
+    if not error["loc"]:  # rules across keys, one per line
+        return "\n".join(f"params {section}: {rule}" for rule in error["msg"].removeprefix("Value error, ").splitlines())
     return f"params {key}={error['input']!r}: {error['msg'].removeprefix('Value error, ')}"

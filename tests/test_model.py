@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmolre.model import (TASKS, ExpertMixture, LowRankExpert, MMoLRE, MMoLREConfig, UniTSEBlock,
-                          multitask_loss)
+from mmolre.model import ExpertMixture, LowRankExpert, MMoLRE, UniTSEBlock, load_balancing_loss, multitask_loss
+from mmolre.model_config import JOINT, TASKS, MMoLREConfig
 
 
 def count(module) -> int:
@@ -174,11 +174,11 @@ def test_loss_uses_only_the_labels_a_sample_has():
     assert torch.equal(pred.grad, torch.zeros(3))
 
 
-def test_bad_config_is_refused():
-    with pytest.raises(ValueError, match="modalities"):
-        MMoLREConfig(modalities=("video",))
-    with pytest.raises(ValueError, match="divisible"):
-        MMoLREConfig(d_model=30, n_heads=8)
+def test_bad_config_is_refused_naming_every_broken_rule():
+    with pytest.raises(ValueError) as raised:
+        MMoLREConfig(d_model=30, rank=16, n_heads=8, modalities=("video",))
+    assert str(raised.value).splitlines() == ["modalities='video': choose one of text, audio",
+                                              "n_heads=8 must divide d_model=30"]
 
 
 @pytest.mark.parametrize("variant, shared, specific, heads", [
@@ -194,7 +194,7 @@ def test_ablation_variants(variant, shared, specific, heads):
     mixture = next(iter(block.mixtures.values()))
     assert (mixture.specific is not None) == specific
     assert mixture.router.out_features == shared + int(specific)
-    assert list(block.mixtures) == (["trunk"] if variant == "hard_sharing" else list(heads))
+    assert list(block.mixtures) == ([JOINT] if variant == "hard_sharing" else list(heads))
     rank = 16 if variant == "full_rank" else 4
     expert = (block.shared or mixture.specific).experts[0]
     assert expert.conv1.out_channels == rank
@@ -209,7 +209,7 @@ def test_ablation_variants(variant, shared, specific, heads):
 def test_hard_sharing_feeds_both_heads_one_vector():
     torch.manual_seed(7)
     model = MMoLRE(tiny(variant="hard_sharing")).eval()
-    assert list(model.fusion) == ["trunk"]
+    assert list(model.fusion) == [JOINT]
     captured = {}
     model.sa_head[0].register_forward_pre_hook(lambda m, i: captured.update(sa=i[0]))
     model.er_head[0].register_forward_pre_hook(lambda m, i: captured.update(er=i[0]))
@@ -253,11 +253,12 @@ def test_heads_equation():
     torch.manual_seed(9)
     model = MMoLRE(tiny()).double().eval()
     v = torch.randn(2, 16, dtype=torch.float64)
-    for head_, width in ((model.sa_head, 1), (model.er_head, 6)):
-        l1, l2 = head_[0], head_[3]
+    for task, width in (("sa", 1), ("er", 6)):
+        mlp = getattr(model, f"{task}_head")
+        l1, l2 = (layer for layer in mlp if isinstance(layer, torch.nn.Linear))
         expected = F.gelu(v @ l1.weight.T + l1.bias) @ l2.weight.T + l2.bias
         assert l1.out_features == 8 and l2.out_features == width
-        assert torch.allclose(head_(v), expected, atol=1e-12)
+        assert torch.allclose(mlp(v), expected, atol=1e-12)
 
 
 def test_block2_reads_each_task_its_own_input_through_the_same_shared_experts():
@@ -278,17 +279,15 @@ def test_block2_reads_each_task_its_own_input_through_the_same_shared_experts():
 
 
 def test_an_absent_modality_is_a_mask_and_its_values_change_nothing():
-    from mmolre.model import MMoLRE, MMoLREConfig
-
     torch.manual_seed(0)
-    model = MMoLRE(MMoLREConfig(text_dim=12, audio_dim=10, d_model=16, n_experts=2, rank=4, n_heads=2)).eval()
-    text, audio = torch.randn(3, 5, 12), torch.randn(3, 7, 10)
-    text_mask, audio_mask = torch.ones(3, 5, dtype=torch.bool), torch.ones(3, 7, dtype=torch.bool)
+    model = MMoLRE(tiny(n_experts=2)).eval()
+    x = inputs()
+    text, audio, text_mask, audio_mask = x["text"], x["audio"], x["text_mask"], x["audio_mask"]
     audio_mask[1] = False  # sample 1 has no audio
     text_mask[2] = False  # sample 2 has no text
     out = model(text=text, text_mask=text_mask, audio=audio, audio_mask=audio_mask, return_routing=True)
     other_audio, other_text = audio.clone(), text.clone()
-    other_audio[1] = 1e3 * torch.randn(7, 10)
+    other_audio[1] = 1e3 * torch.randn(9, 10)
     other_text[2] = -50.0
     again = model(text=other_text, text_mask=text_mask, audio=other_audio, audio_mask=audio_mask)
     assert torch.equal(out.sentiment, again.sentiment) and torch.equal(out.emotions, again.emotions)
@@ -297,21 +296,6 @@ def test_an_absent_modality_is_a_mask_and_its_values_change_nothing():
     assert gates[1].tolist() == [1.0, 0.0] and gates[2].tolist() == [0.0, 1.0]
     alone = model(text=text[1:2], text_mask=text_mask[1:2], audio=audio[1:2], audio_mask=audio_mask[1:2])
     assert torch.allclose(alone.sentiment, out.sentiment[1:2], atol=1e-6)  # the others in the batch do not matter
-
-
-def test_modality_dropout_masks_one_modality_of_about_p_of_the_samples():
-    from mmolre.train import drop_modalities
-
-    torch.manual_seed(0)
-    n = 4000
-    batch = {"index": torch.arange(n), "text_mask": torch.ones(n, 3, dtype=torch.bool),
-             "audio_mask": torch.ones(n, 5, dtype=torch.bool)}
-    out = drop_modalities(batch, 0.3)
-    text_gone, audio_gone = ~out["text_mask"].any(1), ~out["audio_mask"].any(1)
-    assert not (text_gone & audio_gone).any()  # never both
-    assert abs(float((text_gone | audio_gone).float().mean()) - 0.3) < 0.03
-    assert abs(float(text_gone.float().mean()) - 0.15) < 0.03
-
 
 
 def test_topk_gates_keep_exactly_k_experts_that_sum_to_one():
@@ -323,12 +307,11 @@ def test_topk_gates_keep_exactly_k_experts_that_sum_to_one():
     for g in gates.values():  # (B, T, N+1): 3 shared + 1 specific
         assert ((g > 0).sum(-1) == 2).all()
         assert torch.allclose(g.sum(-1), torch.ones(3, 5))
-    assert aux > 0
+    probs = {task: torch.softmax(block.mixtures[task].router(x), -1) for task in TASKS}
+    assert torch.allclose(aux, sum(load_balancing_loss(gates[t], probs[t], mask, 2) for t in TASKS))
 
 
 def test_load_balancing_loss_is_one_when_even_and_grows_when_routing_collapses():
-    from mmolre.model import load_balancing_loss
-
     mask = torch.ones(1, 4, dtype=torch.bool)
     even_probs = torch.full((1, 4, 4), 0.25)
     even_gates = torch.eye(4)[None]  # each token to a different expert (k = 1)
@@ -342,19 +325,26 @@ def test_topk_model_loss_adds_the_weighted_load_balancing_loss():
     torch.manual_seed(8)
     model = MMoLRE(tiny(router="topk", top_k=2, aux_loss_weight=0.5)).eval()
     labels = dict(sentiment=torch.tensor([0.5, -1.0, 2.0]), emotions=torch.rand(3, 6))
-    out = model(**inputs(), **labels)
-    assert out.loss_aux is not None and out.loss_aux > 0
+    x = inputs()
+    out = model(**x, **labels)
+    blocks_aux = sum(model.unitse[m](model.inputs[m](x[m]), x[f"{m}_mask"])[2] for m in ("text", "audio"))
+    assert torch.allclose(out.loss_aux, blocks_aux)  # every block of both modalities
     assert torch.allclose(out.loss, out.loss_sa + out.loss_er + 0.5 * out.loss_aux)
     assert MMoLRE(tiny()).eval()(**inputs(), **labels).loss_aux is None  # dense: the paper's loss
 
 
-def test_design_choices_are_validated():
-    with pytest.raises(ValueError, match="one rank per shared expert"):
-        tiny(rank=(2, 4))
-    with pytest.raises(ValueError, match="choose from"):
-        tiny(router="sparse")
-    with pytest.raises(ValueError, match="top_k=9"):
-        tiny(router="topk", top_k=9)
+@pytest.mark.parametrize("design, rule", [
+    ({"rank": (2, 4)}, "rank=[2, 4] needs one rank per shared expert (n_experts=3)"),
+    ({"router": "sparse"}, "router='sparse': choose one of dense, topk"),
+    ({"router": "topk", "top_k": 9}, "top_k=9: a mixture has 4 expert(s) with n_experts=3 and variant=mmolre; "
+                                     "choose 1 <= top_k <= 4"),
+    ({"router": "topk", "top_k": 4, "variant": "no_specific"},
+     "top_k=4: a mixture has 3 expert(s) with n_experts=3 and variant=no_specific; choose 1 <= top_k <= 3"),
+])
+def test_design_choices_are_validated(design, rule):
+    with pytest.raises(ValueError) as raised:
+        tiny(**design)
+    assert str(raised.value) == rule
 
 
 def test_the_training_forward_is_one_graph_without_data_dependent_branches():
@@ -363,10 +353,8 @@ def test_the_training_forward_is_one_graph_without_data_dependent_branches():
     import torch._dynamo
 
     torch.manual_seed(0)
-    model = MMoLRE(MMoLREConfig(text_dim=12, audio_dim=10, d_model=16, n_experts=3, rank=4, n_heads=2)).train()
-    inputs = {"text": torch.randn(3, 5, 12), "text_mask": torch.ones(3, 5, dtype=torch.bool),
-              "audio": torch.randn(3, 7, 10), "audio_mask": torch.ones(3, 7, dtype=torch.bool),
-              "sentiment": torch.tensor([1.0, math.nan, -2.0]), "emotions": torch.rand(3, 6)}
-    explained = torch._dynamo.explain(model)(**inputs)
+    model = MMoLRE(tiny(dropout=0.1)).train()
+    labels = {"sentiment": torch.tensor([1.0, math.nan, -2.0]), "emotions": torch.rand(3, 6)}
+    explained = torch._dynamo.explain(model)(**inputs(), **labels)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), \
         [reason.reason[:200] for reason in explained.break_reasons]

@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from mmolre.model import VARIANTS, MMoLRE, MMoLREConfig
+from mmolre.model import MMoLRE
+from mmolre.model_config import VARIANTS, MMoLREConfig, Variant
 from mmolre.model_info import closed_form_flops, closed_form_params, info_rows, measured_flops
 
 SMALL = MMoLREConfig(text_dim=24, audio_dim=12, d_model=32, n_experts=3, rank=4, n_heads=4)
@@ -47,3 +48,28 @@ def test_per_expert_ranks_count_by_hand():
     fusion = 2 * (32 * 1 + 1)
     heads = (32 * 16 + 16 + 16 * 1 + 1) + (32 * 16 + 16 + 16 * 6 + 6)
     assert closed_form_params(cfg) == block + fusion + heads == sum(p.numel() for p in MMoLRE(cfg).parameters())
+
+
+def test_a_new_variant_is_one_table_entry(monkeypatch):
+    """An ablation added as one entry of model_config.VARIANTS (here: full-rank shared experts and no task-specific
+    expert) is taken by params validation, built, trained a step and counted, with no other change."""
+    import torch
+
+    from mmolre.params import load_params, run_spec, validate_params
+    from conftest import ROOT
+
+    monkeypatch.setitem(VARIANTS, "full_rank_no_specific", Variant(specific=False, full_rank=True))
+    params = load_params(ROOT / "params.yaml", ["model.variant=full_rank_no_specific"])
+    validate_params(params)
+    cfg = run_spec(params, "main").config(text_dim=24, audio_dim=12)
+    assert (cfg.n_shared, cfg.task_specific, cfg.shared_ranks) == (4, False, (128,) * 4)
+    model = MMoLRE(cfg)
+    assert closed_form_params(cfg) == sum(p.numel() for p in model.parameters())
+    assert closed_form_flops(cfg, 7, 11) == measured_flops(model, 7, 11)
+    assert [len(group.experts) for group in (model.unitse["text"].blocks[0].shared,)] == [4]
+    assert model.unitse["text"].blocks[0].mixtures["sa"].specific is None
+    out = model.train()(text=torch.randn(2, 5, 24), text_mask=torch.ones(2, 5, dtype=torch.bool),
+                        audio=torch.randn(2, 9, 12), audio_mask=torch.ones(2, 9, dtype=torch.bool),
+                        sentiment=torch.tensor([1.0, -2.0]), emotions=torch.zeros(2, 6))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.sa_head[0].weight.grad.abs().sum() > 0

@@ -75,12 +75,8 @@ def test_missing_input_says_which_stage_to_run(tmp_path, capsys, monkeypatch):
     ("train.epochs=abc", "params train.epochs='abc': Input should be a valid integer"),
     ("train.lr=-0.001", "params train.lr=-0.001: Input should be greater than 0"),
     ("model.dropout=1.0", "params model.dropout=1.0: Input should be less than 1"),
-    ("model.rank=256", "params model: rank=256 must be <= d_model=128 (a low-rank expert)"),
-    ("model.n_heads=3", "params model: n_heads=3 must divide d_model=128"),
     ("data.dataset=imdb", "params data.dataset='imdb': Input should be 'demo', 'mosi', 'mosei' or 'cmu' (the datasets of mmolre/datasets/)"),
-    ("model.variant=nope", "params model.variant='nope': Input should be 'mmolre', 'no_shared'"),
     ("train.device=tpu", "params train.device='tpu': Input should be 'auto', 'cpu' or 'cuda'"),
-    ("runs.main.modalities=[video]", "params runs.main.modalities.0='video': Input should be 'text' or 'audio'"),
 ])
 def test_bad_params_are_one_line_exit_2_and_nothing_is_written(tmp_path, capsys, monkeypatch, setting, words):
     monkeypatch.chdir(ROOT)
@@ -104,21 +100,67 @@ def test_unknown_key_in_the_params_file_is_named(tmp_path, capsys):
     assert "'lr'" in err and len(err.splitlines()) == 1
 
 
-def test_schemas_cover_the_stage_configs_key_for_key():
-    """The stages build their configs from the section schemas; the demo and model dataclasses name the same keys."""
+# Every rule of MMoLREConfig (mmolre/model_config.py), each set through `mmolre train --set`: the model's own
+# message, once, before anything is read or written.
+MODEL_RULES = [
+    (["model.variant=nope"], "model", "variant='nope': choose one of mmolre, no_shared, no_specific, full_rank, "
+                                      "hard_sharing, msa_only, mer_only"),
+    (["model.expert=lowrank_mlp"], "model", "expert='lowrank_mlp': choose one of lowrank_conv, lowrank_linear"),
+    (["model.router=switch"], "model", "router='switch': choose one of dense, topk"),
+    (["runs.main.modalities=[video]"], "runs.main", "modalities='video': choose one of text, audio"),
+    (["runs.main.modalities=[]"], "runs.main", "modalities=[]: a non-empty subset of text, audio"),
+    (["model.n_heads=3"], "model", "n_heads=3 must divide d_model=128"),
+    (["model.rank=[8, 16]"], "model", "rank=[8, 16] needs one rank per shared expert (n_experts=4)"),
+    (["model.rank=256"], "model", "rank=256 must be <= d_model=128 (a low-rank expert)"),
+    (["model.variant=no_shared", "model.router=topk", "model.top_k=5"], "model",
+     "top_k=5: a mixture has 1 expert(s) with n_experts=4 and variant=no_shared; choose 1 <= top_k <= 1"),
+]
+
+
+@pytest.mark.parametrize("settings, section, rule", MODEL_RULES, ids=[r[2].split(":")[0].split(" ")[0] for r in MODEL_RULES])
+def test_each_model_rule_is_one_line_from_params_validation(tmp_path, capsys, monkeypatch, settings, section, rule):
+    """The same sentence the model's config raises, prefixed with the section, exit 2, nothing written."""
+    from mmolre.model_config import MMoLREConfig
+    from mmolre.params import run_spec
+
+    monkeypatch.chdir(ROOT)
+    args = [a for setting in settings for a in ("--set", setting)]
+    code = main(["train", *args, "--features-root", str(tmp_path / "f"), "--models-root", str(tmp_path / "m"),
+                 "--curves-root", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"mmolre train: error: params {section}: {rule}\n"
+    assert not list(tmp_path.iterdir())
+    spec = {**load_params(ROOT / "params.yaml", settings)["model"], "modalities": ["text", "audio"]}
+    if section == "runs.main":
+        spec |= load_params(ROOT / "params.yaml", settings)["runs"]["main"]
+    spec.pop("seeds", None)
+    with pytest.raises(ValueError) as raised:
+        MMoLREConfig(**spec)
+    assert str(raised.value) == rule  # one set of rules, one message
+    with pytest.raises(MmolreError, match="^params"):
+        run_spec(load_params(ROOT / "params.yaml", settings), "main")
+
+
+def test_the_model_rules_of_a_run_cover_every_run(tmp_path, capsys, monkeypatch):
+    """A rule broken by two runs' overrides is two lines, one per run; the valid runs say nothing."""
+    monkeypatch.chdir(ROOT)
+    code = main(["train", "--set", "runs.text_only={modalities: [text], variant: no_specific, router: topk, top_k: 5}",
+                 "--set", "runs.audio_only={modalities: [audio, audio]}"])
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "mmolre train: error: params runs.text_only: top_k=5: a mixture has 4 expert(s) with n_experts=4 and "
+        "variant=no_specific; choose 1 <= top_k <= 4",
+        "params runs.audio_only: modalities=['audio', 'audio']: a non-empty subset of text, audio"]
+
+
+def test_schema_and_dataclasses_name_the_same_keys():
+    """The params model section takes keys of the model's config; the demo section is the demo's config."""
     import dataclasses
 
     from mmolre.datasets.demo import DemoConfig
-    from mmolre.evaluate import EvaluateConfig
-    from mmolre.featurize import FeaturizeConfig
-    from mmolre.model import MMoLREConfig
+    from mmolre.model_config import MMoLREConfig
     from mmolre.params import SECTIONS
-    from mmolre.prepare import PrepareConfig
-    from mmolre.train import TrainConfig
 
-    for section, config in (("prepare", PrepareConfig), ("featurize", FeaturizeConfig), ("train", TrainConfig),
-                            ("evaluate", EvaluateConfig)):
-        assert config is SECTIONS[section], section
     assert set(SECTIONS["demo"].model_fields) == {f.name for f in dataclasses.fields(DemoConfig)}
     assert set(SECTIONS["model"].model_fields) <= {f.name for f in dataclasses.fields(MMoLREConfig)}
     assert yaml.safe_load((ROOT / "params.yaml").read_text()).keys() == set(SECTIONS) | {"runs"}
@@ -126,10 +168,9 @@ def test_schemas_cover_the_stage_configs_key_for_key():
 
 def test_values_reach_the_stages_converted_by_the_schema():
     """YAML (and `dvc exp run -S`) write 1e-07 without a dot, which PyYAML reads as a string."""
-    from mmolre.params import build
-    from mmolre.train import TrainConfig
+    from mmolre.params import TrainParams
 
     params = load_params(ROOT / "params.yaml", ["train.lr=1e-07", "train.epochs=3.0"])
     assert params["train"]["lr"] == "1e-07"
-    cfg = build(TrainConfig, params, "train")
+    cfg = build(TrainParams, params, "train")
     assert cfg.lr == 1e-07 and isinstance(cfg.lr, float) and cfg.epochs == 3 and isinstance(cfg.epochs, int)

@@ -1,0 +1,144 @@
+"""The model's choices and their rules, without torch: MMoLREConfig and the tables it reads.
+
+mmolre/model.py builds the network from an MMoLREConfig; mmolre/params.py validates the params
+`model` section (and every run of `runs`) by building one, so the rules below are the only ones and
+their messages are what `mmolre <stage>` prints. Adding an ablation is one entry of VARIANTS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TASKS = ("sa", "er")
+MODALITIES = ("text", "audio")
+EXPERTS = ("lowrank_conv", "lowrank_linear")
+ROUTERS = ("dense", "topk")
+JOINT = "joint"  # the one path through UniTSE and fusion that both tasks share under hard sharing
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How an ablation of the paper differs from the full model."""
+    tasks: tuple[str, ...] = TASKS  # the heads it has
+    shared: bool = True             # N shared low-rank experts in each mixture
+    specific: bool = True           # a task-specific expert in each mixture
+    full_rank: bool = False         # experts of rank d_model instead of r
+    joint: bool = False             # both tasks read one UniTSE and fusion path (no task-specific branches)
+
+
+VARIANTS = {
+    "mmolre": Variant(),
+    "no_shared": Variant(shared=False),
+    "no_specific": Variant(specific=False),
+    "full_rank": Variant(full_rank=True),
+    "hard_sharing": Variant(specific=False, joint=True),
+    "msa_only": Variant(tasks=("sa",)),
+    "mer_only": Variant(tasks=("er",)),
+}
+
+
+def one_of(key: str, value, allowed) -> str | None:
+    """The broken rule when `value` is not among `allowed`, else None."""
+    if value in allowed:
+        return None
+    return f"{key}={value!r}: choose one of {', '.join(allowed)}"
+
+
+@dataclass
+class MMoLREConfig:
+    text_dim: int = 768          # width of the text features (roberta-base)
+    audio_dim: int = 768         # width of the audio features (data2vec-audio-base)
+    d_model: int = 768           # d [paper]
+    n_experts: int = 15          # N shared low-rank experts per mixture [paper: best N = 15]
+    rank: int | tuple[int, ...] = 128  # r_n: one rank for every expert, or one per shared expert [paper: best 128]
+    kernel_size: int = 3         # kernel of an expert's first convolution [paper]
+    expert: str = "lowrank_conv"  # lowrank_conv [paper] | lowrank_linear: first layer k=1 (LoRA-style, no temporal kernel)
+    router: str = "dense"        # dense [paper]: softmax over all experts | topk: the top_k largest gates, renormalised
+    top_k: int = 2               # experts kept per token with router=topk
+    aux_loss_weight: float = 0.01  # weight of the load-balancing loss with router=topk [ours]
+    n_blocks: int = 2            # UniTSE blocks per modality [paper]
+    n_heads: int = 8             # heads of the cross-modal attention in fusion [ours]
+    dropout: float = 0.1         # [ours]
+    n_emotions: int = 6          # happy, sad, anger, surprise, disgust, fear
+    modalities: tuple[str, ...] = MODALITIES  # a subset gives the unimodal runs
+    variant: str = "mmolre"      # a key of VARIANTS: an ablation of the paper
+    fused_experts: bool = True   # mixture as two wide convolutions; False = loop over experts
+    er_loss_weight: float = 1.0  # lambda in L = L_SA + lambda * L_ER [ours]
+    emotion_pos_weight: tuple[float, ...] | None = None  # BCE positive-class weights [ours]
+
+    def __post_init__(self):
+        self.modalities = tuple(self.modalities)
+        if isinstance(self.rank, (list, tuple)):
+            self.rank = tuple(int(r) for r in self.rank)
+        if self.emotion_pos_weight is not None:
+            self.emotion_pos_weight = tuple(float(w) for w in self.emotion_pos_weight)
+        broken = self.broken_rules()
+        if broken:
+            raise ValueError("\n".join(broken))
+
+    def broken_rules(self) -> list[str]:
+        """Every rule the values break, one sentence each naming the keys."""
+        rules = [one_of("variant", self.variant, VARIANTS), one_of("expert", self.expert, EXPERTS),
+                 one_of("router", self.router, ROUTERS)]
+        rules += [one_of("modalities", m, MODALITIES) for m in self.modalities]
+        if not self.modalities or len(set(self.modalities)) < len(self.modalities):
+            rules.append(f"modalities={list(self.modalities)}: a non-empty subset of {', '.join(MODALITIES)}")
+        if self.d_model % self.n_heads:
+            rules.append(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        ranks = self.rank if isinstance(self.rank, tuple) else (self.rank,)
+        if isinstance(self.rank, tuple) and len(self.rank) != self.n_experts:
+            rules.append(f"rank={list(self.rank)} needs one rank per shared expert (n_experts={self.n_experts})")
+        if max(ranks) > self.d_model:
+            rules.append(f"rank={self.rank} must be <= d_model={self.d_model} (a low-rank expert)")
+        if self.router == "topk" and self.variant in VARIANTS and not 1 <= self.top_k <= self.mixture_size:
+            rules.append(f"top_k={self.top_k}: a mixture has {self.mixture_size} expert(s) with n_experts="
+                         f"{self.n_experts} and variant={self.variant}; choose 1 <= top_k <= {self.mixture_size}")
+        return [rule for rule in rules if rule]
+
+    @property
+    def ablation(self) -> Variant:
+        return VARIANTS[self.variant]
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.ablation.tasks
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        """Paths through UniTSE and fusion: one per task, or one JOINT path for both (hard sharing)."""
+        return (JOINT,) if self.ablation.joint else self.tasks
+
+    @property
+    def n_shared(self) -> int:
+        return self.n_experts if self.ablation.shared else 0
+
+    @property
+    def task_specific(self) -> bool:
+        return self.ablation.specific
+
+    @property
+    def mixture_size(self) -> int:
+        """Experts a router chooses among: the shared ones and the task-specific one."""
+        return self.n_shared + int(self.task_specific)
+
+    @property
+    def expert_rank(self) -> int | tuple[int, ...]:
+        return self.d_model if self.ablation.full_rank else self.rank
+
+    @property
+    def shared_ranks(self) -> tuple[int, ...]:
+        """r_n of each shared expert."""
+        r = self.expert_rank
+        if not self.n_shared:
+            return ()
+        return r if isinstance(r, tuple) else (r,) * self.n_shared
+
+    @property
+    def specific_rank(self) -> int:
+        """Rank of the task-specific experts: the shared experts' rank, or their largest when they differ [ours]."""
+        r = self.expert_rank
+        return max(r) if isinstance(r, tuple) else r
+
+    @property
+    def expert_kernel(self) -> int:
+        return 1 if self.expert == "lowrank_linear" else self.kernel_size
