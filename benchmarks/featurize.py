@@ -19,12 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmolre.featurize import (FeaturizeConfig, TextEncoder, audio_encoder, batches_by_length, featurize,
-                              load_audio, pick_device)
-from mmolre.params import build, load_params
+from mmolre.featurize import TextEncoder, audio_encoder, batches_by_length, featurize, load_audio, pick_device
+from mmolre.params import FeaturizeParams, build, load_params
 
 
-def forward_only(table: pd.DataFrame, raw_root: Path, cfg: FeaturizeConfig) -> float:
+def forward_only(table: pd.DataFrame, raw_root: Path, cfg: FeaturizeParams) -> float:
     """Seconds for the encoders alone over the batches featurize forms (audio decoded beforehand)."""
     device = pick_device(cfg.device)
     text, audio = TextEncoder(cfg.text_encoder, cfg.text_layer, cfg.max_text_tokens, device), audio_encoder(cfg, device)
@@ -52,7 +51,7 @@ def main() -> None:
     parser.add_argument("--prepared-root", type=Path, default=Path("data/prepared"))
     args = parser.parse_args()
     params = load_params("params.yaml", args.overrides)
-    cfg = build(FeaturizeConfig, params, "featurize")
+    cfg = build(FeaturizeParams, params, "featurize")
     table = pd.read_parquet(args.prepared_root / params["data"]["dataset"] / "utterances.parquet")
     audio_s = float(np.minimum(table.end_s - table.start_s, cfg.max_audio_s).sum())
     encoders = forward_only(table, args.raw_root, cfg)

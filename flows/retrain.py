@@ -40,8 +40,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.pipeline import DvcFailed, run_dvc
 from mmolre import EMOTIONS
-from mmolre.metrics import flatten
-from mmolre.report import accepted_metrics
+from mmolre.metrics import accepted_metrics, flatten
 
 # What a promotion commits: the pipeline's git-tracked state (outputs that DVC caches are in dvc.lock).
 TRACKED = ["dvc.lock", "params.yaml", "reports"]

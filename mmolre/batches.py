@@ -6,7 +6,7 @@
 - `FeatureDataset` (lazy): one h5py slice per utterance and modality, for files that do not fit,
   read in DataLoader workers (each with its own handle).
 Both give the same batches, value for value, with features as stored (float16): the consumer casts
-them to float32 where the model runs (`train.to_device`), so on a GPU the cast happens there.
+them to float32 where the model runs (`to_device`), so on a GPU the cast happens there.
 """
 
 from __future__ import annotations
@@ -101,10 +101,17 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    """The batch on `device`, features cast from their stored float16 to float32 there."""
+    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.float() if v.dtype == torch.float16 else v for k, v in moved.items()}
+
+
 def keep_freed_memory() -> None:
     """Ask glibc to keep freed blocks for reuse instead of unmapping them. Each padded batch is tens of
     MB: by default glibc maps and unmaps it per batch, and faulting its pages in again every time
-    costs more than the gather itself (benchmarks/loader.py: 2.5x on 2 cores). No-op off glibc."""
+    costs more than the gather itself (`python benchmarks/loader.py`; figures in benchmarks/RESULTS.md).
+    No-op off glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks below 1 GiB come from the heap

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,8 @@ from mmolre.device import pick_device
 from mmolre.features import FeatureFile, feature_path
 from mmolre.files import atomic_file
 from mmolre.metrics import mean_std, mer_metrics, msa_metrics
-from mmolre.params import EvaluateParams as EvaluateConfig, build  # the section schema
-from mmolre.train import load_checkpoint, predict, run_seeds
+from mmolre.inference import infer, load_checkpoint
+from mmolre.params import EvaluateParams, build, run_seeds
 
 MAIN_RUN = "main"
 
@@ -62,7 +63,7 @@ def robustness(model, features: FeatureFile, indices: np.ndarray, batch_size: in
                   "audio noise": noise("audio", model.inputs["audio"].mean, model.inputs["audio"].std, seed)}
     out = {}
     for name, transform in conditions.items():
-        result = predict(model, features, indices, batch_size, device, transform=transform, store=store)
+        result = infer(model, features, indices, batch_size, device, transform=transform, store=store)
         out[name] = split_metrics(features, indices, result["sentiment"], result["emotions"])
     return out
 
@@ -135,60 +136,89 @@ def write_json(path: Path, data) -> None:
         tmp.write_text(json.dumps(clean(data), indent=2) + "\n")
 
 
+@dataclass
+class RunScores:
+    """One run on `evaluate.split`: metrics (mean and std over its seeds), robustness, the main run's routing."""
+    metrics: dict
+    robustness: dict | None = None
+    routing: dict = field(default_factory=dict)
+
+
 def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path) -> dict:
-    cfg = build(EvaluateConfig, params, "evaluate")
+    cfg = build(EvaluateParams, params, "evaluate")
     runs = list(params.get("runs", {}))
     if MAIN_RUN not in runs:
         raise MmolreError(f"params `runs` must include {MAIN_RUN!r} (the model metrics.json reports)")
     features = FeatureFile(feature_path(params, features_root))
     device = pick_device(params["train"]["device"])
     # every run, split, seed and robustness condition reads the same features: load them once (as train does)
-    where = store_device(features, tuple(features.offsets), device, params["train"]["feature_store"])
-    store = FeatureStore(features, tuple(features.offsets), where) if where is not None else None
-    all_metrics, robust = {}, {}
-    for run in runs:
-        model, meta = load_checkpoint(models_root / run, device)
-        if meta["features"]["params_hash"] != features.attrs["params_hash"]:
-            raise MmolreError(f"{models_root / run} was trained on other features "
-                              f"({meta['features']['text_encoder']} + {meta['features']['audio_encoder']}, "
-                              f"hash {meta['features']['params_hash']}); rerun `mmolre train --run {run}`")
-        for split in ("valid", "test"):
-            indices = features.indices(split)
-            result = predict(model, features, indices, cfg.batch_size, device, store=store,
-                             return_routing=run == MAIN_RUN and split == cfg.split)
-            refuse_non_finite(f"{run} on {split}", features.utterance_id[indices], result, model.config.tasks)
-            with atomic_file(reports / "predictions" / f"{run}_{split}.csv") as tmp:
-                predictions_table(features, indices, result).to_csv(tmp, index=False, float_format="%.6g")
-            if split == cfg.split:
-                per_seed = [split_metrics(features, indices, result["sentiment"], result["emotions"])]
-                for seed in run_seeds(params, run)[1:]:  # the run's other seeds: scored, not written out
-                    other, _ = load_checkpoint(models_root / run / "seeds" / str(seed), device)
-                    again = predict(other, features, indices, cfg.batch_size, device, store=store)
-                    refuse_non_finite(f"{run} (seed {seed}) on {split}", features.utterance_id[indices], again,
-                                      other.config.tasks)
-                    per_seed.append(split_metrics(features, indices, again["sentiment"], again["emotions"]))
-                all_metrics[run] = mean_std(per_seed)
-                if cfg.robustness and set(model.config.modalities) == {"text", "audio"}:
-                    robust[run] = {"full": per_seed[0],
-                                   **robustness(model, features, indices, cfg.batch_size, device,
-                                                int(params["data"]["seed"]), store)}
-                if run == MAIN_RUN:
-                    routing = {k: v.mean(0).tolist() for k, v in result["routing"].items()}
-                    write_confusion(reports / "eval" / "confusion", features, indices, result["emotions"])
+    store_place = store_device(features, tuple(features.offsets), device, params["train"]["feature_store"])
+    store = FeatureStore(features, tuple(features.offsets), store_place) if store_place is not None else None
+    scores = {run: evaluate_run(params, cfg, run, features, models_root, reports, device, store) for run in runs}
+    all_metrics = {run: s.metrics for run, s in scores.items()}
     write_json(reports / "metrics.json", all_metrics[MAIN_RUN])
     write_json(reports / "runs.json", all_metrics)
-    write_json(reports / "robustness.json", robust)
-    provenance = {k: str(v) for k, v in features.attrs.items()}
-    gates = {k: v for k, v in routing.items() if not k.startswith("top1/")}
-    top1 = {k.removeprefix("top1/"): v for k, v in routing.items() if k.startswith("top1/")}
-    write_json(reports / "eval" / "details.json",
-               {"split": cfg.split, "features": provenance, "gates": gates, "top1": top1})
-    main = all_metrics[MAIN_RUN]
-    for dataset, block in main.items():
+    write_json(reports / "robustness.json", {run: s.robustness for run, s in scores.items() if s.robustness})
+    write_details(reports / "eval" / "details.json", cfg.split, features, scores[MAIN_RUN].routing)
+    for dataset, block in all_metrics[MAIN_RUN].items():
         summary = ", ".join(f"{k} {v:.3f}" for k, v in block.get("msa", {}).items() if k in ("mae", "corr"))
         print(f"evaluate: {dataset} {cfg.split}: {summary}"
               + (f", emotion F1 {block['mer']['avg']['f1']:.1f}" if "mer" in block else ""))
     return all_metrics
+
+
+def trained_model(path: Path, run: str, features: FeatureFile, device: torch.device):
+    """The model of `path`, refused when it was trained on other features than `features`."""
+    model, meta = load_checkpoint(path, device)
+    if meta["features"]["params_hash"] != features.attrs["params_hash"]:
+        raise MmolreError(f"{path} was trained on other features "
+                          f"({meta['features']['text_encoder']} + {meta['features']['audio_encoder']}, "
+                          f"hash {meta['features']['params_hash']}); rerun `mmolre train --run {run}`")
+    return model
+
+
+def evaluate_run(params: dict, cfg: EvaluateParams, run: str, features: FeatureFile, models_root: Path,
+                 reports: Path, device: torch.device, store: FeatureStore | None) -> RunScores:
+    """Predictions on valid and test written out; the run's scores on `cfg.split`."""
+    model = trained_model(models_root / run, run, features, device)
+    for split in ("valid", "test"):
+        indices = features.indices(split)
+        result = infer(model, features, indices, cfg.batch_size, device, store=store,
+                       return_routing=run == MAIN_RUN and split == cfg.split)
+        refuse_non_finite(f"{run} on {split}", features.utterance_id[indices], result, model.config.tasks)
+        with atomic_file(reports / "predictions" / f"{run}_{split}.csv") as tmp:
+            predictions_table(features, indices, result).to_csv(tmp, index=False, float_format="%.6g")
+        if split == cfg.split:
+            scores = score_run(params, cfg, run, model, result, features, indices, models_root, device, store)
+            if run == MAIN_RUN:
+                write_confusion(reports / "eval" / "confusion", features, indices, result["emotions"])
+    return scores
+
+
+def score_run(params: dict, cfg: EvaluateParams, run: str, model, result: dict, features: FeatureFile,
+              indices: np.ndarray, models_root: Path, device: torch.device, store: FeatureStore | None) -> RunScores:
+    """Metrics of the run's first seed (`result`) and of its other seeds, robustness of its text+audio model."""
+    per_seed = [split_metrics(features, indices, result["sentiment"], result["emotions"])]
+    for seed in run_seeds(params, run)[1:]:  # the run's other seeds: scored, not written out
+        other = trained_model(models_root / run / "seeds" / str(seed), run, features, device)
+        again = infer(other, features, indices, cfg.batch_size, device, store=store)
+        refuse_non_finite(f"{run} (seed {seed}) on {cfg.split}", features.utterance_id[indices], again,
+                          other.config.tasks)
+        per_seed.append(split_metrics(features, indices, again["sentiment"], again["emotions"]))
+    robust = None
+    if cfg.robustness and set(model.config.modalities) == {"text", "audio"}:
+        robust = {"full": per_seed[0], **robustness(model, features, indices, cfg.batch_size, device,
+                                                    int(params["data"]["seed"]), store)}
+    routing = {k: v.mean(0).tolist() for k, v in result["routing"].items()}
+    return RunScores(mean_std(per_seed), robust, routing)
+
+
+def write_details(path: Path, split: str, features: FeatureFile, routing: dict) -> None:
+    """Feature provenance, the main run's mean router gates and top-1 shares (the report's plot data)."""
+    gates = {k: v for k, v in routing.items() if not k.startswith("top1/")}
+    top1 = {k.removeprefix("top1/"): v for k, v in routing.items() if k.startswith("top1/")}
+    write_json(path, {"split": split, "features": {k: str(v) for k, v in features.attrs.items()}, "gates": gates,
+                      "top1": top1})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

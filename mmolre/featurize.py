@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from mmolre import MmolreError, __version__
 from mmolre.device import pick_device
 from mmolre.features import FeatureWriter, block_problem, feature_path
 from mmolre.files import atomic_file
-from mmolre.params import FeaturizeParams as FeaturizeConfig, build, params_hash  # the section schema
+from mmolre.params import FeaturizeParams, build, params_hash
 
 FBANK_PROSODY = "fbank-prosody"
 MIN_AUDIO_S = 0.1  # shorter audio is zero-padded to this length
@@ -151,7 +152,7 @@ class TransformersAudioEncoder:
         return [h[:n].float().cpu().numpy() for h, n in zip(hidden, lengths)]
 
 
-def audio_encoder(cfg: FeaturizeConfig, device: torch.device):
+def audio_encoder(cfg: FeaturizeParams, device: torch.device):
     if cfg.audio_encoder == FBANK_PROSODY:
         return FbankProsodyEncoder(cfg.sample_rate, cfg.fbank_pool)
     return TransformersAudioEncoder(cfg.audio_encoder, cfg.audio_layer, device)
@@ -200,7 +201,8 @@ class AudioRows(torch.utils.data.Dataset):
         return i, load_audio(self.raw_root / path, start, end, self.sample_rate, self.max_s)
 
 
-def _keep_items(items):
+def as_decoded(items):
+    """The DataLoader's collate: the (row, wave) pairs as they are (waves differ in length)."""
     return items
 
 
@@ -257,16 +259,33 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+@dataclass
+class Chunks:
+    """The finished windows of one featurization, one .npz each under `folder` (<out_root>/.partial/...)."""
+    folder: Path
+    window: int  # rows encoded together (batch_size x 8); batches inside a window are formed by length
+    rows: int
+
+    @property
+    def windows(self) -> range:
+        return range(-(-self.rows // self.window))
+
+    def path(self, w: int) -> Path:
+        return self.folder / f"{w:06d}.npz"
+
+    def missing(self, shard: tuple[int, int] | None = None) -> list[int]:
+        return [w for w in self.windows if (shard is None or w % shard[1] == shard[0]) and not self.path(w).exists()]
+
+
 def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
               shard: tuple[int, int] | None = None) -> Path | None:
     """Encode the utterance table into the HDF5 file; returns its path (None for a shard that is not the last).
 
-    Work is done in windows of rows (batch_size x 8), each saved as a chunk under
-    <out_root>/.partial/ when done, so an interrupted run resumes where it stopped and
-    `shard=(i, n)` computes windows i, i+n, ...; the HDF5 file is assembled from the chunks
-    once all exist (any later run, or `--merge`), and the chunks are then removed.
+    Work is done in windows of rows, each saved as a chunk under <out_root>/.partial/ when done, so an
+    interrupted run resumes where it stopped and `shard=(i, n)` computes windows i, i+n, ...; the HDF5
+    file is assembled from the chunks once all exist (any later run, or `--merge`), then they are removed.
     """
-    cfg = build(FeaturizeConfig, params, "featurize")
+    cfg = build(FeaturizeParams, params, "featurize")
     dataset = params["data"]["dataset"]
     table_path = prepared_root / dataset / "utterances.parquet"
     if not table_path.is_file():
@@ -276,36 +295,41 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
     identity = {k: v for k, v in cfg.model_dump().items() if k != "workers"}  # what the values depend on
     chunk_identity = {k: v for k, v in identity.items() if k != "on_invalid"}  # chunks hold every utterance
     config_hash = params_hash(dataset, chunk_identity, pd.util.hash_pandas_object(table).sum())
-    partial = out_root / ".partial" / dataset / f"{out.stem}-{config_hash}"
-    partial.mkdir(parents=True, exist_ok=True)
-    window = cfg.batch_size * 8  # rows encoded together; batches inside a window are formed by length
-    windows = range(-(-len(table) // window))
-    chunk = lambda w: partial / f"{w:06d}.npz"
-    todo = [w for w in windows if (shard is None or w % shard[1] == shard[0]) and not chunk(w).exists()]
+    chunks = Chunks(out_root / ".partial" / dataset / f"{out.stem}-{config_hash}", cfg.batch_size * 8, len(table))
+    chunks.folder.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     text = TextEncoder(cfg.text_encoder, cfg.text_layer, cfg.max_text_tokens, device)
     audio = audio_encoder(cfg, device)
+    todo = chunks.missing(shard)
     if todo:
-        encode_windows(table, todo, window, chunk, text, audio, cfg, raw_root, f"featurize {dataset}")
-    missing = [w for w in windows if not chunk(w).exists()]
-    if missing:
-        print(f"featurize: shard {shard[0]}/{shard[1]} done; {len(missing)} window(s) left to other shards, "
-              f"then `mmolre featurize --merge`")
+        encode_windows(table, todo, chunks, text, audio, cfg, raw_root, f"featurize {dataset}")
+    if chunks.missing():
+        print(f"featurize: shard {shard[0]}/{shard[1]} done; {len(chunks.missing())} window(s) left to other "
+              "shards, then `mmolre featurize --merge`")
         return None
     attrs = {"text_encoder": cfg.text_encoder, "text_encoder_revision": text.revision, "text_layer": cfg.text_layer,
              "audio_encoder": cfg.audio_encoder, "audio_encoder_revision": audio.revision,
              "audio_layer": cfg.audio_layer, "sample_rate": audio.sample_rate, "dataset": dataset,
              "featurize_config": json.dumps(identity, sort_keys=True),
              "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, identity)}
+    kept = assemble(table, chunks, out, {"text": text.dim, "audio": audio.dim}, attrs)
+    shutil.rmtree(chunks.folder)
+    print(f"featurize: wrote {out} (text {text.dim}-d, audio {audio.dim}-d, {kept} utterances)")
+    return out
+
+
+def assemble(table: pd.DataFrame, chunks: Chunks, out: Path, dims: dict[str, int], attrs: dict) -> int:
+    """The HDF5 file from the chunks, without the quarantined utterances (listed in <stem>.rejected.csv);
+    returns the utterances it holds."""
     # the table's rows must be known before the file is written; the features then stream chunk by chunk
-    rejected = [{**r, "row": w * window + r["row"]} for w in windows for r in _chunk_rejected(chunk(w))]
+    rejected = [{**r, "row": w * chunks.window + r["row"]} for w in chunks.windows
+                for r in _chunk_rejected(chunks.path(w))]
     left_out = sorted({r["row"] for r in rejected})
     rejected_csv = out.with_name(f"{out.stem}.rejected.csv")
     with atomic_file(out) as tmp:
-        writer = FeatureWriter(tmp, table.drop(index=table.index[left_out]), {"text": text.dim, "audio": audio.dim},
-                               attrs)
-        for w in windows:
-            parts = _load_chunk(chunk(w))
+        writer = FeatureWriter(tmp, table.drop(index=table.index[left_out]), dims, attrs)
+        for w in chunks.windows:
+            parts = _load_chunk(chunks.path(w))
             for modality in ("text", "audio"):
                 kept = [b for b in parts[modality] if len(b)]  # a quarantined utterance's blocks are empty
                 if kept:
@@ -317,12 +341,10 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
         print(f"featurize: {len(left_out)} utterance(s) quarantined (listed in {rejected_csv})")
     else:
         rejected_csv.unlink(missing_ok=True)
-    shutil.rmtree(partial)
-    print(f"featurize: wrote {out} (text {text.dim}-d, audio {audio.dim}-d, {len(table) - len(left_out)} utterances)")
-    return out
+    return len(table) - len(left_out)
 
 
-def decode_workers(cfg: FeaturizeConfig, device: torch.device) -> int:
+def decode_workers(cfg: FeaturizeParams, device: torch.device) -> int:
     """`auto`: decode in the main process on a CPU (workers would take the encoders' cores),
     in up to 4 worker processes when a GPU does the encoding."""
     if cfg.workers != "auto":
@@ -330,17 +352,16 @@ def decode_workers(cfg: FeaturizeConfig, device: torch.device) -> int:
     return 0 if device.type == "cpu" else max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def encode_windows(table, todo, window, chunk, text, audio, cfg: FeaturizeConfig, raw_root, desc) -> None:
+def encode_windows(table, todo, chunks: Chunks, text, audio, cfg: FeaturizeParams, raw_root, desc) -> None:
     """Encode the windows `todo`, saving each as a chunk; audio is decoded by DataLoader workers meanwhile."""
-    rows = {w: np.arange(w * window, min((w + 1) * window, len(table))) for w in todo}
+    rows = {w: np.arange(w * chunks.window, min((w + 1) * chunks.window, len(table))) for w in todo}
     durations = (np.minimum(table.end_s - table.start_s, cfg.max_audio_s)).to_numpy()
     audio_batches = [rows[w][b] for w in todo for b in batches_by_length(durations[rows[w]], cfg.batch_size,
                                                                             cfg.max_batch_audio_s or float("inf"))]
     loader = torch.utils.data.DataLoader(AudioRows(table, raw_root, audio.sample_rate, cfg.max_audio_s),
                                          batch_sampler=audio_batches, num_workers=decode_workers(cfg, text.device),
-                                         collate_fn=_keep_items)
+                                         collate_fn=as_decoded)
     texts = table.text.tolist()
-    # `with`: the bar is closed (its line ended) before an error message is printed
     with tqdm(total=sum(len(r) for r in rows.values()), desc=desc, unit="utt") as progress:
         started, audio_seconds = time.perf_counter(), 0.0
         batches = iter(loader)
@@ -363,7 +384,7 @@ def encode_windows(table, todo, window, chunk, text, audio, cfg: FeaturizeConfig
             ids = table.utterance_id.iloc[idx].tolist()
             rejected = check_window(ids, {"text": text_out, "audio": audio_out}, {"text": text.dim, "audio": audio.dim},
                                     cfg.on_invalid)
-            _save_chunk(chunk(w), text_out, audio_out, rejected)
+            _save_chunk(chunks.path(w), text_out, audio_out, rejected)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

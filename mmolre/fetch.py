@@ -234,6 +234,26 @@ def _intact(path: Path, info: zipfile.ZipInfo) -> bool:
     return crc == info.CRC
 
 
+def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, url: str, remote: "RangeFile") -> None:
+    """One member of the remote archive into `dest`, under a .part name until it is whole."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with archive.open(info) as member, open(part, "wb") as out:
+            for block in iter(lambda: member.read(CHUNK), b""):
+                out.write(block)
+    except zipfile.BadZipFile as e:
+        part.unlink(missing_ok=True)
+        raise MmolreError(f"{url}: member {info.filename} is corrupt ({e}); nothing was kept under its "
+                          "name. Try again later, or download the whole archive and use --from-archive") from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    finally:
+        remote.let_go()  # the member's slack: read, so the connection serves the next one
+    os.replace(part, dest)
+
+
 def fetch_members(url: str, target: Path, include, retries: int = 4, backoff_s: float = 1.0,
                   timeout_s: float = 30.0) -> dict | None:
     """Fetch the members of the remote zip `url` that `include(name)` accepts into `target/<name>`,
@@ -265,23 +285,7 @@ def fetch_members(url: str, target: Path, include, retries: int = 4, backoff_s: 
             remote.on_bytes = progress.update
             for info in todo:
                 remote.expect(info.header_offset, ends[info.header_offset])
-                dest = target / info.filename
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                part = dest.with_name(dest.name + ".part")
-                try:
-                    with archive.open(info) as member, open(part, "wb") as out:
-                        for block in iter(lambda: member.read(CHUNK), b""):
-                            out.write(block)
-                except zipfile.BadZipFile as e:
-                    part.unlink(missing_ok=True)
-                    raise MmolreError(f"{url}: member {info.filename} is corrupt ({e}); nothing was kept under its "
-                                      "name. Try again later, or download the whole archive and use --from-archive")
-                except BaseException:
-                    part.unlink(missing_ok=True)
-                    raise
-                finally:
-                    remote.let_go()  # the member's slack: read, so the connection serves the next one
-                os.replace(part, dest)
+                _copy_member(archive, info, target / info.filename, url, remote)
     return {"members": len(wanted), "bytes_needed": needed, "bytes_received": remote.received}
 
 

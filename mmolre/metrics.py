@@ -6,8 +6,11 @@ undefined (e.g. a split with no positive example of an emotion).
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from mmolre import EMOTIONS
 
@@ -23,6 +26,8 @@ def msa_metrics(pred, label) -> dict[str, float]:
     negative vs positive. F1 is weighted F1. acc7 / acc5: predictions and labels clipped to
     [-3, 3] / [-2, 2] and rounded with np.round (half to even, as MMSA does).
     """
+    from sklearn.metrics import accuracy_score, f1_score  # here: reading metrics files (the flows) needs no sklearn
+
     pred, label = np.asarray(pred, dtype=np.float64), np.asarray(label, dtype=np.float64)
     if pred.shape != label.shape or pred.ndim != 1:
         raise ValueError(f"msa_metrics: pred {pred.shape} and label {label.shape} must be equal (N,) arrays")
@@ -47,6 +52,8 @@ def mer_metrics(prob, label) -> dict[str, dict[str, float]]:
     the field's reference code does). WA = (TP * N/P + TN) / (2N)
     (= balanced accuracy), F1 = weighted F1; `avg` is the mean over the six emotions.
     """
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
     prob, label = np.asarray(prob, dtype=np.float64), np.asarray(label, dtype=np.float64)
     if prob.shape != label.shape or prob.ndim != 2 or prob.shape[1] != len(EMOTIONS):
         raise ValueError(f"mer_metrics: prob {prob.shape} and label {label.shape} must both be (N, 6)")
@@ -82,3 +89,13 @@ def mean_std(results: list[dict]) -> dict:
         if len(values) > 1:
             out[f"{key}_std"] = float(values.std(ddof=1))
     return out
+
+
+def accepted_metrics(tag: str, repo: str | Path = ".", path: str = "reports/metrics.json") -> dict | None:
+    """metrics.json at the accepted model's git tag (read with git: a stage must not call dvc)."""
+    try:
+        shown = subprocess.run(["git", "show", f"{tag}:{path}"], cwd=repo, capture_output=True, text=True,
+                               timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return json.loads(shown.stdout) if shown.returncode == 0 else None

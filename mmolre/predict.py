@@ -24,10 +24,11 @@ import torch
 from mmolre import EMOTIONS, MmolreError
 from mmolre.batches import pad
 from mmolre.device import pick_device
-from mmolre.featurize import FeaturizeConfig, TextEncoder, audio_encoder, load_audio
+from mmolre.featurize import TextEncoder, audio_encoder, load_audio
 from mmolre.files import audio_info
+from mmolre.inference import load_checkpoint
 from mmolre.model import MMoLRE
-from mmolre.train import load_checkpoint
+from mmolre.params import FeaturizeParams
 
 USES_PARAMS = False  # everything comes from the checkpoint
 
@@ -37,7 +38,7 @@ class Predictor:
     model: MMoLRE
     text: TextEncoder
     audio: object
-    cfg: FeaturizeConfig
+    cfg: FeaturizeParams
     device: torch.device
 
 
@@ -46,7 +47,7 @@ def load_predictor(model_path: Path, device: torch.device) -> Predictor:
     features = meta["features"]
     if "featurize_config" not in features:
         raise MmolreError(f"{model_path}: the model does not record its encoders' settings; retrain it")
-    cfg = FeaturizeConfig(**json.loads(features["featurize_config"]))
+    cfg = FeaturizeParams(**json.loads(features["featurize_config"]))
     text, audio = TextEncoder(cfg.text_encoder, cfg.text_layer, cfg.max_text_tokens, device), audio_encoder(cfg, device)
     for name, encoder, expected_dim, revision in (
             ("text", text, model.config.text_dim, features["text_encoder_revision"]),

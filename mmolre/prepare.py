@@ -17,7 +17,7 @@ import pandera.pandas as pa
 
 from mmolre import EMOTIONS, SPLITS, MmolreError, datasets
 from mmolre.files import atomic_dir, audio_problem
-from mmolre.params import PrepareParams as PrepareConfig, build  # the section schema
+from mmolre.params import PrepareParams, build
 
 # pandera's built-in check names, said the way a user reads them
 RULE_WORDS = {"field_uniqueness": "must be unique (duplicate id)", "not_nullable": "must not be empty (null)",
@@ -112,7 +112,7 @@ def describe(violations: pd.DataFrame, limit: int = 50) -> str:
 
 def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
     """Build, validate and write the utterance table; returns the output folder."""
-    cfg = build(PrepareConfig, params, "prepare")
+    cfg = build(PrepareParams, params, "prepare")
     dataset = params["data"]["dataset"]
     if not (raw_root / dataset).is_dir():
         raise MmolreError(f"{raw_root / dataset} does not exist: run `mmolre download` first")

@@ -26,8 +26,8 @@ from sklearn.metrics import confusion_matrix  # noqa: E402
 from mmolre import EMOTIONS, MmolreError  # noqa: E402
 from mmolre.curves import read_curves
 from mmolre.files import atomic_dir, atomic_file  # noqa: E402
-from mmolre.metrics import flatten  # noqa: E402
-from mmolre.params import params_hash  # noqa: E402
+from mmolre.metrics import accepted_metrics, flatten  # noqa: E402
+from mmolre.params import params_hash, run_spec  # noqa: E402
 
 MSA_COLUMNS = {"acc2_has0": "Acc-2 (has0)", "acc2_non0": "Acc-2 (non0)", "f1_has0": "F1 (has0)",
                "f1_non0": "F1 (non0)", "acc7": "Acc-7", "acc5": "Acc-5", "mae": "MAE", "corr": "Corr"}
@@ -39,7 +39,8 @@ FIELD_MOSEI = {"MulT": (0.580, 0.703, None, 82.5, None, None, 51.8),
                "AOBERT": (0.515, 0.763, 84.9, 86.2, None, None, 54.5)}
 
 
-def fmt(value, digits: int = 2) -> str:
+def number(value, digits: int = 2) -> str:
+    """A table cell: the value to `digits` decimals, or – when there is none."""
     return "–" if value is None else f"{value:.{digits}f}"
 
 
@@ -48,14 +49,14 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def pm(block: dict, key: str, digits: int) -> str:
+def mean_and_std(block: dict, key: str, digits: int) -> str:
     """`mean` or `mean ± std` (a run over several seeds has `<key>_std` beside `<key>`)."""
     std = block.get(f"{key}_std")
-    return fmt(block.get(key), digits) + ("" if std is None else f" ± {std:.{digits}f}")
+    return number(block.get(key), digits) + ("" if std is None else f" ± {std:.{digits}f}")
 
 
 def msa_row(msa: dict) -> list[str]:
-    return [pm(msa, k, 3 if k in ("mae", "corr") else 1) for k in MSA_COLUMNS]
+    return [mean_and_std(msa, k, 3 if k in ("mae", "corr") else 1) for k in MSA_COLUMNS]
 
 
 def git_revision() -> str:
@@ -133,16 +134,6 @@ def plot_utilization(top1: dict[str, list[float]], path: Path) -> None:
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
-def accepted_metrics(tag: str, repo: str | Path = ".", path: str = "reports/metrics.json") -> dict | None:
-    """metrics.json at the accepted model's git tag (read with git: a stage must not call dvc)."""
-    try:
-        shown = subprocess.run(["git", "show", f"{tag}:{path}"], cwd=repo, capture_output=True, text=True,
-                               timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return json.loads(shown.stdout) if shown.returncode == 0 else None
-
-
 def diff_section(metrics: dict, tag: str) -> list[str]:
     accepted = accepted_metrics(tag)
     lines = [f"## Against the accepted model (git tag `{tag}`)", ""]
@@ -151,7 +142,7 @@ def diff_section(metrics: dict, tag: str) -> list[str]:
                         f"revision it promotes as `{tag}`.", ""]
     old, new = flatten(accepted), flatten(metrics)
     keys = [k for k in new if ".msa." in k or ".mer.avg." in k]
-    rows = [[k, fmt(old.get(k), 3), fmt(new[k], 3),
+    rows = [[k, number(old.get(k), 3), number(new[k], 3),
              "–" if old.get(k) is None or new[k] is None else f"{new[k] - old[k]:+.3f}"] for k in keys]
     return lines + [table(["metric", "accepted", "this run", "change"], rows), ""]
 
@@ -176,8 +167,7 @@ def robustness_section(robust: dict, runs: dict, params: dict) -> list[str]:
     if not robust:
         return []
     rows = []
-    unimodal = {run: result for run, result in runs.items()
-                if len({**params["model"], **params["runs"].get(run, {})}.get("modalities", [])) == 1}
+    unimodal = {run: result for run, result in runs.items() if len(run_spec(params, run).modalities) == 1}
     for run, conditions in robust.items():
         for condition, result in conditions.items():
             rows += [[run, condition, dataset, *summary_cells(block)] for dataset, block in result.items()]
@@ -192,7 +182,7 @@ def robustness_section(robust: dict, runs: dict, params: dict) -> list[str]:
 
 def summary_cells(block: dict) -> list[str]:
     msa, mer = block.get("msa", {}), block.get("mer", {}).get("avg", {})
-    return [pm(msa, "mae", 3), pm(msa, "corr", 3), pm(msa, "acc2_non0", 1), pm(mer, "wa", 1), pm(mer, "f1", 1)]
+    return [mean_and_std(msa, "mae", 3), mean_and_std(msa, "corr", 3), mean_and_std(msa, "acc2_non0", 1), mean_and_std(mer, "wa", 1), mean_and_std(mer, "f1", 1)]
 
 
 def data_section(counts: Path) -> list[str]:
@@ -210,59 +200,81 @@ def data_section(counts: Path) -> list[str]:
 def render(params: dict, reports: Path, prepared: Path = Path("data/prepared")) -> str:
     metrics, runs = read_json(reports / "metrics.json"), read_json(reports / "runs.json")
     details = read_json(reports / "eval" / "details.json")
-    split, features = details["split"], details["features"]
-    lines = ["# MMoLRE report", "",
-             f"- dataset: **{params['data']['dataset']}**, metrics on the **{split}** split",
-             f"- encoders: text `{features['text_encoder']}`, audio `{features['audio_encoder']}`",
-             f"- model: d={params['model']['d_model']}, N={params['model']['n_experts']} shared experts, "
-             f"rank {params['model']['rank']}, {params['model']['n_blocks']} UniTSE blocks",
-             f"- params hash `{params_hash(params)}`, git revision `{git_revision()}`", ""]
+    robust = read_json(reports / "robustness.json") if (reports / "robustness.json").is_file() else {}
+    lines = header_section(params, details)
     for dataset, block in metrics.items():
-        if "msa" in block:
-            lines += [f"## {dataset}: sentiment (MSA)", "", table(list(MSA_COLUMNS.values()), [msa_row(block["msa"])]), ""]
-        if "mer" in block:
-            mer = block["mer"]
-            lines += [f"## {dataset}: emotions (MER)", "",
-                      table(["", *EMOTIONS, "avg"], [["WA", *[pm(mer[e], "wa", 1) for e in (*EMOTIONS, "avg")]],
-                                                     ["F1", *[pm(mer[e], "f1", 1) for e in (*EMOTIONS, "avg")]]]), ""]
-    lines += ["## Runs: modalities and ablations", "",
-              "Each run is one entry of params `runs`: the model on the listed modalities, with the `model` "
-              "values it overrides (an ablation is `variant: no_shared`, `full_rank`, ...). A run trained from "
-              "several `seeds` shows the mean ± the sample std over them.", ""]
+        lines += metrics_section(dataset, block)
+    lines += runs_section(runs, params)
+    lines += data_section(prepared / params["data"]["dataset"] / "counts.txt")
+    lines += robustness_section(robust, runs, params)
+    lines += field_section(metrics)
+    lines += diff_section(metrics, params["promote"]["tag"])
+    lines += FIGURES
+    return "\n".join(lines)
+
+
+def header_section(params: dict, details: dict) -> list[str]:
+    model, features = params["model"], details["features"]
+    return ["# MMoLRE report", "",
+            f"- dataset: **{params['data']['dataset']}**, metrics on the **{details['split']}** split",
+            f"- encoders: text `{features['text_encoder']}`, audio `{features['audio_encoder']}`",
+            f"- model: d={model['d_model']}, N={model['n_experts']} shared experts, "
+            f"rank {model['rank']}, {model['n_blocks']} UniTSE blocks",
+            f"- params hash `{params_hash(params)}`, git revision `{git_revision()}`", ""]
+
+
+def metrics_section(dataset: str, block: dict) -> list[str]:
+    """The main run's MSA table and MER table (WA and F1 per emotion) on one dataset."""
+    lines = []
+    if "msa" in block:
+        lines += [f"## {dataset}: sentiment (MSA)", "", table(list(MSA_COLUMNS.values()), [msa_row(block["msa"])]), ""]
+    if "mer" in block:
+        mer, columns = block["mer"], (*EMOTIONS, "avg")
+        lines += [f"## {dataset}: emotions (MER)", "",
+                  table(["", *columns], [["WA", *[mean_and_std(mer[e], "wa", 1) for e in columns]],
+                                         ["F1", *[mean_and_std(mer[e], "f1", 1) for e in columns]]]), ""]
+    return lines
+
+
+def runs_section(runs: dict, params: dict) -> list[str]:
     rows = []
     for run, result in runs.items():
-        spec = {**params["model"], **params["runs"].get(run, {})}
-        for dataset, block in result.items():
-            design = f"{spec.get('expert', 'lowrank_conv')}, {spec.get('router', 'dense')}" + \
-                (f" k={spec.get('top_k', 2)}" if spec.get("router") == "topk" else "") + f", r={spec.get('rank')}"
-            rows.append([run, "+".join(spec.get("modalities", [])), spec.get("variant", "mmolre"), design, dataset,
-                         *summary_cells(block)])
-    lines += [table(["run", "modalities", "variant", "experts", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)",
-                     "emotion WA", "emotion F1"], rows), ""]
-    lines += data_section(prepared / params["data"]["dataset"] / "counts.txt")
-    lines += robustness_section(read_json(reports / "robustness.json") if (reports / "robustness.json").is_file()
-                                else {}, runs, params)
-    lines += ["## The field's numbers (CMU-MOSEI, MSA)", "",
-              "Published results the paper's setting must beat (paper.md). "
-              + ("They are on CMU-MOSEI; the demo corpus is not comparable." if "mosei" not in metrics else ""), "",
-              table(["method", "MAE", "Corr", "Acc-2 (has0)", "Acc-2 (non0)", "F1 (has0)", "F1 (non0)", "Acc-7"],
-                    [[name, *[fmt(v, 3 if i < 2 else 1) for i, v in enumerate(values)]]
-                     for name, values in FIELD_MOSEI.items()]
-                    + ([["**MMoLRE (ours)**", *[fmt(metrics["mosei"]["msa"][k], 3 if k in ("mae", "corr") else 1)
-                         for k in ("mae", "corr", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "acc7")]]]
-                       if "mosei" in metrics else [])), ""]
-    lines += diff_section(metrics, params["promote"]["tag"])
-    lines += ["## Figures", "", "Training (solid) and validation (dashed) loss, and the validation metrics per epoch:", "",
-              "![training curves](figures/curves.png)", "",
-              "Predicted against true sentiment on the test split:", "",
-              "![predicted vs true sentiment](figures/scatter.png)", "",
-              "Emotion presence, true against predicted, per emotion:", "",
-              "![emotion confusion matrices](figures/confusion.png)", "",
-              "Mean router weight per expert for each block, modality and task, and the fusion gates:", "",
-              "![router weights](figures/routing.png)", "",
-              "Expert utilisation: the share of tokens whose largest router weight goes to each expert:", "",
-              "![expert utilisation](figures/utilization.png)", ""]
-    return "\n".join(lines)
+        spec = run_spec(params, run)
+        design = f"{spec.expert}, {spec.router}" + (f" k={spec.top_k}" if spec.router == "topk" else "") + \
+            f", r={spec.rank}"
+        rows += [[run, "+".join(spec.modalities), spec.variant, design, dataset, *summary_cells(block)]
+                 for dataset, block in result.items()]
+    return ["## Runs: modalities and ablations", "",
+            "Each run is one entry of params `runs`: the model on the listed modalities, with the `model` "
+            "values it overrides (an ablation is `variant: no_shared`, `full_rank`, ...). A run trained from "
+            "several `seeds` shows the mean ± the sample std over them.", "",
+            table(["run", "modalities", "variant", "experts", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)",
+                   "emotion WA", "emotion F1"], rows), ""]
+
+
+def field_section(metrics: dict) -> list[str]:
+    """The field's published CMU-MOSEI numbers, and ours beside them when the run is on CMU-MOSEI."""
+    rows = [[name, *[number(v, 3 if i < 2 else 1) for i, v in enumerate(values)]] for name, values in FIELD_MOSEI.items()]
+    if "mosei" in metrics:
+        msa = metrics["mosei"]["msa"]
+        rows.append(["**MMoLRE (ours)**", *[number(msa[k], 3 if k in ("mae", "corr") else 1)
+                                            for k in ("mae", "corr", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "acc7")]])
+    return ["## The field's numbers (CMU-MOSEI, MSA)", "",
+            "Published results the paper's setting must beat (paper.md). "
+            + ("They are on CMU-MOSEI; the demo corpus is not comparable." if "mosei" not in metrics else ""), "",
+            table(["method", "MAE", "Corr", "Acc-2 (has0)", "Acc-2 (non0)", "F1 (has0)", "F1 (non0)", "Acc-7"], rows), ""]
+
+
+FIGURES = ["## Figures", "", "Training (solid) and validation (dashed) loss, and the validation metrics per epoch:", "",
+           "![training curves](figures/curves.png)", "",
+           "Predicted against true sentiment on the test split:", "",
+           "![predicted vs true sentiment](figures/scatter.png)", "",
+           "Emotion presence, true against predicted, per emotion:", "",
+           "![emotion confusion matrices](figures/confusion.png)", "",
+           "Mean router weight per expert for each block, modality and task, and the fusion gates:", "",
+           "![router weights](figures/routing.png)", "",
+           "Expert utilisation: the share of tokens whose largest router weight goes to each expert:", "",
+           "![expert utilisation](figures/utilization.png)", ""]
 
 
 def report(params: dict, reports: Path) -> Path:

@@ -10,6 +10,9 @@ writes). Features are read from an in-memory store (on the GPU when they fit) or
 (`train.feature_store`); the store's values are checked and summarised where they are. Each
 run prints its setup time, and per seed the epoch time, utterances/s and the share of it spent
 getting batches. Curves: dvclive files in reports/train/<run>/ (mmolre/curves.py).
+
+Reading order, as a recipe: `train` (per run: `setup_run`, then per seed `train_seed`), `train_seed`
+(`setup_seed`, then per epoch `train_epoch`, `validate`, `EarlyStopping.update`; then `save`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import argparse
 import copy
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,29 +32,22 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from mmolre import MmolreError
-from mmolre.batches import FeatureStore, loader, store_device
+from mmolre.batches import FeatureStore, loader, store_device, to_device
 from mmolre.curves import write_curves
 from mmolre.device import pick_device
 from mmolre.features import FeatureFile, feature_path
+from mmolre.inference import infer
 from mmolre.metrics import mer_metrics
-from mmolre.model import MMoLRE, MMoLREConfig
-from mmolre.params import ModelParams, TrainParams as TrainConfig, build, parse  # the section schema is the config
-
+from mmolre.model import MMoLRE
+from mmolre.model_config import MMoLREConfig
+from mmolre.params import TrainParams, build, run_seeds, run_spec
 
 
 def model_config(params: dict, run: str, features: FeatureFile, pos_weight=None) -> MMoLREConfig:
     """MMoLREConfig from params `model`, overridden by the run's entry in `runs`, and the feature widths."""
-    runs = params.get("runs", {})
-    if run not in runs:
-        raise MmolreError(f"--run {run!r}: params `runs` has {sorted(runs)}")
-    section = {k: v for k, v in {**params["model"], **runs[run]}.items() if k != "seeds"}
-    section = parse(f"runs.{run}", ModelParams, section).model_dump(exclude_unset=True)  # checked and converted
-    train = build(TrainConfig, params, "train")
-    try:
-        return MMoLREConfig(text_dim=features.dims["text"], audio_dim=features.dims["audio"],
-                            er_loss_weight=train.er_loss_weight, emotion_pos_weight=pos_weight, **section)
-    except ValueError as e:
-        raise MmolreError(f"params model / runs.{run}: {e}") from None
+    return run_spec(params, run).config(
+        text_dim=features.dims["text"], audio_dim=features.dims["audio"],
+        er_loss_weight=build(TrainParams, params, "train").er_loss_weight, emotion_pos_weight=pos_weight)
 
 
 def feature_stats(features: FeatureFile, indices: np.ndarray, modality: str, values: torch.Tensor | None = None,
@@ -99,9 +97,174 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, devic
                              fused=device.type in ("cpu", "cuda"))
 
 
-def timed_batches(batches, device: torch.device, waited: list[float]):
-    """The batches moved to `device`, adding the host's seconds spent getting each (read or gather, copy)
-    to waited[0]: the share of an epoch the training loop waits for data."""
+class Distributed(NamedTuple):
+    rank: int
+    world: int
+    local_rank: int
+
+
+def distributed_context() -> Distributed:
+    """Rank, world size and local rank under torchrun, else (0, 1, 0)."""
+    if "RANK" not in os.environ:
+        return Distributed(0, 1, 0)
+    return Distributed(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+@dataclass
+class RunContext:
+    """What every seed of a run shares, set up once: the features, where they are held, their statistics."""
+    run: str
+    cfg: TrainParams
+    features: FeatureFile
+    model_cfg: MMoLREConfig
+    stats: dict
+    store: FeatureStore | None
+    device: torch.device
+    dist: Distributed
+
+
+@dataclass
+class SeedSetup:
+    model: MMoLRE
+    forward: torch.nn.Module  # the model as a step calls it: DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    batches: object  # a loader whose batch_sampler has set_epoch
+
+
+@dataclass
+class Epoch:
+    """One epoch: mean training losses, throughput (validation not included), the validation scores."""
+    number: int
+    train: dict[str, float]
+    utterances: float
+    seconds: float
+    waiting: float  # seconds the loop waited for batches
+    valid: dict[str, float] = field(default_factory=dict)
+
+    def curve(self, lr: float) -> dict:
+        return {"epoch": self.number, **self.train, **self.valid, "lr": lr}
+
+
+@dataclass
+class EarlyStopping:
+    """Keeps the best epoch's weights; says stop after `patience` epochs without a better score."""
+    patience: int
+    best_score: float = float("inf")
+    best_epoch: int = 0
+    best_state: dict | None = None
+    stale: int = 0
+
+    def update(self, score: float, epoch: int, model: torch.nn.Module) -> bool:
+        if score < self.best_score:
+            self.best_state, self.best_epoch, self.best_score, self.stale = copy.deepcopy(model.state_dict()), epoch, score, 0
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+
+class Step(NamedTuple):
+    """A training step's loss, checked for finiteness one step later (the device is already past it)."""
+    loss: torch.Tensor
+    index: torch.Tensor
+    number: int
+
+
+def start_distributed(device: torch.device, dist_ctx: Distributed) -> torch.device:
+    """Join the torchrun process group (NCCL on this rank's GPU, else gloo); the device this rank uses."""
+    if dist_ctx.world == 1:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", dist_ctx.local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def train(params: dict, run: str, features_root: Path, models_root: Path, curves_root: Path) -> Path:
+    """Train one run; under `torchrun --nproc_per_node=K` each global batch is split across K ranks (DDP),
+    every rank validates on the whole valid split (same early-stopping decision), rank 0 writes."""
+    cfg = build(TrainParams, params, "train")
+    dist_ctx = distributed_context()
+    device = start_distributed(pick_device(cfg.device), dist_ctx)
+    try:
+        ctx = setup_run(params, run, cfg, FeatureFile(feature_path(params, features_root)), device, dist_ctx)
+        for k, seed in enumerate(run_seeds(params, run)):  # the first seed's model is the run's; the others beside it
+            model_dir = models_root / run if k == 0 else models_root / run / "seeds" / str(seed)
+            train_seed(ctx, params, seed, model_dir, curves_root / run if k == 0 else None)
+        return models_root / run
+    finally:
+        if dist_ctx.world > 1:
+            dist.destroy_process_group()
+
+
+def setup_run(params: dict, run: str, cfg: TrainParams, features: FeatureFile, device: torch.device,
+              dist_ctx: Distributed) -> RunContext:
+    """Once per run, whatever the number of seeds: the in-memory store, the values' check, the statistics."""
+    started = time.perf_counter()
+    train_idx, valid_idx = features.indices("train"), features.indices("valid")
+    if not len(train_idx) or not len(valid_idx):
+        raise MmolreError(f"{features.path}: need train and valid utterances (have {len(train_idx)} train, "
+                          f"{len(valid_idx)} valid)")
+    pos_weight = emotion_pos_weight(features.emotions[train_idx]) if cfg.emotion_pos_weight else None
+    model_cfg = model_config(params, run, features, pos_weight)
+    store_place = store_device(features, model_cfg.modalities, device, cfg.feature_store)
+    store = FeatureStore(features, model_cfg.modalities, store_place) if store_place is not None else None
+    values = store.values if store is not None else None  # scanned where they are, else read from the file
+    features.check_values(model_cfg.modalities, values=values)  # seconds, and never minutes of training on NaN
+    stats = {m: feature_stats(features, train_idx, m, values[m] if values else None) for m in model_cfg.modalities}
+    if dist_ctx.rank == 0:
+        print(f"train {run}: features of {len(features)} utterances "
+              f"{f'loaded into {store_place} memory' if store else 'read lazily from the file'}, values checked, "
+              f"statistics over {len(train_idx)} train utterances: {time.perf_counter() - started:.1f} s")
+    return RunContext(run, cfg, features, model_cfg, stats, store, device, dist_ctx)
+
+
+def setup_seed(ctx: RunContext, seed: int) -> SeedSetup:
+    """The model (seeded, standardised with the train statistics), its step form, the optimizer, the batches."""
+    torch.manual_seed(seed)
+    if ctx.cfg.threads:
+        torch.set_num_threads(ctx.cfg.threads)
+    model = MMoLRE(ctx.model_cfg)
+    model.set_feature_stats(ctx.stats)
+    model.to(ctx.device)
+    forward = model
+    if ctx.dist.world > 1:
+        forward = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if ctx.cfg.compile:
+        forward = torch.compile(forward)
+    optimizer = make_optimizer(model, ctx.cfg.lr, ctx.cfg.weight_decay, ctx.device)
+    batches = loader(ctx.features, ctx.features.indices("train"), ctx.model_cfg.modalities, ctx.cfg.batch_size,
+                     shuffle=True, seed=seed, workers=ctx.cfg.workers, rank=ctx.dist.rank, world=ctx.dist.world,
+                     store=ctx.store)
+    return SeedSetup(model, forward, optimizer, batches)
+
+
+def train_seed(ctx: RunContext, params: dict, seed: int, model_dir: Path, curves_dir: Path | None) -> Path:
+    """One model of the run trained from `seed` into `model_dir`; its dvclive curves into `curves_dir` (when given)."""
+    setup = setup_seed(ctx, seed)
+    stopping, epochs = EarlyStopping(ctx.cfg.patience), []
+    # `with`: the bar is closed (its line ended) before an error message is printed
+    with tqdm(range(1, ctx.cfg.epochs + 1), desc=f"train {ctx.run}", unit="epoch",
+              disable=ctx.dist.rank != 0) as progress:
+        for number in progress:
+            epoch = train_epoch(ctx, setup, number)
+            epoch.valid = validate(ctx, setup.model)
+            epochs.append(epoch)
+            progress.set_postfix(train_loss=f"{epoch.train['train_loss']:.3f}",
+                                 valid_mae=f"{epoch.valid['valid_mae']:.3f}",
+                                 valid_f1=f"{epoch.valid['valid_emotion_f1']:.1f}",
+                                 utt_s=f"{epoch.utterances / epoch.seconds:.0f}")
+            score = epoch.valid["valid_mae"] if "sa" in ctx.model_cfg.tasks else epoch.valid["valid_loss"]
+            if stopping.update(score, number, setup.model):
+                break
+    setup.model.load_state_dict(stopping.best_state)
+    if ctx.dist.rank == 0:
+        save(ctx, params, setup, seed, epochs, stopping.best_epoch, model_dir, curves_dir)
+    return model_dir
+
+
+def timed_batches(batches, device: torch.device):
+    """(batch moved to `device`, the host's seconds spent getting it: read or gather, copy)."""
     iterator = iter(batches)
     while True:
         started = time.perf_counter()
@@ -109,191 +272,78 @@ def timed_batches(batches, device: torch.device, waited: list[float]):
         if batch is None:
             return
         batch = to_device(batch, device)
-        waited[0] += time.perf_counter() - started
-        yield batch
+        yield batch, time.perf_counter() - started
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    """The batch on `device`, features cast from their stored float16 to float32 there."""
-    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    return {k: v.float() if v.dtype == torch.float16 else v for k, v in moved.items()}
+def train_epoch(ctx: RunContext, setup: SeedSetup, number: int) -> Epoch:
+    """One pass over the train split; the losses stay on the device (no sync per step) until the end."""
+    setup.model.train()
+    setup.batches.batch_sampler.set_epoch(number)
+    sums, count = torch.zeros(3, dtype=torch.float64, device=ctx.device), 0
+    pending, started, waiting = None, time.perf_counter(), 0.0
+    for step, (batch, waited) in enumerate(timed_batches(setup.batches, ctx.device), start=1):
+        waiting += waited
+        if ctx.cfg.modality_dropout and len(ctx.model_cfg.modalities) == 2:
+            batch = drop_modalities(batch, ctx.cfg.modality_dropout)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device.type == "cuda"):
+            out = setup.forward(**{k: v for k, v in batch.items() if k != "index"})
+        setup.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(setup.model.parameters(), ctx.cfg.grad_clip)
+        setup.optimizer.step()
+        n = len(batch["index"])
+        sums += torch.stack([out.loss.detach(), out.loss_sa.detach(), out.loss_er.detach()]).double() * n
+        count += n
+        check_finite(pending, ctx.run, number, ctx.features)
+        pending = Step(out.loss.detach(), batch["index"], step)
+    check_finite(pending, ctx.run, number, ctx.features)
+    sums = torch.cat([sums, sums.new_tensor([count])])
+    if ctx.dist.world > 1:
+        dist.all_reduce(sums)
+    sums = sums.cpu()
+    means = dict(zip(("train_loss", "train_loss_sa", "train_loss_er"), (sums[:3] / sums[3]).tolist()))
+    return Epoch(number, means, float(sums[3]), time.perf_counter() - started, waiting)
 
 
-@torch.no_grad()
-def predict(model: MMoLRE, features: FeatureFile, indices, batch_size: int, device: torch.device,
-            return_routing: bool = False, store: FeatureStore | None = None, transform=None) -> dict:
-    """Sentiment predictions (N,), emotion probabilities (N, 6), mean loss, and (optionally) routing,
-    in the order of `indices`."""
-    model.eval()
-    indices = np.asarray(indices)
-    position = {int(i): k for k, i in enumerate(indices)}
-    sentiment, emotions = np.zeros(len(indices)), np.zeros((len(indices), model.config.n_emotions))
-    routing: dict[str, np.ndarray] = {}
-    loss_sum = 0.0
-    for batch in loader(features, indices, model.config.modalities, batch_size, shuffle=False, store=store):
-        batch = to_device(batch, device)
-        if transform is not None:  # e.g. a modality made absent or replaced by noise (evaluate's robustness)
-            batch = transform(batch)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(**{k: v for k, v in batch.items() if k != "index"}, return_routing=return_routing)
-        rows = [position[i] for i in batch["index"].tolist()]  # one copy to the host, not one per utterance
-        sentiment[rows] = out.sentiment.float().cpu().numpy() if out.sentiment is not None else np.nan
-        emotions[rows] = torch.sigmoid(out.emotions.float()).cpu().numpy() if out.emotions is not None else np.nan
-        loss_sum += float(out.loss) * len(rows)
-        for key, value in out.routing.items():
-            routing.setdefault(key, np.zeros((len(indices), value.shape[-1])))[rows] = value.float().cpu().numpy()
-    return {"sentiment": sentiment, "emotions": emotions, "loss": loss_sum / max(len(indices), 1),
-            "routing": routing}
+def validate(ctx: RunContext, model: MMoLRE) -> dict[str, float]:
+    """Valid loss, sentiment MAE and mean emotion F1 (NaN for a model without ER or a split without emotions)."""
+    valid_idx = ctx.features.indices("valid")
+    valid = infer(model, ctx.features, valid_idx, ctx.cfg.batch_size * 2, ctx.device, store=ctx.store)
+    mae = float(np.mean(np.abs(valid["sentiment"] - ctx.features.sentiment[valid_idx])))
+    labels = ctx.features.emotions[valid_idx]
+    has_f1 = "er" in ctx.model_cfg.tasks and not np.isnan(labels).any()
+    f1 = mer_metrics(valid["emotions"], labels)["avg"]["f1"] if has_f1 else float("nan")
+    return {"valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1}
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[MMoLRE, dict]:
-    """The model of a model folder (eval mode) and its provenance (mmolre/hub.py; never a pickle)."""
-    model = MMoLRE.from_pretrained(path, device)
-    return model, model.provenance
+FEATURE_PROVENANCE = ("text_encoder", "audio_encoder", "text_encoder_revision", "audio_encoder_revision",
+                      "params_hash", "featurize_config", "text_layer", "audio_layer", "sample_rate")
 
 
-def distributed_context() -> tuple[int, int, int]:
-    """(rank, world size, local rank) under torchrun, else (0, 1, 0)."""
-    if "RANK" not in os.environ:
-        return 0, 1, 0
-    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+def save(ctx: RunContext, params: dict, setup: SeedSetup, seed: int, epochs: list[Epoch], best_epoch: int,
+         model_dir: Path, curves_dir: Path | None) -> None:
+    """The model folder with its provenance, the dvclive curves, and the seed's summary line."""
+    best = epochs[best_epoch - 1]
+    attrs = ctx.features.attrs
+    setup.model.cpu().save_pretrained(
+        model_dir, run=ctx.run, seed=seed, dataset=params["data"]["dataset"], best_epoch=best_epoch,
+        valid_mae=best.valid["valid_mae"],
+        features={k: str(attrs[k]) if isinstance(attrs[k], str) else attrs[k].item() for k in FEATURE_PROVENANCE})
+    if curves_dir is not None:
+        lr = setup.optimizer.param_groups[0]["lr"]
+        write_curves(curves_dir, [e.curve(lr) for e in epochs], {"epoch": best_epoch, **best.valid})
+    utterances, seconds, waiting = (sum(getattr(e, k) for e in epochs) for k in ("utterances", "seconds", "waiting"))
+    print(f"train {ctx.run} (seed {seed}): best epoch {best_epoch}/{len(epochs)}, valid MAE "
+          f"{best.valid['valid_mae']:.4f} -> {model_dir}; {seconds / len(epochs):.1f} s per epoch "
+          f"({utterances / seconds:.0f} utt/s, {waiting / seconds:.0%} of it getting batches)")
 
 
-def train(params: dict, run: str, features_root: Path, models_root: Path, curves_root: Path) -> Path:
-    """Train one run; under `torchrun --nproc_per_node=K` each global batch is split across K ranks (DDP),
-    every rank validates on the whole valid split (same early-stopping decision), rank 0 writes."""
-    cfg = build(TrainConfig, params, "train")
-    rank, world, local_rank = distributed_context()
-    device = pick_device(cfg.device)
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        # once per run, whatever the number of seeds: the in-memory store, the values' check, the statistics
-        started = time.perf_counter()
-        features = FeatureFile(feature_path(params, features_root))
-        train_idx = features.indices("train")
-        if not len(train_idx) or not len(features.indices("valid")):
-            raise MmolreError(f"{features.path}: need train and valid utterances (have {len(train_idx)} train, "
-                              f"{len(features.indices('valid'))} valid)")
-        pos_weight = emotion_pos_weight(features.emotions[train_idx]) if cfg.emotion_pos_weight else None
-        model_cfg = model_config(params, run, features, pos_weight)
-        where = store_device(features, model_cfg.modalities, device, cfg.feature_store)
-        store = FeatureStore(features, model_cfg.modalities, where) if where is not None else None
-        values = store.values if store is not None else None  # scanned where they are, else read from the file
-        features.check_values(model_cfg.modalities, values=values)  # seconds, and never minutes of training on NaN
-        stats = {m: feature_stats(features, train_idx, m, values[m] if values else None) for m in model_cfg.modalities}
-        if rank == 0:
-            print(f"train {run}: features of {len(features)} utterances "
-                  f"{f'loaded into {where} memory' if store else 'read lazily from the file'}, values checked, "
-                  f"statistics over {len(train_idx)} train utterances: {time.perf_counter() - started:.1f} s")
-        for k, seed in enumerate(run_seeds(params, run)):  # the first seed's model is the run's; the others beside it
-            model_dir = models_root / run if k == 0 else models_root / run / "seeds" / str(seed)
-            _train(params, cfg, run, seed, features, model_cfg, stats, store, model_dir,
-                   curves_root / run if k == 0 else None, device, rank, world)
-        return models_root / run
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
-
-
-def run_seeds(params: dict, run: str) -> list[int]:
-    """The seeds a run trains: its `seeds` entry, else params data.seed."""
-    return [int(s) for s in (params.get("runs", {}).get(run) or {}).get("seeds") or [params["data"]["seed"]]]
-
-
-def _train(params, cfg: TrainConfig, run, seed: int, features: FeatureFile, model_cfg: MMoLREConfig, stats: dict,
-           store: FeatureStore | None, model_dir: Path, curves_dir: Path | None, device, rank, world) -> Path:
-    """One model of `run` trained from `seed` into `model_dir`; its dvclive curves into `curves_dir` (when given)."""
-    torch.manual_seed(seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    train_idx, valid_idx = features.indices("train"), features.indices("valid")
-    model = MMoLRE(model_cfg)
-    model.set_feature_stats(stats)
-    model.to(device)
-    stepper = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    if cfg.compile:
-        stepper = torch.compile(stepper)
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
-    batches = loader(features, train_idx, model_cfg.modalities, cfg.batch_size, shuffle=True, seed=seed,
-                     workers=cfg.workers, rank=rank, world=world, store=store)
-    by_mae = "sa" in model_cfg.tasks  # early stopping on valid MAE; on valid loss for an ER-only model
-    curves, best, best_epoch, best_score, stale = [], None, 0, float("inf"), 0
-    speed = []  # per epoch: (utterances, seconds, seconds waiting for batches), validation not included
-    # `with`: the bar is closed (its line ended) before an error message is printed
-    with tqdm(range(1, cfg.epochs + 1), desc=f"train {run}", unit="epoch", disable=rank != 0) as progress:
-        for epoch in progress:
-            model.train()
-            batches.batch_sampler.set_epoch(epoch)
-            sums, count = torch.zeros(3, dtype=torch.float64, device=device), 0  # losses stay on the device: no sync
-            pending = None  # (loss, batch ids, step) checked one step later, when the device is already past it
-            started, waited = time.perf_counter(), [0.0]
-            for step, batch in enumerate(timed_batches(batches, device, waited), start=1):
-                if cfg.modality_dropout and len(model_cfg.modalities) == 2:
-                    batch = drop_modalities(batch, cfg.modality_dropout)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    out = stepper(**{k: v for k, v in batch.items() if k != "index"})
-                optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                n = len(batch["index"])
-                parts = torch.stack([out.loss.detach(), out.loss_sa.detach(), out.loss_er.detach()]).double()
-                sums += parts * n
-                count += n
-                check_finite(pending, run, epoch, features)
-                pending = (out.loss.detach(), batch["index"], step)
-            check_finite(pending, run, epoch, features)
-            sums = torch.cat([sums, sums.new_tensor([count])])
-            if world > 1:
-                dist.all_reduce(sums)
-            sums = sums.cpu()
-            speed.append((float(sums[3]), time.perf_counter() - started, waited[0]))
-            valid = predict(model, features, valid_idx, cfg.batch_size * 2, device, store=store)
-            mae = float(np.mean(np.abs(valid["sentiment"] - features.sentiment[valid_idx])))
-            f1 = mer_metrics(valid["emotions"], features.emotions[valid_idx])["avg"]["f1"] \
-                if "er" in model_cfg.tasks and not np.isnan(features.emotions[valid_idx]).any() else float("nan")
-            train_loss, train_sa, train_er = (sums[:3] / sums[3]).tolist()
-            curves.append({"epoch": epoch, "train_loss": train_loss, "train_loss_sa": train_sa, "train_loss_er": train_er,
-                           "valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1,
-                           "lr": optimizer.param_groups[0]["lr"]})
-            progress.set_postfix(train_loss=f"{train_loss:.3f}", valid_mae=f"{mae:.3f}", valid_f1=f"{f1:.1f}",
-                                 utt_s=f"{speed[-1][0] / speed[-1][1]:.0f}")
-            score = mae if by_mae else valid["loss"]
-            if score < best_score:
-                best, best_epoch, best_score, stale = copy.deepcopy(model.state_dict()), epoch, score, 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
-    model.load_state_dict(best)
-    best_mae = curves[best_epoch - 1]["valid_mae"]
-    if rank == 0:
-        model.cpu().save_pretrained(
-            model_dir, run=run, seed=seed, dataset=params["data"]["dataset"], best_epoch=best_epoch, valid_mae=best_mae,
-            features={k: str(features.attrs[k]) if isinstance(features.attrs[k], str) else features.attrs[k].item()
-                      for k in ("text_encoder", "audio_encoder", "text_encoder_revision", "audio_encoder_revision",
-                                "params_hash", "featurize_config", "text_layer", "audio_layer", "sample_rate")})
-        if curves_dir is not None:
-            write_curves(curves_dir, curves, {"epoch": best_epoch, **{k: v for k, v in curves[best_epoch - 1].items()
-                                                                       if k in ("valid_mae", "valid_loss",
-                                                                                "valid_emotion_f1")}})
-        utterances, seconds, waiting = np.sum(speed, axis=0)
-        print(f"train {run} (seed {seed}): best epoch {best_epoch}/{len(curves)}, valid MAE {best_mae:.4f} -> {model_dir}; "
-              f"{seconds / len(speed):.1f} s per epoch ({utterances / seconds:.0f} utt/s, {waiting / seconds:.0%} "
-              "of it getting batches)")
-    return model_dir
-
-
-def check_finite(pending, run: str, epoch: int, features: FeatureFile) -> None:
+def check_finite(pending: Step | None, run: str, epoch: int, features: FeatureFile) -> None:
     """Stop at a non-finite training loss, naming its batch's utterances (nothing is saved)."""
-    if pending is not None and not torch.isfinite(pending[0]):
-        loss, index, step = pending
-        ids = features.utterance_id[index.cpu().numpy()].tolist()
-        raise MmolreError(f"train {run}: loss is {float(loss)} at epoch {epoch}, step {step}; batch utterances "
+    if pending is not None and not torch.isfinite(pending.loss):
+        ids = features.utterance_id[pending.index.cpu().numpy()].tolist()
+        raise MmolreError(f"train {run}: loss is {float(pending.loss)} at epoch {epoch}, step {pending.number}; "
+                          f"batch utterances "
                           f"{', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}; nothing was saved. Check the "
                           "features (`mmolre validate FILE`) or lower train.lr")
 

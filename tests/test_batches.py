@@ -89,7 +89,8 @@ def test_training_is_the_same_from_memory_and_from_the_file(tiny_demo, tmp_path)
     import pandas as pd
 
     from mmolre.curves import read_curves
-    from mmolre.train import load_checkpoint, train
+    from mmolre.inference import load_checkpoint
+    from mmolre.train import train
 
     curves = {}
     for store in ("lazy", "memory"):

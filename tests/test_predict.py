@@ -11,8 +11,9 @@ import torch
 from mmolre import EMOTIONS, MmolreError
 from mmolre.cli import main
 from mmolre.features import FeatureFile
+from mmolre.inference import infer, load_checkpoint
 from mmolre.predict import load_predictor, predict_table, read_inputs
-from mmolre.train import load_checkpoint, predict, train
+from mmolre.train import train
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_predict_matches_the_evaluate_path(tiny_demo, model_path, table, capsys)
     feats = FeatureFile(tiny_demo["h5"])
     test = feats.indices("test")
     model, _ = load_checkpoint(model_path)
-    expected = predict(model, feats, test, 8, torch.device("cpu"))
+    expected = infer(model, feats, test, 8, torch.device("cpu"))
     row = table.iloc[test[0]]
     code = main(["predict", "--model", str(model_path), "--audio", str(tiny_demo["raw"] / row.audio_path),
                  "--text", row.text, "--json"])

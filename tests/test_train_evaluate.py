@@ -1,6 +1,7 @@
 """train -> evaluate -> report on the tiny demo, in process: checkpoint, curves, metrics, report."""
 
 import json
+import struct
 
 import h5py
 import numpy as np
@@ -10,10 +11,11 @@ import torch
 
 from mmolre import EMOTIONS
 from mmolre.batches import FeatureStore
-from mmolre.evaluate import evaluate
+from mmolre.evaluate import absent, evaluate, noise
 from mmolre.features import FeatureFile
+from mmolre.inference import infer, load_checkpoint
 from mmolre.report import report
-from mmolre.train import emotion_pos_weight, feature_stats, load_checkpoint, predict, train
+from mmolre.train import drop_modalities, emotion_pos_weight, feature_stats, train
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +40,9 @@ def test_model_folder_is_safetensors_and_json_and_round_trips(trained, tmp_path)
     assert config["model"]["d_model"] == trained["params"]["model"]["d_model"]
     model = MMoLRE.from_pretrained(folder)
     indices = features.indices("test")
-    first = predict(model, features, indices, 8, torch.device("cpu"))
+    first = infer(model, features, indices, 8, torch.device("cpu"))
     model.save_pretrained(tmp_path / "copy", **model.provenance)
-    again = predict(MMoLRE.from_pretrained(tmp_path / "copy"), features, indices, 8, torch.device("cpu"))
+    again = infer(MMoLRE.from_pretrained(tmp_path / "copy"), features, indices, 8, torch.device("cpu"))
     assert np.allclose(first["sentiment"], again["sentiment"], atol=1e-6)
     assert np.allclose(first["emotions"], again["emotions"], atol=1e-6)
     assert (tmp_path / "copy" / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
@@ -101,6 +103,18 @@ def test_a_bad_value_is_found_in_any_block_and_named(tiny_demo, tmp_path):
                 feats.check_values(("audio",), values=values, rows=7)
 
 
+def test_modality_dropout_masks_one_modality_of_about_p_of_the_samples():
+    torch.manual_seed(0)
+    n = 4000
+    batch = {"index": torch.arange(n), "text_mask": torch.ones(n, 3, dtype=torch.bool),
+             "audio_mask": torch.ones(n, 5, dtype=torch.bool)}
+    out = drop_modalities(batch, 0.3)
+    text_gone, audio_gone = ~out["text_mask"].any(1), ~out["audio_mask"].any(1)
+    assert not (text_gone & audio_gone).any()  # never both
+    assert abs(float((text_gone | audio_gone).float().mean()) - 0.3) < 0.03
+    assert abs(float(text_gone.float().mean()) - 0.15) < 0.03
+
+
 def test_pos_weight_is_negatives_over_positives():
     emotions = np.array([[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [2, 1, 0, 0, 0, 0], [np.nan] * 6], dtype=float)
     assert emotion_pos_weight(emotions) == (0.5, 2.0, 1.0, 1.0, 1.0, 1.0)
@@ -138,10 +152,18 @@ def test_evaluate_writes_contract_metrics_and_predictions(trained):
     assert set(robust) == {"main"}  # the only text+audio model
     assert set(robust["main"]) == {"full", "audio absent", "text absent", "audio noise"}
     assert robust["main"]["full"] == runs["main"]
-    maes = [robust["main"][c]["demo"]["msa"]["mae"] for c in ("full", "audio absent", "text absent", "audio noise")]
-    assert len(set(maes)) == 4  # each condition changes the inputs the model sees
-    predictions = pd.read_csv(reports / "predictions" / "main_test.csv")
     feats = FeatureFile(trained["h5"])
+    test, model = feats.indices("test"), load_checkpoint(trained["root"] / "models" / "main")[0]
+    seed, batch_size = trained["params"]["data"]["seed"], trained["params"]["evaluate"]["batch_size"]
+    conditions = {"audio absent": absent("audio"), "text absent": absent("text"),
+                  "audio noise": noise("audio", model.inputs["audio"].mean, model.inputs["audio"].std, seed)}
+    maes = {}
+    for name, transform in conditions.items():  # each condition recomputed on its own
+        result = infer(model, feats, test, batch_size, torch.device("cpu"), transform=transform)
+        maes[name] = float(np.mean(np.abs(result["sentiment"] - feats.sentiment[test])))
+        assert robust["main"][name]["demo"]["msa"]["mae"] == pytest.approx(maes[name], rel=1e-5), name
+    assert len({*maes.values(), runs["main"]["demo"]["msa"]["mae"]}) == 4  # each condition changes the inputs
+    predictions = pd.read_csv(reports / "predictions" / "main_test.csv")
     assert predictions.utterance_id.tolist() == feats.utterance_id[feats.indices("test")].tolist()
     assert metrics["demo"]["msa"]["mae"] == pytest.approx(
         np.mean(np.abs(predictions.sentiment_pred - predictions.sentiment)), rel=1e-4)
@@ -155,8 +177,10 @@ def test_evaluate_writes_contract_metrics_and_predictions(trained):
     for condition in ("| main | audio absent | demo |", "| main | text absent | demo |", "| main | audio noise | demo |",
                       "| text_only | trained on one modality | demo |"):
         assert condition in text
-    for figure in ("curves.png", "routing.png", "scatter.png"):
-        assert (reports / "figures" / figure).stat().st_size > 1000
+    # pixels = inches x dpi (plot_*): curves 13 x 3.6, scatter 4.2 x 4 at 120 dpi; routing 11 x (0.45 x 8 rows + 1.6)
+    for figure, size in (("curves.png", (1560, 432)), ("routing.png", (1320, 624)), ("scatter.png", (504, 480))):
+        png = (reports / "figures" / figure).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == size, figure
         assert f"figures/{figure}" in text
 
 
@@ -207,7 +231,7 @@ def test_a_run_over_several_seeds_reports_mean_and_std(tiny_demo, tmp_path):
     maes = []
     for folder in (tmp_path / "models/main", tmp_path / "models/main/seeds/6"):
         model, meta = load_checkpoint(folder)
-        result = predict(model, features, test, 8, torch.device("cpu"))
+        result = infer(model, features, test, 8, torch.device("cpu"))
         maes.append(float(np.mean(np.abs(result["sentiment"] - features.sentiment[test]))))
     assert load_checkpoint(tmp_path / "models/main/seeds/6")[1]["seed"] == 6 and maes[0] != maes[1]
     metrics = evaluate(params, tiny_demo["features"], tmp_path / "models", tmp_path / "reports")["main"]["demo"]

@@ -11,6 +11,7 @@ times (transcript times equal the label intervals; rows are not in time order, a
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,60 @@ def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
     return [corpus]
 
 
+def closest_segment(segments: list[tuple], start: float, end: float, tolerance_s: float) -> tuple | None:
+    """The transcript segment (clip, start, end, text) whose start and end lie closest to the label row's,
+    within `tolerance_s`; None when none does."""
+    gaps = [max(abs(s[1] - start), abs(s[2] - end)) if s[3] else np.inf for s in segments]
+    if not gaps or min(gaps) > tolerance_s:
+        return None
+    return segments[int(np.argmin(gaps))]
+
+
+def label_values(features: np.ndarray) -> dict[str, float]:
+    """A Labels.csd row: sentiment, then the six emotions' intensities."""
+    return {"sentiment": float(features[0]), **{e: float(features[1 + j]) for j, e in enumerate(EMOTIONS)}}
+
+
+@dataclass
+class VideoRows:
+    """The label rows of one video in the folds, each matched to its transcript segment."""
+    video: str
+    split: str
+    wav: Path
+    raw_root: Path
+    tolerance_s: float
+    negative: list[str] = field(default_factory=list)  # segments that start before 0 s
+
+    def rows(self, features: np.ndarray, intervals: np.ndarray, order: np.ndarray, transcript: Path,
+             out: CorpusTable) -> list[dict]:
+        """Rows in time order (`intervals` sorted, `order` their rows in `features`); drops and invalid
+        rows recorded in `out`."""
+        seconds = audio_duration(self.wav)  # one header read per video, not per segment
+        segments = combined_transcript(transcript)
+        rows = []
+        for i, (start, end) in zip(order, intervals.tolist()):
+            label_id = f"{self.video}[{start:.2f}-{end:.2f}]"
+            if seconds is None:
+                out.dropped["no audio file"].append(label_id)
+                continue
+            segment = closest_segment(segments, start, end, self.tolerance_s)
+            if segment is None:
+                out.dropped["no transcript segment within tolerance"].append(label_id)
+                continue
+            clip, seg_start, seg_end, text = segment
+            utterance = f"{self.video}_{clip}"
+            if seg_start < 0:
+                self.negative.append(utterance)
+            if seg_end > seconds + self.tolerance_s:
+                out.invalid.append({"utterance_id": utterance, "column": "end_s",
+                                    "rule": f"label interval ends after the audio ({seconds:.2f} s)", "value": seg_end})
+            rows.append({"utterance_id": utterance, "video_id": self.video, "dataset": "mosei", "split": self.split,
+                         "start_s": max(seg_start, 0.0), "end_s": seg_end,
+                         "audio_path": self.wav.relative_to(self.raw_root).as_posix(), "text": text,
+                         **label_values(features[i])})
+        return rows
+
+
 def mosei_table(folder: Path, raw_root: Path, tolerance_s: float = 0.1) -> CorpusTable:
     """One row per MOSEI label segment, matched to the transcript segment (`<video>.txt`) whose start
     and end lie closest and within `tolerance_s`; audio is the video's full WAV cut at those times.
@@ -87,32 +142,9 @@ def mosei_table(folder: Path, raw_root: Path, tolerance_s: float = 0.1) -> Corpu
         if video not in splits:
             out.dropped["not in the standard folds"] += [f"{video}[{s:.2f}-{e:.2f}]" for s, e in intervals[order]]
             continue
-        wav = audio_dir / f"{video}.wav"
-        seconds = audio_duration(wav)  # one header read per video, not per segment
-        segments = combined_transcript(text_dir / f"{video}.txt")
-        for i in order:
-            start, end = map(float, intervals[i])
-            label_id = f"{video}[{start:.2f}-{end:.2f}]"
-            if seconds is None:
-                out.dropped["no audio file"].append(label_id)
-                continue
-            gaps = [max(abs(s[1] - start), abs(s[2] - end)) if s[3] else np.inf for s in segments]
-            if not gaps or min(gaps) > tolerance_s:
-                out.dropped["no transcript segment within tolerance"].append(label_id)
-                continue
-            clip, seg_start, seg_end, text = segments[int(np.argmin(gaps))]
-            utterance = f"{video}_{clip}"
-            if seg_start < 0:
-                negative.append(utterance)
-            if seg_end > seconds + tolerance_s:
-                out.invalid.append({"utterance_id": utterance, "column": "end_s",
-                                    "rule": f"label interval ends after the audio ({seconds:.2f} s)",
-                                    "value": seg_end})
-            rows.append({"utterance_id": utterance, "video_id": video, "dataset": "mosei",
-                         "split": splits[video], "start_s": max(seg_start, 0.0), "end_s": seg_end,
-                         "audio_path": wav.relative_to(raw_root).as_posix(), "text": text,
-                         "sentiment": float(features[i, 0]),
-                         **{e: float(features[i, 1 + j]) for j, e in enumerate(EMOTIONS)}})
+        video_rows = VideoRows(video, splits[video], audio_dir / f"{video}.wav", raw_root, tolerance_s)
+        rows += video_rows.rows(features, intervals[order], order, text_dir / f"{video}.txt", out)
+        negative += video_rows.negative
     if negative:
         out.notes.append(f"{len(negative)} segment(s) start before 0 s; their audio is cut from 0 s "
                          f"(e.g. {', '.join(negative[:3])})")
