@@ -59,9 +59,15 @@ def msa_row(msa: dict) -> list[str]:
     return [mean_and_std(msa, k, 3 if k in ("mae", "corr") else 1) for k in MSA_COLUMNS]
 
 
-def git_revision() -> str:
+CODE = ("mmolre", "dvc.yaml", "pyproject.toml")  # what the outputs are computed by
+
+
+def code_revision() -> str:
+    """The last commit that changed the pipeline's code: committing the outputs it made does not change it,
+    so `dvc repro --force` rewrites the same report."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "log", "-1", "--format=%h", "--", *CODE], capture_output=True, text=True,
+                             timeout=10)
         return out.stdout.strip() or "uncommitted"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -220,7 +226,8 @@ def header_section(params: dict, details: dict) -> list[str]:
             f"- encoders: text `{features['text_encoder']}`, audio `{features['audio_encoder']}`",
             f"- model: d={model['d_model']}, N={model['n_experts']} shared experts, "
             f"rank {model['rank']}, {model['n_blocks']} UniTSE blocks",
-            f"- params hash `{params_hash(params)}`, git revision `{git_revision()}`", ""]
+            f"- params hash `{params_hash(params)}`, code revision `{code_revision()}` (the last commit that "
+            f"changed {', '.join(CODE)})", ""]
 
 
 def metrics_section(dataset: str, block: dict) -> list[str]:
