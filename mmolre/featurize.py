@@ -33,11 +33,12 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 import torch
+import torch.distributed as dist
 import torchaudio
 from tqdm import tqdm
 
 from mmolre import MmolreError, __version__
-from mmolre.device import pick_device
+from mmolre.device import distributed_context, pick_device, process_group, rank_device
 from mmolre.features import FeatureWriter, block_problem, feature_path
 from mmolre.files import atomic_file
 from mmolre.params import FeaturizeParams, build, params_hash
@@ -281,41 +282,72 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
               shard: tuple[int, int] | None = None) -> Path | None:
     """Encode the utterance table into the HDF5 file; returns its path (None for a shard that is not the last).
 
-    Work is done in windows of rows, each saved as a chunk under <out_root>/.partial/ when done, so an
+    Work is done in windows of rows, each saved as a chunk under `featurize.partial_dir` when done, so an
     interrupted run resumes where it stopped and `shard=(i, n)` computes windows i, i+n, ...; the HDF5
     file is assembled from the chunks once all exist (any later run, or `--merge`), then they are removed.
+    Under torchrun, rank r of W is shard r/W on its LOCAL_RANK's GPU, and rank 0 assembles once every
+    rank's windows are saved (the chunk folder must be one that every machine shares).
     """
     cfg = build(FeaturizeParams, params, "featurize")
-    dataset = params["data"]["dataset"]
-    table_path = prepared_root / dataset / "utterances.parquet"
-    if not table_path.is_file():
-        raise MmolreError(f"{table_path} not found: run `mmolre prepare` first")
-    table = pd.read_parquet(table_path)
-    out = feature_path(params, out_root)
-    identity = {k: v for k, v in cfg.model_dump().items() if k != "workers"}  # what the values depend on
-    chunk_identity = {k: v for k, v in identity.items() if k != "on_invalid"}  # chunks hold every utterance
-    config_hash = params_hash(dataset, chunk_identity, pd.util.hash_pandas_object(table).sum())
-    chunks = Chunks(out_root / ".partial" / dataset / f"{out.stem}-{config_hash}", cfg.batch_size * 8, len(table))
-    chunks.folder.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
+    ranks = distributed_context()
+    if ranks.world > 1:
+        if shard is not None:
+            raise MmolreError("--shard under torchrun: torchrun gives each process its shard (RANK/WORLD_SIZE)")
+        shard = (ranks.rank, ranks.world)
+    table, out = utterance_table(params, prepared_root), feature_path(params, out_root)
+    chunks = chunks_of(params, cfg, table, out, out_root)
+    device = rank_device(pick_device(cfg.device), ranks)
     text = TextEncoder(cfg.text_encoder, cfg.text_layer, cfg.max_text_tokens, device)
     audio = audio_encoder(cfg, device)
-    todo = chunks.missing(shard)
-    if todo:
-        encode_windows(table, todo, chunks, text, audio, cfg, raw_root, f"featurize {dataset}")
+    with process_group(ranks, "gloo"):  # coordination only: a barrier before rank 0 assembles
+        todo = chunks.missing(shard)
+        if todo:
+            encode_windows(table, todo, chunks, text, audio, cfg, raw_root, f"featurize {params['data']['dataset']}")
+        if ranks.world > 1:
+            dist.barrier()
+    if ranks.rank != 0:
+        return None
     if chunks.missing():
         print(f"featurize: shard {shard[0]}/{shard[1]} done; {len(chunks.missing())} window(s) left to other "
               "shards, then `mmolre featurize --merge`")
         return None
-    attrs = {"text_encoder": cfg.text_encoder, "text_encoder_revision": text.revision, "text_layer": cfg.text_layer,
-             "audio_encoder": cfg.audio_encoder, "audio_encoder_revision": audio.revision,
-             "audio_layer": cfg.audio_layer, "sample_rate": audio.sample_rate, "dataset": dataset,
-             "featurize_config": json.dumps(identity, sort_keys=True),
-             "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, identity)}
-    kept = assemble(table, chunks, out, {"text": text.dim, "audio": audio.dim}, attrs)
+    kept = assemble(table, chunks, out, {"text": text.dim, "audio": audio.dim}, feature_attrs(params, cfg, text, audio))
     shutil.rmtree(chunks.folder)
     print(f"featurize: wrote {out} (text {text.dim}-d, audio {audio.dim}-d, {kept} utterances)")
     return out
+
+
+def utterance_table(params: dict, prepared_root: Path) -> pd.DataFrame:
+    table_path = prepared_root / params["data"]["dataset"] / "utterances.parquet"
+    if not table_path.is_file():
+        raise MmolreError(f"{table_path} not found: run `mmolre prepare` first")
+    return pd.read_parquet(table_path)
+
+
+def identity_of(cfg: FeaturizeParams) -> dict:
+    """The settings the feature values depend on (not where or how fast they are computed)."""
+    return {k: v for k, v in cfg.model_dump().items() if k not in ("workers", "partial_dir")}
+
+
+def chunks_of(params: dict, cfg: FeaturizeParams, table: pd.DataFrame, out: Path, out_root: Path) -> Chunks:
+    """The chunk folder of this table and these settings (another table or setting: another folder)."""
+    dataset = params["data"]["dataset"]
+    chunk_identity = {k: v for k, v in identity_of(cfg).items() if k != "on_invalid"}  # chunks hold every utterance
+    config_hash = params_hash(dataset, chunk_identity, pd.util.hash_pandas_object(table).sum())
+    root = Path(cfg.partial_dir) if cfg.partial_dir else out_root / ".partial"
+    chunks = Chunks(root / dataset / f"{out.stem}-{config_hash}", cfg.batch_size * 8, len(table))
+    chunks.folder.mkdir(parents=True, exist_ok=True)
+    return chunks
+
+
+def feature_attrs(params: dict, cfg: FeaturizeParams, text: "TextEncoder", audio) -> dict:
+    """The file's provenance: encoders and their revisions, the settings, the params hash models check."""
+    dataset, identity = params["data"]["dataset"], identity_of(cfg)
+    return {"text_encoder": cfg.text_encoder, "text_encoder_revision": text.revision, "text_layer": cfg.text_layer,
+            "audio_encoder": cfg.audio_encoder, "audio_encoder_revision": audio.revision,
+            "audio_layer": cfg.audio_layer, "sample_rate": audio.sample_rate, "dataset": dataset,
+            "featurize_config": json.dumps(identity, sort_keys=True),
+            "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, identity)}
 
 
 def assemble(table: pd.DataFrame, chunks: Chunks, out: Path, dims: dict[str, int], attrs: dict) -> int:

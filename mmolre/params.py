@@ -142,6 +142,7 @@ class FeaturizeParams(Section):
     max_batch_audio_s: PositiveFloat | None = 320.0
     workers: Literal["auto"] | NonNegativeInt = "auto"
     device: Device = "auto"
+    partial_dir: str | None = None  # finished windows until the merge (None: <out_root>/.partial); shared by all ranks
     on_invalid: OnInvalid = "fail"  # quarantine: leave the utterance out, listed in <stem>.rejected.csv
 
 

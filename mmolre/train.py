@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from tqdm import tqdm
 from mmolre import MmolreError
 from mmolre.batches import FeatureStore, loader, store_device, to_device
 from mmolre.curves import write_curves
-from mmolre.device import pick_device
+from mmolre.device import Distributed, distributed_context, pick_device, process_group, rank_device
 from mmolre.features import FeatureFile, feature_path
 from mmolre.inference import infer
 from mmolre.metrics import mer_metrics
@@ -97,19 +96,6 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, devic
                              fused=device.type in ("cpu", "cuda"))
 
 
-class Distributed(NamedTuple):
-    rank: int
-    world: int
-    local_rank: int
-
-
-def distributed_context() -> Distributed:
-    """Rank, world size and local rank under torchrun, else (0, 1, 0)."""
-    if "RANK" not in os.environ:
-        return Distributed(0, 1, 0)
-    return Distributed(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-
-
 @dataclass
 class RunContext:
     """What every seed of a run shares, set up once: the features, where they are held, their statistics."""
@@ -169,32 +155,18 @@ class Step(NamedTuple):
     number: int
 
 
-def start_distributed(device: torch.device, dist_ctx: Distributed) -> torch.device:
-    """Join the torchrun process group (NCCL on this rank's GPU, else gloo); the device this rank uses."""
-    if dist_ctx.world == 1:
-        return device
-    if device.type == "cuda":
-        device = torch.device("cuda", dist_ctx.local_rank)
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
 def train(params: dict, run: str, features_root: Path, models_root: Path, curves_root: Path) -> Path:
     """Train one run; under `torchrun --nproc_per_node=K` each global batch is split across K ranks (DDP),
     every rank validates on the whole valid split (same early-stopping decision), rank 0 writes."""
     cfg = build(TrainParams, params, "train")
     dist_ctx = distributed_context()
-    device = start_distributed(pick_device(cfg.device), dist_ctx)
-    try:
+    device = rank_device(pick_device(cfg.device), dist_ctx)
+    with process_group(dist_ctx, "nccl" if device.type == "cuda" else "gloo"):
         ctx = setup_run(params, run, cfg, FeatureFile(feature_path(params, features_root)), device, dist_ctx)
         for k, seed in enumerate(run_seeds(params, run)):  # the first seed's model is the run's; the others beside it
             model_dir = models_root / run if k == 0 else models_root / run / "seeds" / str(seed)
             train_seed(ctx, params, seed, model_dir, curves_root / run if k == 0 else None)
-        return models_root / run
-    finally:
-        if dist_ctx.world > 1:
-            dist.destroy_process_group()
+    return models_root / run
 
 
 def setup_run(params: dict, run: str, cfg: TrainParams, features: FeatureFile, device: torch.device,

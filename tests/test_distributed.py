@@ -47,3 +47,26 @@ def test_two_gloo_processes_equal_one_process(tiny_demo, tmp_path):
     curves = {n: read_curves(tmp_path / n / "curves/main") for n in ("single", "ddp")}
     pd.testing.assert_frame_equal(curves["single"], curves["ddp"], rtol=1e-4)
     assert outputs["ddp"].stdout.count("train main (seed 1111): best epoch") == 1  # only rank 0 reports and writes
+
+
+def test_torchrun_featurize_equals_one_process(tiny_demo, tmp_path):
+    """Two gloo ranks each encode their windows into the shared chunk folder; rank 0 assembles the same bytes."""
+    featurize = {**tiny_demo["params"]["featurize"], "batch_size": 2, "device": "cpu", "workers": 0}  # 3 windows
+    common = ["--prepared-root", str(tiny_demo["prepared"]), "--raw-root", str(tiny_demo["raw"])]
+    runs = {}
+    for name, launcher in (("single", [sys.executable, "-m", "mmolre.featurize"]),
+                           ("torchrun", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                         "--nproc_per_node=2", "-m", "mmolre.featurize"])):
+        params = {**tiny_demo["params"], "featurize": {**featurize, "partial_dir": str(tmp_path / name / "shared")}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(params))
+        runs[name] = subprocess.run([*launcher, "--params", str(tmp_path / f"{name}.yaml"), *common,
+                                     "--out-root", str(tmp_path / name / "features")],
+                                    cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert runs[name].returncode == 0, runs[name].stderr[-3000:]
+    files = {name: tmp_path / name / "features" / "demo" / tiny_demo["h5"].name for name in runs}
+    assert files["torchrun"].read_bytes() == files["single"].read_bytes()
+    assert runs["torchrun"].stdout.count("featurize: wrote") == 1  # rank 0 alone assembles
+    assert list((tmp_path / "torchrun" / "shared" / "demo").iterdir()) == []  # the chunks, removed after the merge
+    # windows of 16 rows over 36: rank 0 encodes windows 0 and 2 (16 + 4 rows), rank 1 window 1 (16 rows)
+    assert "| 20/20 [" in runs["torchrun"].stderr and "| 16/16 [" in runs["torchrun"].stderr
+    assert "| 36/36 [" in runs["single"].stderr
