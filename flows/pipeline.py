@@ -1,7 +1,9 @@
 """Run the DVC pipeline as a Prefect flow: `python -m flows.pipeline [--force] [--set k=v ...]`.
 
 DVC owns the stages and their caching, so the task that calls it has no Prefect cache,
-and the flow runs one `dvc` command at a time (DVC locks the workspace).
+and the flow runs one `dvc` command at a time (DVC locks the workspace). The download stage runs
+first, as its own task with retries and backoff (the network fails and recovers); the deterministic
+stages after it are not retried (they would fail the same way).
 """
 
 from __future__ import annotations
@@ -17,14 +19,19 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 
+DOWNLOAD_RETRY_DELAYS_S = (10, 60, 300)  # one retry after each
+
+
 class DvcFailed(RuntimeError):
     pass
 
 
 @task(cache_policy=NO_CACHE, log_prints=True)
 def run_dvc(args: list[str], repo: str = ".") -> str:
-    """`dvc <args>` in `repo`, its output streamed into the run log; fails on a non-zero exit."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    """`dvc <args>` in `repo`, its output streamed into the run log; fails on a non-zero exit. The stages run
+    `repo`'s own code (first on PYTHONPATH: a clone's, not the installed checkout's)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": os.pathsep.join([str(Path(repo).resolve()), *filter(None, [os.environ.get("PYTHONPATH")])])}
     process = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines = []
@@ -42,7 +49,11 @@ def pipeline(repo: str = ".", force: bool = False, set_params: tuple[str, ...] =
     if set_params:
         run_dvc(["exp", "run", *[a for p in set_params for a in ("-S", p)]], repo)
     else:
-        run_dvc(["repro", *(["--force"] if force else [])], repo)
+        force_flag = ["--force"] if force else []
+        download = run_dvc.with_options(name="download", retries=len(DOWNLOAD_RETRY_DELAYS_S),
+                                        retry_delay_seconds=list(DOWNLOAD_RETRY_DELAYS_S))
+        download(["repro", *force_flag, "download"], repo)
+        run_dvc(["repro", *force_flag, "--downstream", "prepare"], repo)  # every stage after download
     return json.loads(run_dvc(["metrics", "show", "--json"], repo))
 
 
