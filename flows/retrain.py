@@ -65,12 +65,6 @@ def better_by(new: float, old: float, mode: str) -> float:
     return old - new if mode == "min" else new - old
 
 
-def diff_markdown(diff: dict, metric: str) -> str:
-    rows = [f"| {key} | {v.get('old')} | {v.get('new')} | {v.get('diff')} |" for key, v in sorted(diff.items())]
-    return (f"# Metrics against the accepted model\n\nPromotion metric: `{metric}`\n\n"
-            "| metric | accepted | new | change |\n|---|---|---|---|\n" + "\n".join(rows or ["| (no change) | | | |"]))
-
-
 class RetrainFailed(RuntimeError):
     """A candidate's stage failed; the workspace is back at the accepted revision. str() is the `retrain:` line."""
 
@@ -219,8 +213,9 @@ def retrain(repo: str = ".", targets: list[str] | None = None, force: bool = Fal
     old = flatten(accepted) if accepted is not None else None
     diff = last_json(run_dvc(["metrics", "diff", accepted_rev, "--json"], repo)) if old else {}
     diff = diff.get("reports/metrics.json", {})
-    create_markdown_artifact(diff_markdown(diff, metric), key="mmolre-metrics-diff",
-                             description=f"reports/metrics.json against {accepted_rev}")
+    table = run_dvc(["metrics", "diff", accepted_rev, "--md"], repo) if old else "(no accepted model yet)"
+    create_markdown_artifact(f"# Metrics against the accepted model\n\nPromotion metric: `{metric}`\n\n{table}",
+                             key="mmolre-metrics-diff", description=f"reports/metrics.json against {accepted_rev}")
     for dataset, block in metrics.items():
         if "mer" in block:
             create_table_artifact([{"emotion": e, **block["mer"][e]} for e in (*EMOTIONS, "avg")],

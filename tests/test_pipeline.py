@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,6 +88,10 @@ def test_dvclive_metrics_in_exp_show_and_curves_in_plots_diff(repo):
     by_rev = {rev: [r["loss"] for r in rows if r["rev"] == rev and r["filename"] == "valid/loss.tsv"]
               for rev in ("HEAD", "lr-high")}
     assert len(by_rev["HEAD"]) == 2 and by_rev["HEAD"] != by_rev["lr-high"]  # two curves, one per experiment
+    figures = {entry["revisions"][0]: Path(entry["url"]).read_bytes() for entry in plots["reports/figures/curves.png"]}
+    assert all(entry["type"] == "image" for entry in plots["reports/figures/curves.png"])
+    assert set(figures) == {"HEAD", "lr-high"} and figures["HEAD"] != figures["lr-high"]  # the report's figure, twice
+    assert {f"reports/figures/{f}.png" for f in ("curves", "scatter", "confusion", "routing", "utilization")} <= set(plots)
 
 
 def test_a_fresh_clone_pulls_every_output_from_the_remote_and_recomputes_nothing(repo, tmp_path):
