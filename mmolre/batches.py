@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from mmolre.features import FeatureFile
+from mmolre.model_config import MODALITIES
 
 
 class FeatureDataset(Dataset):
@@ -95,7 +96,7 @@ def collate(items: list[dict]) -> dict:
     batch = {"sentiment": torch.stack([it["sentiment"] for it in items]),
              "emotions": torch.stack([it["emotions"] for it in items]),
              "index": torch.tensor([it["index"] for it in items])}
-    for m in ("text", "audio"):
+    for m in MODALITIES:
         if m in items[0]:
             batch[m], batch[f"{m}_mask"] = pad([it[m] for it in items])
     return batch

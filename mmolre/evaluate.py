@@ -31,6 +31,7 @@ from mmolre.features import FeatureFile, feature_path
 from mmolre.files import atomic_file
 from mmolre.metrics import mean_std, mer_metrics, msa_metrics
 from mmolre.inference import infer, load_checkpoint
+from mmolre.model_config import MODALITIES
 from mmolre.params import EvaluateParams, build, run_seeds
 
 MAIN_RUN = "main"
@@ -206,7 +207,7 @@ def score_run(params: dict, cfg: EvaluateParams, run: str, model, result: dict, 
                           other.config.tasks)
         per_seed.append(split_metrics(features, indices, again["sentiment"], again["emotions"]))
     robust = None
-    if cfg.robustness and set(model.config.modalities) == {"text", "audio"}:
+    if cfg.robustness and set(model.config.modalities) == set(MODALITIES):
         robust = {"full": per_seed[0], **robustness(model, features, indices, cfg.batch_size, device,
                                                     int(params["data"]["seed"]), store)}
     routing = {k: v.mean(0).tolist() for k, v in result["routing"].items()}

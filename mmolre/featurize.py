@@ -41,6 +41,7 @@ from mmolre import MmolreError, __version__
 from mmolre.device import distributed_context, pick_device, process_group, rank_device
 from mmolre.features import FeatureWriter, block_problem, feature_path
 from mmolre.files import atomic_file
+from mmolre.model_config import MODALITIES
 from mmolre.params import FeaturizeParams, build, params_hash
 
 FBANK_PROSODY = "fbank-prosody"
@@ -217,7 +218,7 @@ def _save_chunk(path: Path, text: list[np.ndarray], audio: list[np.ndarray], rej
 
 def _load_chunk(path: Path) -> dict[str, list[np.ndarray]]:
     with np.load(path) as chunk:
-        return {m: np.split(chunk[m], np.cumsum(chunk[f"{m}_lengths"])[:-1]) for m in ("text", "audio")}
+        return {m: np.split(chunk[m], np.cumsum(chunk[f"{m}_lengths"])[:-1]) for m in MODALITIES}
 
 
 def _chunk_rejected(path: Path) -> list[dict]:
@@ -362,7 +363,7 @@ def assemble(table: pd.DataFrame, chunks: Chunks, out: Path, dims: dict[str, int
         writer = FeatureWriter(tmp, table.drop(index=table.index[left_out]), dims, attrs)
         for w in chunks.windows:
             parts = _load_chunk(chunks.path(w))
-            for modality in ("text", "audio"):
+            for modality in MODALITIES:
                 kept = [b for b in parts[modality] if len(b)]  # a quarantined utterance's blocks are empty
                 if kept:
                     writer.append(modality, kept)

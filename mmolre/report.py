@@ -27,6 +27,7 @@ from mmolre import EMOTIONS, MmolreError  # noqa: E402
 from mmolre.curves import read_curves
 from mmolre.files import atomic_dir, atomic_file  # noqa: E402
 from mmolre.metrics import accepted_metrics, flatten  # noqa: E402
+from mmolre.model_config import MODALITIES  # noqa: E402
 from mmolre.params import params_hash, run_spec  # noqa: E402
 
 MSA_COLUMNS = {"acc2_has0": "Acc-2 (has0)", "acc2_non0": "Acc-2 (non0)", "f1_has0": "F1 (has0)",
@@ -100,7 +101,7 @@ def plot_routing(gates: dict[str, list[float]], path: Path) -> None:
     ax.set_yticks(range(len(rows)), rows)
     ax.set_title("mean router weight per expert (test split)")
     fig.colorbar(image, ax=ax, fraction=0.03)
-    modalities = ["text", "audio"][: len(next(iter(fusion.values()), []))]
+    modalities = list(MODALITIES)[: len(next(iter(fusion.values()), []))]
     for i, (task, g) in enumerate(sorted(fusion.items())):
         ax2.bar(np.arange(len(g)) + 0.4 * i, g, width=0.4, label=task)
     ax2.set_xticks(np.arange(len(modalities)) + 0.2, modalities)

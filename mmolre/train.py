@@ -38,7 +38,7 @@ from mmolre.features import FeatureFile, feature_path
 from mmolre.inference import infer
 from mmolre.metrics import mer_metrics
 from mmolre.model import MMoLRE
-from mmolre.model_config import MMoLREConfig
+from mmolre.model_config import MODALITIES, MMoLREConfig
 from mmolre.params import TrainParams, build, run_seeds, run_spec
 
 
@@ -83,7 +83,7 @@ def drop_modalities(batch: dict, p: float) -> dict:
     n = len(batch["index"])
     device = batch["text_mask"].device
     drop, which = torch.rand(n, device=device) < p, torch.randint(0, 2, (n,), device=device)
-    for k, m in enumerate(("text", "audio")):
+    for k, m in enumerate(MODALITIES):
         batch[f"{m}_mask"] = batch[f"{m}_mask"] & ~(drop & (which == k))[:, None]
     return batch
 

@@ -100,9 +100,10 @@ def prefect_pool(tmp_path_factory):
             process.terminate()
         for process in processes:
             try:
-                process.wait(30)
+                process.wait(5)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait(10)
 
 
 def test_two_points_fan_out_to_two_workers_and_come_back_as_experiments(tmp_path, prefect_pool):

@@ -72,4 +72,4 @@ def test_a_new_variant_is_one_table_entry(monkeypatch):
                         audio=torch.randn(2, 9, 12), audio_mask=torch.ones(2, 9, dtype=torch.bool),
                         sentiment=torch.tensor([1.0, -2.0]), emotions=torch.zeros(2, 6))
     out.loss.backward()
-    assert torch.isfinite(out.loss) and model.sa_head[0].weight.grad.abs().sum() > 0
+    assert torch.isfinite(out.loss) and all(p.grad is not None for p in model.parameters())  # every part is used
