@@ -73,7 +73,7 @@ def checked_revision(repo: str, git_remote: str) -> tuple[str, str]:
     return url, rev
 
 
-def wait_for(run_ids: list, poll_s: float = 5.0) -> list:
+def wait_for(run_ids: list, poll_s: float = 2.0) -> list:
     """The flow runs once every one is in a final state (completed, failed, crashed, cancelled)."""
     with get_client(sync_client=True) as client:
         while True:

@@ -49,6 +49,17 @@ def no_cmu_host(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """One temporary Prefect server for the session (in-process flow runs, and the workers tests start);
+    its API URL. Stopped before pytest closes its output."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
 def tiny_params() -> dict:
     return shrink(load_params(ROOT / "params.yaml"))
 

@@ -1,5 +1,5 @@
-"""Experiments across machines on this one: a Prefect server on 127.0.0.1, a process work pool with two
-workers, a bare git remote and a local DVC remote; two points fanned out, pushed, pulled and shown.
+"""Experiments across machines on this one: a Prefect server on 127.0.0.1 (the session's), a process work pool
+with two workers, a bare git remote and a local DVC remote; two points fanned out, pushed, pulled and shown.
 
 The points run a small DVC project (one stage, one parameter, a cached output) rather than the whole
 pipeline: what is under test is the machinery around `dvc exp run`, which tests/test_pipeline.py covers."""
@@ -7,10 +7,8 @@ pipeline: what is under test is the machinery around `dvc exp run`, which tests/
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -34,12 +32,6 @@ DVC_YAML = """stages:
       - metrics.json:
           cache: false
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def toy_project(root):
@@ -66,44 +58,32 @@ def toy_project(root):
 
 
 @pytest.fixture(scope="module")
-def prefect_pool(tmp_path_factory):
-    """A Prefect server on 127.0.0.1 and two process workers on pool `toy`; the environment that reaches them."""
-    tmp_path = tmp_path_factory.mktemp("prefect")
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+def prefect_pool(tmp_path_factory, prefect_api):
+    """Two process workers on pool `toy` of the session's Prefect server (127.0.0.1); the environment that
+    reaches them."""
+    tmp_path = tmp_path_factory.mktemp("workers")
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_WORKER_QUERY_SECONDS": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
            "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
     prefect = [sys.executable, "-m", "prefect"]
     logs = tmp_path / "logs"
     logs.mkdir()
-    processes = [subprocess.Popen([*prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                  env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)]
+    subprocess.run([*prefect, "work-pool", "create", "toy", "--type", "process"], env=env, check=True,
+                   capture_output=True)
+    workers = [subprocess.Popen([*prefect, "worker", "start", "--pool", "toy", "--limit", "1", "--name", f"worker-{k}"],
+                                env=env, cwd=tmp_path, stdout=open(logs / f"worker-{k}.log", "w"),
+                                stderr=subprocess.STDOUT) for k in range(2)]
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        else:
-            pytest.fail(f"no Prefect server: {(logs / 'server.log').read_text()[-2000:]}")
-        subprocess.run([*prefect, "work-pool", "create", "toy", "--type", "process"], env=env, check=True,
-                       capture_output=True)
-        for k in range(2):
-            processes.append(subprocess.Popen([*prefect, "worker", "start", "--pool", "toy", "--limit", "1",
-                                               "--name", f"worker-{k}"], env=env, cwd=tmp_path,
-                                              stdout=open(logs / f"worker-{k}.log", "w"), stderr=subprocess.STDOUT))
         yield env, logs
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
             try:
-                process.wait(5)
+                worker.wait(5)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+                worker.kill()
+                worker.wait(10)
 
 
 def test_two_points_fan_out_to_two_workers_and_come_back_as_experiments(tmp_path, prefect_pool):
@@ -134,8 +114,7 @@ def test_the_retraining_schedule_deploys_on_the_pool(tmp_path, prefect_pool):
                            "--repo", str(ROOT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "schedule: mmolre-retrain deployed on work pool 'toy' (0 3 * * 1)" in done.stdout
-    api = env["PREFECT_API_URL"]
-    deployment = httpx.get(f"{api}/deployments/name/mmolre-retrain/mmolre-retrain", timeout=30).json()
+    deployment = httpx.get(f"{env['PREFECT_API_URL']}/deployments/name/mmolre-retrain/mmolre-retrain", timeout=30).json()
     assert deployment["work_pool_name"] == "toy" and deployment["entrypoint"] == "flows/retrain.py:retrain"
     assert deployment["parameters"] == {"repo": str(ROOT), "force": False}
     assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * 1"]

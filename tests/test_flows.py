@@ -48,15 +48,6 @@ class FakeDvc:
                                     "wait": lambda self: self.returncode})()
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    """A temporary Prefect server for in-process flow runs, stopped before pytest closes its output."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def test_the_download_step_alone_is_retried(monkeypatch, prefect_api):
     import flows.pipeline
 

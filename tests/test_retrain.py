@@ -7,19 +7,12 @@ import sys
 import httpx
 import pytest
 from prefect.settings import PREFECT_API_URL
-from prefect.testing.utilities import prefect_test_harness
 
 from conftest import make_project_repo, set_yaml
 from flows.retrain import RetrainFailed, retrain
 from flows.schedule import deployment
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def latest_artifact(key: str) -> dict:
@@ -43,7 +36,7 @@ def state(repo) -> dict:
                        for p in sorted((repo / "models").rglob("*")) if p.is_file()}}
 
 
-def test_retrain_promotes_skips_keeps_and_fails_without_serving_a_rejected_model(prefect_harness, tmp_path):
+def test_retrain_promotes_skips_keeps_and_fails_without_serving_a_rejected_model(prefect_api, tmp_path):
     (tmp_path / "my repo").mkdir()
     repo = make_project_repo(tmp_path / "my repo")  # a path with a space: the flow quotes nothing by hand
 
