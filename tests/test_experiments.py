@@ -76,14 +76,9 @@ def prefect_pool(tmp_path_factory, prefect_api):
     try:
         yield env, logs
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            try:
-                worker.wait(5)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(10)
+        for worker in workers:  # idle by now: nothing of theirs to let finish
+            worker.kill()
+            worker.wait(10)
 
 
 def test_two_points_fan_out_to_two_workers_and_come_back_as_experiments(tmp_path, prefect_pool):

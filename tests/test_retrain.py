@@ -6,6 +6,7 @@ import sys
 
 import httpx
 import pytest
+import yaml
 from prefect.settings import PREFECT_API_URL
 
 from conftest import make_project_repo, set_yaml
@@ -39,6 +40,10 @@ def state(repo) -> dict:
 def test_retrain_promotes_skips_keeps_and_fails_without_serving_a_rejected_model(prefect_api, tmp_path):
     (tmp_path / "my repo").mkdir()
     repo = make_project_repo(tmp_path / "my repo")  # a path with a space: the flow quotes nothing by hand
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["runs"] = {"main": params["runs"]["main"]}  # the flow reads no other run: one model per candidate
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "commit", "-qam", "the main run alone"], cwd=repo, check=True, capture_output=True)
 
     first = retrain(repo=str(repo))  # nothing committed to compare with: promoted
     assert first["trained"] and first["promoted"] and first["accepted"] is None
