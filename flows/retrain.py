@@ -211,10 +211,8 @@ def retrain(repo: str = ".", targets: list[str] | None = None, force: bool = Fal
                                  f"reports/metrics.json ({sorted(new)})")
     accepted = accepted_metrics(accepted_rev, repo) if accepted_rev else None
     old = flatten(accepted) if accepted is not None else None
-    diff = last_json(run_dvc(["metrics", "diff", accepted_rev, "--json"], repo)) if old else {}
-    diff = diff.get("reports/metrics.json", {})
-    table = run_dvc(["metrics", "diff", accepted_rev, "--md"], repo) if old else "(no accepted model yet)"
-    create_markdown_artifact(f"# Metrics against the accepted model\n\nPromotion metric: `{metric}`\n\n{table}",
+    diff = run_dvc(["metrics", "diff", accepted_rev, "--md"], repo) if old else "(no accepted model yet)"
+    create_markdown_artifact(f"# Metrics against the accepted model\n\nPromotion metric: `{metric}`\n\n{diff}",
                              key="mmolre-metrics-diff", description=f"reports/metrics.json against {accepted_rev}")
     for dataset, block in metrics.items():
         if "mer" in block:

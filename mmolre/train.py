@@ -42,11 +42,11 @@ from mmolre.model_config import MODALITIES, MMoLREConfig
 from mmolre.params import TrainParams, build, run_seeds, run_spec
 
 
-def model_config(params: dict, run: str, features: FeatureFile, pos_weight=None) -> MMoLREConfig:
-    """MMoLREConfig from params `model`, overridden by the run's entry in `runs`, and the feature widths."""
-    return run_spec(params, run).config(
-        text_dim=features.dims["text"], audio_dim=features.dims["audio"],
-        er_loss_weight=build(TrainParams, params, "train").er_loss_weight, emotion_pos_weight=pos_weight)
+def model_config(params: dict, run: str, cfg: TrainParams, features: FeatureFile, pos_weight=None) -> MMoLREConfig:
+    """MMoLREConfig from params `model`, overridden by the run's entry in `runs`, the feature widths and the
+    loss weights of `train`."""
+    return run_spec(params, run).config(text_dim=features.dims["text"], audio_dim=features.dims["audio"],
+                                        er_loss_weight=cfg.er_loss_weight, emotion_pos_weight=pos_weight)
 
 
 def feature_stats(features: FeatureFile, indices: np.ndarray, modality: str, values: torch.Tensor | None = None,
@@ -178,7 +178,7 @@ def setup_run(params: dict, run: str, cfg: TrainParams, features: FeatureFile, d
         raise MmolreError(f"{features.path}: need train and valid utterances (have {len(train_idx)} train, "
                           f"{len(valid_idx)} valid)")
     pos_weight = emotion_pos_weight(features.emotions[train_idx]) if cfg.emotion_pos_weight else None
-    model_cfg = model_config(params, run, features, pos_weight)
+    model_cfg = model_config(params, run, cfg, features, pos_weight)
     store_place = store_device(features, model_cfg.modalities, device, cfg.feature_store)
     store = FeatureStore(features, model_cfg.modalities, store_place) if store_place is not None else None
     values = store.values if store is not None else None  # scanned where they are, else read from the file
