@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import matplotlib
@@ -58,20 +57,6 @@ def mean_and_std(block: dict, key: str, digits: int) -> str:
 
 def msa_row(msa: dict) -> list[str]:
     return [mean_and_std(msa, k, 3 if k in ("mae", "corr") else 1) for k in MSA_COLUMNS]
-
-
-CODE = ("mmolre", "dvc.yaml", "pyproject.toml")  # what the outputs are computed by
-
-
-def code_revision() -> str:
-    """The last commit that changed the pipeline's code: committing the outputs it made does not change it,
-    so `dvc repro --force` rewrites the same report."""
-    try:
-        out = subprocess.run(["git", "log", "-1", "--format=%h", "--", *CODE], capture_output=True, text=True,
-                             timeout=10)
-        return out.stdout.strip() or "uncommitted"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
 
 
 def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
@@ -227,8 +212,8 @@ def header_section(params: dict, details: dict) -> list[str]:
             f"- encoders: text `{features['text_encoder']}`, audio `{features['audio_encoder']}`",
             f"- model: d={model['d_model']}, N={model['n_experts']} shared experts, "
             f"rank {model['rank']}, {model['n_blocks']} UniTSE blocks",
-            f"- params hash `{params_hash(params)}`, code revision `{code_revision()}` (the last commit that "
-            f"changed {', '.join(CODE)})", ""]
+            f"- params hash `{params_hash(params)}`; the code and data versions of every input are in `dvc.lock` "
+            "beside this report", ""]
 
 
 def metrics_section(dataset: str, block: dict) -> list[str]:

@@ -283,28 +283,3 @@ def test_the_optimizer_is_fused_adamw_with_the_params_values_and_steps_like_adam
     for a, b, start in zip(models[0].parameters(), models[1].parameters(), before):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
         assert (a - start).abs().min() > 1e-3  # every value moved: three steps of lr 1e-2
-
-
-def test_the_report_names_the_last_commit_of_the_code_not_of_the_outputs(tmp_path, monkeypatch):
-    """Committing the outputs after `dvc repro` leaves the report's revision as it was."""
-    import subprocess
-
-    from mmolre.report import code_revision
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
-
-    git("init", "-q")
-    git("config", "user.email", "t@example.org")
-    git("config", "user.name", "t")
-    (tmp_path / "mmolre").mkdir()
-    (tmp_path / "mmolre" / "train.py").write_text("x = 1\n")
-    git("add", ".")
-    git("commit", "-qm", "code")
-    code = git("rev-parse", "--short", "HEAD")
-    (tmp_path / "reports").mkdir()
-    (tmp_path / "reports" / "metrics.json").write_text("{}\n")
-    git("add", ".")
-    git("commit", "-qm", "outputs")
-    monkeypatch.chdir(tmp_path)
-    assert code_revision() == code != git("rev-parse", "--short", "HEAD")
