@@ -1,7 +1,8 @@
 """Stage `evaluate`: every trained run on valid and test -> reports/metrics.json and predictions.
 
 reports/metrics.json: the `main` run on `evaluate.split`, shaped
-{dataset: {"msa": {...}, "mer": {...}}} (mer where the dataset has emotion labels).
+{dataset: {"msa": {...}, "mer": {...}}} (mer where the dataset has emotion labels); each block holds the
+metrics of its task in the dataset's label space (mmolre/label_spaces.py, mmolre/metrics.py: `score`).
 reports/runs.json: the same for every run (modality comparison, ablations). A run trained from several
 `seeds` reports their mean under each key and the sample std beside it (`mae_std`, ...); its predictions,
 routing and robustness come from its first seed's model.
@@ -24,12 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmolre import EMOTIONS, MmolreError
+from mmolre import MmolreError
 from mmolre.batches import FeatureStore, store_device
 from mmolre.device import pick_device
 from mmolre.features import FeatureFile, feature_path
 from mmolre.files import atomic_file
-from mmolre.metrics import mean_std, mer_metrics, msa_metrics
+from mmolre.label_spaces import Task
+from mmolre.metrics import mean_std, score
 from mmolre.inference import infer, load_checkpoint
 from mmolre.model_config import MODALITIES
 from mmolre.params import EvaluateParams, build, run_seeds
@@ -69,54 +71,82 @@ def robustness(model, features: FeatureFile, indices: np.ndarray, batch_size: in
     return out
 
 
+def labelled(values: np.ndarray) -> np.ndarray:
+    """(N,) rows of a label or prediction array (N,) / (N, K) without NaN."""
+    return ~np.isnan(values.reshape(len(values), -1)).any(1)
+
+
 def split_metrics(features: FeatureFile, indices: np.ndarray, sentiment: np.ndarray, emotions: np.ndarray) -> dict:
-    """{dataset: {"msa": ..., "mer": ...}} over `indices` (predictions aligned with them)."""
+    """{dataset: {task key ("msa", "mer", ...): metrics}} over `indices` (predictions aligned with them); a
+    task is scored where the utterance has its label and the model a prediction (NaN: it has no such head)."""
+    predicted = {"sa": sentiment, "er": emotions}
     out = {}
     for dataset in sorted(set(features.dataset[indices])):
         rows = features.dataset[indices] == dataset
         ids = indices[rows]
         block = {}
-        has_sa = ~np.isnan(features.sentiment[ids]) & ~np.isnan(sentiment[rows])  # NaN: the model has no SA head
-        if has_sa.any():
-            block["msa"] = msa_metrics(sentiment[rows][has_sa], features.sentiment[ids][has_sa])
-        has_er = ~np.isnan(features.emotions[ids]).any(1) & ~np.isnan(emotions[rows]).any(1)
-        if has_er.any():
-            block["mer"] = mer_metrics(emotions[rows][has_er], features.emotions[ids][has_er])
+        for task, spec in features.tasks.items():
+            pred, label = predicted[task][rows], features.labels(task)[ids]
+            known = labelled(label) & labelled(pred)
+            if known.any():
+                block[spec.key] = score(spec, pred[known], label[known])
         out[dataset] = block
     return out
 
 
+def prediction_columns(name: str, spec: Task, label: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+    """One task's columns of the predictions table: labels and predictions (regression), intensities and
+    presence probabilities (presence), the class and each class's probability (classes)."""
+    if spec.kind == "regression" and spec.width == 1:
+        return {name: label, f"{name}_pred": pred}
+    if spec.kind == "regression":
+        return {c: v for j, t in enumerate(spec.labels) for c, v in ((t, label[:, j]), (f"{t}_pred", pred[:, j]))}
+    if spec.kind == "presence":
+        return {c: v for j, e in enumerate(spec.labels) for c, v in ((e, label[:, j]), (f"{e}_prob", pred[:, j]))}
+    column, names = spec.columns[0], np.array(spec.labels, dtype=object)
+    index = np.searchsorted(np.asarray(spec.values), label) if spec.values else label.argmax(1)
+    out = {column: np.where(labelled(label), names[np.clip(index, 0, len(names) - 1)], None),
+           f"{column}_pred": np.where(labelled(pred), names[pred.argmax(1)], None) if pred.ndim == 2 else pred}
+    return out | {f"{column}_{c}_prob": pred[:, j] if pred.ndim == 2 else pred for j, c in enumerate(spec.labels)}
+
+
 def predictions_table(features: FeatureFile, indices: np.ndarray, result: dict) -> pd.DataFrame:
-    table = pd.DataFrame({"utterance_id": features.utterance_id[indices], "dataset": features.dataset[indices],
-                          "sentiment": features.sentiment[indices], "sentiment_pred": result["sentiment"]})
-    for j, emotion in enumerate(EMOTIONS):
-        table[emotion] = features.emotions[indices, j]
-        table[f"{emotion}_prob"] = result["emotions"][:, j]
+    table = pd.DataFrame({"utterance_id": features.utterance_id[indices], "dataset": features.dataset[indices]})
+    for task, name in (("sa", "sentiment"), ("er", "emotions")):
+        if task in features.tasks:
+            columns = prediction_columns(name, features.tasks[task], features.labels(task)[indices], result[name])
+            table = table.assign(**columns)
     return table
 
 
 def write_confusion(folder: Path, features: FeatureFile, indices: np.ndarray, emotions: np.ndarray) -> None:
-    """Per emotion, one row per utterance: actual and predicted presence (DVC's confusion plots)."""
-    labels = features.emotions[indices]
-    if np.isnan(emotions).all():
+    """Per emotion, one row per utterance: actual and predicted presence (DVC's confusion plots); for
+    emotions as classes, one file `emotion.csv` of actual and predicted class."""
+    spec = features.tasks.get("er")
+    if spec is None or np.isnan(emotions).all():
         return
+    labels = features.labels("er")[indices]
     folder.mkdir(parents=True, exist_ok=True)
-    word = np.array(["absent", "present"])
-    for j, emotion in enumerate(EMOTIONS):
-        known = ~np.isnan(labels[:, j])
-        frame = pd.DataFrame({"actual": word[(labels[known, j] > 0).astype(int)],
-                              "predicted": word[(emotions[known, j] > 0.5).astype(int)]})
-        with atomic_file(folder / f"{emotion}.csv") as tmp:
+    if spec.kind == "classes":
+        known = labelled(labels)
+        frames = {"emotion": pd.DataFrame({"actual": np.array(spec.labels)[labels[known].argmax(1)],
+                                           "predicted": np.array(spec.labels)[emotions[known].argmax(1)]})}
+    else:
+        word = np.array(["absent", "present"])
+        frames = {e: pd.DataFrame({"actual": word[(labels[~np.isnan(labels[:, j]), j] > 0).astype(int)],
+                                   "predicted": word[(emotions[~np.isnan(labels[:, j]), j] > 0.5).astype(int)]})
+                  for j, e in enumerate(spec.labels)}
+    for name, frame in frames.items():
+        with atomic_file(folder / f"{name}.csv") as tmp:
             frame.to_csv(tmp, index=False)
 
 
 def refuse_non_finite(what: str, ids: np.ndarray, result: dict, tasks) -> None:
     """NaN or Inf predictions fail the stage (naming utterances) instead of becoming NaN metrics."""
     bad = np.zeros(len(ids), bool)
-    if "sa" in tasks:
-        bad |= ~np.isfinite(result["sentiment"])
-    if "er" in tasks:
-        bad |= ~np.isfinite(result["emotions"]).all(1)
+    for task, name in (("sa", "sentiment"), ("er", "emotions")):
+        if task in tasks:
+            bad |= ~np.isfinite(result[name].reshape(len(ids), -1)).all(1)
     if bad.any():
         raise MmolreError(f"{what}: {int(bad.sum())} non-finite prediction(s), e.g. for "
                           f"{', '.join(ids[bad][:5].tolist())}; nothing was written. Check the features "
@@ -162,10 +192,22 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
     write_json(reports / "robustness.json", {run: s.robustness for run, s in scores.items() if s.robustness})
     write_details(reports / "eval" / "details.json", cfg.split, features, scores[MAIN_RUN].routing)
     for dataset, block in all_metrics[MAIN_RUN].items():
-        summary = ", ".join(f"{k} {v:.3f}" for k, v in block.get("msa", {}).items() if k in ("mae", "corr"))
-        print(f"evaluate: {dataset} {cfg.split}: {summary}"
-              + (f", emotion F1 {block['mer']['avg']['f1']:.1f}" if "mer" in block else ""))
+        print(f"evaluate: {dataset} {cfg.split}: {headline(block)}")
     return all_metrics
+
+
+def headline(block: dict) -> str:
+    """The metrics a summary line names: MAE and Corr of a regression, mean emotion F1 of presence,
+    accuracy and weighted F1 of classes."""
+    parts = []
+    for key, metrics in block.items():
+        if "avg" in metrics:
+            parts.append(f"emotion F1 {metrics['avg']['f1']:.1f}")
+        elif "mae" in metrics or "acc" in metrics:
+            parts += [f"{k} {metrics[k]:.3f}" for k in ("mae", "corr", "acc", "f1") if k in metrics]
+        else:  # one block per regression target
+            parts += [f"{t} MAE {m['mae']:.3f}" for t, m in metrics.items()]
+    return ", ".join(parts)
 
 
 def trained_model(path: Path, run: str, features: FeatureFile, device: torch.device):

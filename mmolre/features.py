@@ -3,8 +3,11 @@
 Root attrs: schema_version, encoders and revisions, sample_rate, created_with, params_hash.
 `text/` and `audio/`: `values` (sum of lengths x dim, float16) and `offsets` (N+1, int64);
 utterance i of modality m is m/values[offsets[i]:offsets[i+1]].
-`meta/`: utterance_id, split, dataset (utf-8), sentiment (N,) and emotions (N, 6), float32,
-NaN where a dataset has no such label.
+`meta/`: utterance_id, split, dataset (utf-8), sentiment and emotions, float32, NaN where an utterance has
+no such label, in the dataset's label space (root attr `label_space`; absent: "cmu", as in every file
+written before label spaces existed): for cmu sentiment (N,) and emotions (N, 6) intensities; in general
+(mmolre/label_spaces.py) the sa task's targets or class numbers and the er task's intensities or one-hot
+classes, (N, 0) for a task the space does not have.
 Each modality group carries summary statistics of its values as attributes (`stats_*`: number of
 utterances and frames, mean, std, min, max, frames per utterance min/mean/max).
 
@@ -25,12 +28,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmolre import EMOTIONS, SPLITS, MmolreError
+from mmolre import SPLITS, MmolreError
+from mmolre.label_spaces import DEFAULT, LABEL_SPACES, Task
 from mmolre.model_config import MODALITIES
 
 SCHEMA_VERSION = 1
 MAX_ABS = 1e4  # [ours] no encoder output we know comes near it; float16 itself overflows at 65504
-LABEL_RANGES = {"sentiment": (-3.0, 3.0), "emotions": (0.0, 3.0)}
+LABEL_ARRAYS = {"sa": "sentiment", "er": "emotions"}  # task -> its meta/ array
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -61,6 +65,32 @@ def block_problem(values: np.ndarray, dim: int, max_abs: float = MAX_ABS) -> str
     return None
 
 
+def label_array(table: pd.DataFrame, task: Task | None) -> np.ndarray:
+    """One task's labels of the utterance table as the feature file stores them (module docstring)."""
+    if task is None:
+        return np.zeros((len(table), 0), np.float32)
+    if task.kind == "classes" and not task.values:
+        names = table["emotion"]
+        onehot = (names.to_numpy()[:, None] == np.array(task.labels)[None, :]).astype(np.float32)
+        onehot[names.isna().to_numpy()] = np.nan
+        return onehot
+    values = table[list(task.columns)].to_numpy(np.float32)
+    return values[:, 0] if task.width == 1 else values
+
+
+def label_problem(values: np.ndarray, task: Task) -> np.ndarray:
+    """(N,) True where a row's stored labels break the task's rules (NaN is "no label")."""
+    values = values.reshape(len(values), -1)
+    known = ~np.isnan(values)
+    if task.kind == "classes" and task.values:
+        bad = known & ~np.isin(values, task.values)
+    elif task.kind == "classes":
+        bad = (known & ~np.isin(values, (0.0, 1.0))) | (known.all(1) & (np.nansum(values, 1) != 1))[:, None]
+    else:
+        bad = known & ((values < task.low) | (values > task.high))
+    return (bad | np.isinf(values)).any(1)
+
+
 class RunningStats:
     """Count, mean, std, min, max of all values and the frames per utterance, accumulated block by block."""
 
@@ -88,15 +118,17 @@ class RunningStats:
 class FeatureWriter:
     """Append per-utterance (T, dim) arrays modality by modality, in table order; `close()` writes offsets."""
 
-    def __init__(self, path: Path, table: pd.DataFrame, dims: dict[str, int], attrs: dict):
+    def __init__(self, path: Path, table: pd.DataFrame, dims: dict[str, int], attrs: dict, space: str = DEFAULT):
         self.file = h5py.File(path, "w", track_order=False)
         self.file.attrs.update({"schema_version": SCHEMA_VERSION, **attrs})
+        if space != DEFAULT:
+            self.file.attrs["label_space"] = space
         meta = self.file.create_group("meta")
         for column in ("utterance_id", "split", "dataset"):
             meta.create_dataset(column, data=table[column].astype(str).to_numpy(dtype=object), dtype=_STR)
-        meta.create_dataset("sentiment", data=table["sentiment"].to_numpy(np.float32))
-        meta.create_dataset("emotions", data=table[list(EMOTIONS)].to_numpy(np.float32))
-        meta["emotions"].attrs["columns"] = list(EMOTIONS)
+        for task, name in LABEL_ARRAYS.items():
+            meta.create_dataset(name, data=label_array(table, LABEL_SPACES[space].get(task)))
+        meta["emotions"].attrs["columns"] = list(LABEL_SPACES[space]["er"].labels if "er" in LABEL_SPACES[space] else ())
         self.lengths: dict[str, list[int]] = {}
         self.stats = {modality: RunningStats() for modality in dims}
         for modality, dim in dims.items():
@@ -137,6 +169,7 @@ class FeatureFile:
                     raise MmolreError(f"{self.path}: schema_version {f.attrs.get('schema_version')} "
                                       f"!= {SCHEMA_VERSION}; rerun `mmolre featurize`")
                 self.attrs = dict(f.attrs)
+                self.label_space = str(self.attrs.get("label_space", DEFAULT))
                 self.utterance_id = f["meta/utterance_id"].asstr()[:]
                 self.split = f["meta/split"].asstr()[:]
                 self.dataset = f["meta/dataset"].asstr()[:]
@@ -162,8 +195,13 @@ class FeatureFile:
                             ("emotions", self.emotions)):
             if len(array) != n:
                 raise fail(f"meta/{name} has {len(array)} rows, meta/utterance_id {n}")
-        if self.emotions.ndim != 2 or self.emotions.shape[1] != len(EMOTIONS):
-            raise fail(f"meta/emotions has shape {self.emotions.shape}, expected ({n}, {len(EMOTIONS)})")
+        if self.label_space not in LABEL_SPACES:
+            raise fail(f"label_space {self.label_space!r} is not one of {', '.join(LABEL_SPACES)}")
+        for task, name in LABEL_ARRAYS.items():
+            spec = self.tasks.get(task)
+            shape = (n,) if spec is not None and spec.width == 1 else (n, spec.width if spec else 0)
+            if getattr(self, name).shape != shape:
+                raise fail(f"meta/{name} has shape {getattr(self, name).shape}, expected {shape} ({self.label_space})")
         for modality, offsets in self.offsets.items():
             if len(offsets) != n + 1 or offsets[0] != 0 or offsets[-1] != rows[modality]:
                 raise fail(f"{modality}/offsets ({len(offsets)} entries, from {offsets[0] if len(offsets) else None} "
@@ -176,12 +214,15 @@ class FeatureFile:
         if bad_split.any():
             i = int(np.flatnonzero(bad_split)[0])
             raise fail(f"utterance {self.utterance_id[i]!r} has split {self.split[i]!r}, not one of {list(SPLITS)}")
-        for name, (low, high) in LABEL_RANGES.items():
-            values = getattr(self, name).reshape(n, -1)
-            bad = ~np.isnan(values) & ((values < low) | (values > high)) | np.isinf(values)
+        for task, spec in self.tasks.items():
+            values = getattr(self, LABEL_ARRAYS[task])
+            bad = label_problem(values, spec)
             if bad.any():
-                i = int(np.flatnonzero(bad.any(1))[0])
-                raise fail(f"utterance {self.utterance_id[i]!r} has {name} {values[i].tolist()} outside [{low}, {high}]")
+                i = int(np.flatnonzero(bad)[0])
+                allowed = (f"[{spec.low}, {spec.high}]" if spec.kind != "classes" else
+                           f"{list(spec.values)}" if spec.values else "one-hot")
+                raise fail(f"utterance {self.utterance_id[i]!r} has {LABEL_ARRAYS[task]} "
+                           f"{values.reshape(n, -1)[i].tolist()} outside {allowed}")
 
     def blocks(self, modality: str, values: torch.Tensor | None = None, rows: int | None = None,
                dtype: torch.dtype = torch.float32):
@@ -227,6 +268,15 @@ class FeatureFile:
 
     def __len__(self) -> int:
         return len(self.utterance_id)
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """The tasks of the file's label space."""
+        return LABEL_SPACES.get(self.label_space, {})
+
+    def labels(self, task: str) -> np.ndarray:
+        """meta/sentiment for "sa", meta/emotions for "er"."""
+        return getattr(self, LABEL_ARRAYS[task])
 
     def _file(self) -> h5py.File:
         if self._handle is None or self._pid != os.getpid():  # DataLoader workers open their own

@@ -41,6 +41,7 @@ from mmolre import MmolreError, __version__
 from mmolre.device import distributed_context, pick_device, process_group, rank_device
 from mmolre.features import FeatureWriter, block_problem, feature_path
 from mmolre.files import atomic_file
+from mmolre.label_spaces import DEFAULT
 from mmolre.model_config import MODALITIES
 from mmolre.params import FeaturizeParams, build, params_hash
 
@@ -360,7 +361,8 @@ def assemble(table: pd.DataFrame, chunks: Chunks, out: Path, dims: dict[str, int
     left_out = sorted({r["row"] for r in rejected})
     rejected_csv = out.with_name(f"{out.stem}.rejected.csv")
     with atomic_file(out) as tmp:
-        writer = FeatureWriter(tmp, table.drop(index=table.index[left_out]), dims, attrs)
+        writer = FeatureWriter(tmp, table.drop(index=table.index[left_out]), dims, attrs,
+                               table.attrs.get("label_space", DEFAULT))
         for w in chunks.windows:
             parts = _load_chunk(chunks.path(w))
             for modality in MODALITIES:

@@ -42,7 +42,7 @@ class PretrainedMixin:
         folder = resolve(name_or_path, revision)
         try:
             config = json.loads((folder / CONFIG_NAME).read_text())
-            model = cls(cls.config_class(**config["model"]))
+            model = cls(cls.config_class.from_saved(config["model"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise MmolreError(f"{folder / CONFIG_NAME}: not an mmolre model config ({type(e).__name__}: {e})") from None
         try:

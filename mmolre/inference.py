@@ -10,7 +10,8 @@ import torch
 
 from mmolre.batches import FeatureStore, loader, to_device
 from mmolre.features import FeatureFile
-from mmolre.model import MMoLRE
+from mmolre.label_spaces import LABEL_SPACES
+from mmolre.model import MMoLRE, predictions
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[MMoLRE, dict]:
@@ -22,12 +23,15 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
 @torch.no_grad()
 def infer(model: MMoLRE, features: FeatureFile, indices, batch_size: int, device: torch.device,
           return_routing: bool = False, store: FeatureStore | None = None, transform=None) -> dict:
-    """Sentiment predictions (N,), emotion probabilities (N, 6), mean loss, and (optionally) routing,
-    in the order of `indices`; `transform` changes each batch first (e.g. evaluate's missing modality)."""
+    """Sentiment and emotion predictions as the heads' tasks read them (model.predictions: for cmu sentiment
+    (N,) and emotion probabilities (N, 6); NaN for a task without a head), mean loss, and (optionally)
+    routing, in the order of `indices`; `transform` changes each batch first (e.g. a missing modality)."""
     model.eval()
     indices = np.asarray(indices)
     position = {int(i): k for k, i in enumerate(indices)}
-    sentiment, emotions = np.zeros(len(indices)), np.zeros((len(indices), model.config.n_emotions))
+    space, heads = LABEL_SPACES[model.config.label_space], model.config.heads
+    shape = lambda task: ((0,) if task not in space else () if space[task].outputs == 1 else (space[task].outputs,))
+    sentiment, emotions = np.zeros((len(indices), *shape("sa"))), np.zeros((len(indices), *shape("er")))
     routing: dict[str, np.ndarray] = {}
     loss_sum = 0.0
     for batch in loader(features, indices, model.config.modalities, batch_size, shuffle=False, store=store):
@@ -37,8 +41,8 @@ def infer(model: MMoLRE, features: FeatureFile, indices, batch_size: int, device
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(**{k: v for k, v in batch.items() if k != "index"}, return_routing=return_routing)
         rows = [position[i] for i in batch["index"].tolist()]  # one copy to the host, not one per utterance
-        sentiment[rows] = out.sentiment.float().cpu().numpy() if out.sentiment is not None else np.nan
-        emotions[rows] = torch.sigmoid(out.emotions.float()).cpu().numpy() if out.emotions is not None else np.nan
+        for array, task, output in ((sentiment, "sa", out.sentiment), (emotions, "er", out.emotions)):
+            array[rows] = predictions(heads[task], output).cpu().numpy() if output is not None else np.nan
         loss_sum += float(out.loss) * len(rows)
         for key, value in out.routing.items():
             routing.setdefault(key, np.zeros((len(indices), value.shape[-1])))[rows] = value.float().cpu().numpy()

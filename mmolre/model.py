@@ -3,7 +3,8 @@
 Reading order follows the paper (docs/paper.md):
   LowRankExpert -> ExpertGroup -> ExpertMixture -> UniTSEBlock -> UniTSE
   -> TaskAdaptiveFusion -> MMoLRE (input projections, heads, multi-task loss).
-Tasks: "sa" (sentiment regression) and "er" (six-emotion recognition, multi-label).
+Tasks: "sa" (sentiment) and "er" (emotions); what each head predicts comes from the label space
+(mmolre/label_spaces.py): for the paper's CMU corpora sentiment regression and six-emotion presence.
 Shapes: B batch, T tokens/frames, d model width, E experts in a group, r rank.
 The choices (sizes, ablations, routers) and their rules are MMoLREConfig, in mmolre/model_config.py.
 """
@@ -17,12 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmolre.hub import PretrainedMixin
+from mmolre.label_spaces import Task
 from mmolre.model_config import JOINT, MODALITIES, MMoLREConfig
 
 @dataclass
 class MMoLREOutput:
-    sentiment: torch.Tensor | None           # (B,) predicted sentiment intensity (None: no SA head)
-    emotions: torch.Tensor | None            # (B, 6) emotion presence logits (None: no ER head)
+    sentiment: torch.Tensor | None           # (B,) predicted sentiment intensity, (B, targets) or (B, classes)
+                                             # logits in other label spaces (None: no SA head)
+    emotions: torch.Tensor | None            # (B, 6) emotion presence logits, or (B, classes) (None: no ER head)
     loss: torch.Tensor | None = None         # L_SA + lambda * L_ER, when labels are given
     loss_sa: torch.Tensor | None = None
     loss_er: torch.Tensor | None = None
@@ -244,24 +247,47 @@ def head(d: int, out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d, d // 2), nn.GELU(), nn.Dropout(dropout), nn.Linear(d // 2, out))
 
 
-def multitask_loss(sentiment_pred, emotion_logits, sentiment, emotions, pos_weight, er_weight):
-    """L = L1(sentiment) + lambda * BCE(presence = intensity > 0); each the mean over the samples that have
-    the label (0 when none has it, or for a task the model has no head for). Masked sums rather than boolean
-    indexing: no data-dependent shape or branch, so no host sync and one graph under torch.compile."""
-    zero = sum(p.float().sum() * 0.0 for p in (sentiment_pred, emotion_logits) if p is not None)  # keeps the graph
-    has_sa = ~torch.isnan(sentiment)
-    has_er = ~torch.isnan(emotions).any(-1, keepdim=True)  # (B, 1)
-    loss_sa = zero
-    if sentiment_pred is not None:
-        errors = torch.where(has_sa, (sentiment_pred.float() - sentiment.nan_to_num()).abs(), 0.0)
-        loss_sa = errors.sum() / has_sa.sum().clamp(min=1)
-    loss_er = zero
-    if emotion_logits is not None:
-        logits = emotion_logits.float()
-        bce = F.binary_cross_entropy_with_logits(logits, (emotions.nan_to_num() > 0).to(logits.dtype),
+def task_loss(task: Task, pred: torch.Tensor, target: torch.Tensor, pos_weight=None) -> torch.Tensor:
+    """One head's loss, the mean over the samples that have its label (0 when none has): L1 for a regression
+    (over the labelled targets), cross-entropy for classes, BCE on presence (intensity > 0) per emotion.
+    Masked sums rather than boolean indexing: no data-dependent shape or branch, so no host sync and one
+    graph under torch.compile."""
+    pred = pred.float()
+    if task.kind == "regression":
+        has = ~torch.isnan(target)
+        errors = torch.where(has, (pred - target.nan_to_num()).abs(), 0.0)
+        return errors.sum() / has.sum().clamp(min=1)
+    if task.kind == "presence":
+        has = ~torch.isnan(target).any(-1, keepdim=True)  # (B, 1)
+        bce = F.binary_cross_entropy_with_logits(pred, (target.nan_to_num() > 0).to(pred.dtype),
                                                  pos_weight=pos_weight, reduction="none")
-        loss_er = torch.where(has_er, bce, 0.0).sum() / (has_er.sum() * logits.shape[-1]).clamp(min=1)
-    return loss_sa + er_weight * loss_er, loss_sa, loss_er
+        return torch.where(has, bce, 0.0).sum() / (has.sum() * pred.shape[-1]).clamp(min=1)
+    has, classes = class_targets(task, target)
+    ce = F.cross_entropy(pred, classes, reduction="none")
+    return torch.where(has, ce, 0.0).sum() / has.sum().clamp(min=1)
+
+
+def class_targets(task: Task, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) labelled?, (B,) class index, of class labels stored as numbers (B,) or one-hot (B, classes)."""
+    if task.values:
+        has = ~torch.isnan(target)
+        return has, (target[:, None] == target.new_tensor(task.values)).float().argmax(-1)
+    return ~torch.isnan(target).any(-1), target.nan_to_num().argmax(-1)
+
+
+def multitask_loss(heads: dict[str, Task], outputs: dict, labels: dict, pos_weight, er_weight):
+    """L = L_SA + lambda * L_ER (task_loss each; 0 for a task the model has no head for)."""
+    zero = sum(p.float().sum() * 0.0 for p in outputs.values() if p is not None)  # keeps the graph
+    losses = {t: task_loss(heads[t], outputs[t], labels[t], pos_weight if t == "er" else None) if t in heads
+              else zero for t in ("sa", "er")}
+    return losses["sa"] + er_weight * losses["er"], losses["sa"], losses["er"]
+
+
+def predictions(task: Task, output: torch.Tensor) -> torch.Tensor:
+    """A head's output as the task reads it: the regression's values, presence or class probabilities."""
+    if task.kind == "regression":
+        return output.float()
+    return torch.sigmoid(output.float()) if task.kind == "presence" else torch.softmax(output.float(), -1)
 
 
 class MMoLRE(nn.Module, PretrainedMixin):
@@ -277,15 +303,15 @@ class MMoLRE(nn.Module, PretrainedMixin):
         self.inputs = nn.ModuleDict({m: InputProjection(dims[m], cfg.d_model) for m in cfg.modalities})
         self.unitse = nn.ModuleDict({m: UniTSE(cfg) for m in cfg.modalities})
         self.fusion = nn.ModuleDict({branch: TaskAdaptiveFusion(cfg) for branch in cfg.branches})
-        self.sa_head = head(cfg.d_model, 1, cfg.dropout) if "sa" in cfg.tasks else None
-        self.er_head = head(cfg.d_model, cfg.n_emotions, cfg.dropout) if "er" in cfg.tasks else None
+        self.sa_head = head(cfg.d_model, cfg.heads["sa"].outputs, cfg.dropout) if "sa" in cfg.tasks else None
+        self.er_head = head(cfg.d_model, cfg.heads["er"].outputs, cfg.dropout) if "er" in cfg.tasks else None
         pos_weight = torch.tensor(cfg.emotion_pos_weight) if cfg.emotion_pos_weight else None
         self.register_buffer("pos_weight", pos_weight, persistent=False)
 
     def forward(self, text=None, text_mask=None, audio=None, audio_mask=None, sentiment=None, emotions=None,
                 return_routing: bool = False) -> MMoLREOutput:
         """text (B, T_t, text_dim), audio (B, T_a, audio_dim), masks (B, T) True = real position;
-        sentiment (B,) and emotions (B, 6) labels (NaN where absent) give the loss."""
+        sentiment and emotions labels (NaN where absent; for cmu (B,) and (B, 6)) give the loss."""
         cfg = self.config
         inputs = {"text": (text, text_mask), "audio": (audio, audio_mask)}
         per_branch = {branch: {} for branch in cfg.branches}
@@ -310,16 +336,22 @@ class MMoLRE(nn.Module, PretrainedMixin):
             if return_routing:
                 routing[f"fusion/{branch}"] = modality_gates.detach()
         vector = {task: vectors[JOINT if JOINT in vectors else task] for task in cfg.tasks}
-        out = MMoLREOutput(
-            sentiment=self.sa_head(vector["sa"]).squeeze(-1) if self.sa_head is not None else None,
-            emotions=self.er_head(vector["er"]) if self.er_head is not None else None, routing=routing)
+        out = MMoLREOutput(*self.apply_heads(vector), routing=routing)
         if sentiment is not None and emotions is not None:
             out.loss, out.loss_sa, out.loss_er = multitask_loss(
-                out.sentiment, out.emotions, sentiment, emotions, self.pos_weight, cfg.er_loss_weight)
+                cfg.heads, {"sa": out.sentiment, "er": out.emotions}, {"sa": sentiment, "er": emotions},
+                self.pos_weight, cfg.er_loss_weight)
             if cfg.router == "topk":
                 out.loss_aux = aux
                 out.loss = out.loss + cfg.aux_loss_weight * aux
         return out
+
+    def apply_heads(self, vector: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Each head on its task's fused vector; a one-target sentiment as (B,), other heads (B, outputs)."""
+        sentiment = self.sa_head(vector["sa"]) if self.sa_head is not None else None
+        if sentiment is not None and sentiment.shape[-1] == 1:
+            sentiment = sentiment.squeeze(-1)
+        return sentiment, self.er_head(vector["er"]) if self.er_head is not None else None
 
     @torch.no_grad()
     def set_feature_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mmolre.label_spaces import DEFAULT, LABEL_SPACES, Task
+
 TASKS = ("sa", "er")
 MODALITIES = ("text", "audio")
 EXPERTS = ("lowrank_conv", "lowrank_linear")
@@ -59,7 +61,7 @@ class MMoLREConfig:
     n_blocks: int = 2            # UniTSE blocks per modality [paper]
     n_heads: int = 8             # heads of the cross-modal attention in fusion [ours]
     dropout: float = 0.1         # [ours]
-    n_emotions: int = 6          # happy, sad, anger, surprise, disgust, fear
+    label_space: str = DEFAULT   # what the heads predict and the losses compare (mmolre/label_spaces.py)
     modalities: tuple[str, ...] = MODALITIES  # a subset gives the unimodal runs
     variant: str = "mmolre"      # a key of VARIANTS: an ablation of the paper
     fused_experts: bool = True   # mixture as two wide convolutions; False = loop over experts
@@ -79,7 +81,10 @@ class MMoLREConfig:
     def broken_rules(self) -> list[str]:
         """Every rule the values break, one sentence each naming the keys."""
         rules = [one_of("variant", self.variant, VARIANTS), one_of("expert", self.expert, EXPERTS),
-                 one_of("router", self.router, ROUTERS)]
+                 one_of("router", self.router, ROUTERS), one_of("label_space", self.label_space, LABEL_SPACES)]
+        if self.variant in VARIANTS and self.label_space in LABEL_SPACES and not self.tasks:
+            rules.append(f"variant={self.variant} has a head for {', '.join(self.ablation.tasks)} only, and label "
+                         f"space {self.label_space} labels {', '.join(LABEL_SPACES[self.label_space])} only")
         rules += [one_of("modalities", m, MODALITIES) for m in self.modalities]
         if not self.modalities or len(set(self.modalities)) < len(self.modalities):
             rules.append(f"modalities={list(self.modalities)}: a non-empty subset of {', '.join(MODALITIES)}")
@@ -101,7 +106,21 @@ class MMoLREConfig:
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        return self.ablation.tasks
+        """The heads: the variant's tasks that the label space labels."""
+        return tuple(t for t in self.ablation.tasks if t in LABEL_SPACES[self.label_space])
+
+    @property
+    def heads(self) -> dict[str, Task]:
+        """task -> what its head predicts."""
+        return {t: LABEL_SPACES[self.label_space][t] for t in self.tasks}
+
+    @classmethod
+    def from_saved(cls, values: dict) -> "MMoLREConfig":
+        """The config of a saved model; one saved before label spaces existed has n_emotions (6: cmu)."""
+        values = dict(values)
+        if values.pop("n_emotions", 6) != 6:
+            raise ValueError("n_emotions other than 6 without a label_space")
+        return cls(**values)
 
     @property
     def branches(self) -> tuple[str, ...]:

@@ -33,8 +33,7 @@ def closed_form_params(cfg: MMoLREConfig) -> int:
     inputs = sum(dims[x] * d + d for x in cfg.modalities if dims[x] != d)
     attention = 2 * (4 * d * d + 4 * d) + 2 * 2 * d if m == 2 else 0  # two MHA layers, two LayerNorms
     fusion = b * (attention + m * d * m + m)
-    heads = sum(d * (d // 2) + d // 2 + (d // 2) * out + out for task, out in (("sa", 1), ("er", cfg.n_emotions))
-                if task in cfg.tasks)
+    heads = sum(d * (d // 2) + d // 2 + (d // 2) * task.outputs + task.outputs for task in cfg.heads.values())
     return inputs + len(cfg.modalities) * cfg.n_blocks * block + fusion + heads
 
 
@@ -63,8 +62,7 @@ def closed_form_flops(cfg: MMoLREConfig, t_text: int, t_audio: int) -> int:
     else:
         attention = 0
     total += b * (attention + 2 * m * d * m + 2 * m * d)  # gate over [p_t; p_a], weighted sum of pooled vectors
-    total += sum(2 * d * (d // 2) + 2 * (d // 2) * o for task, o in (("sa", 1), ("er", cfg.n_emotions))
-                 if task in cfg.tasks)
+    total += sum(2 * d * (d // 2) + 2 * (d // 2) * task.outputs for task in cfg.heads.values())
     return total
 
 

@@ -98,6 +98,8 @@ class DataParams(Section):
     mmsa_root: str | None = None
     labels_hub: str | None = None  # <repo id>[@revision] of a Hugging Face dataset holding the SDK's .csd files
     archives: list[str] = []  # files you already have, as --from-archive
+    label_space: str | None = None  # a dataset's other label space (mmolre/label_spaces.py; the dataset says which)
+    test_session: Annotated[int, Field(ge=1, le=5)] = 1  # iemocap: the held-out session
 
     @field_validator("dataset")
     @classmethod

@@ -5,7 +5,8 @@
     mmolre predict --model models/main --inputs clips/       # <name>.wav + <name>.txt pairs
 
 Runs the encoders the model was trained on (recorded in its checkpoint) and the model;
-prints the sentiment score in [-3, 3] and each emotion's presence probability, or JSON
+prints what the label space of its training corpus predicts (CMU and the demo: the sentiment score in
+[-3, 3] and each emotion's presence probability; other corpora: class or target values by name), or JSON
 with --json. Many inputs are batched.
 """
 
@@ -21,13 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmolre import EMOTIONS, MmolreError
+from mmolre import MmolreError
 from mmolre.batches import pad
 from mmolre.device import pick_device
 from mmolre.featurize import TextEncoder, audio_encoder, load_audio
 from mmolre.files import audio_info
 from mmolre.inference import load_checkpoint
-from mmolre.model import MMoLRE
+from mmolre.label_spaces import Task
+from mmolre.model import MMoLRE, predictions
 from mmolre.params import FeaturizeParams
 
 USES_PARAMS = False  # everything comes from the checkpoint
@@ -149,14 +151,23 @@ def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 1
         device = predictor.device
         out = predictor.model(text=text.to(device), text_mask=text_mask.to(device), audio=audio.to(device),
                               audio_mask=audio_mask.to(device))
-        sentiment = out.sentiment.float().cpu().numpy() if out.sentiment is not None else [None] * len(ids)
-        emotions = torch.sigmoid(out.emotions.float()).cpu().numpy() if out.emotions is not None else None
+        heads = predictor.model.config.heads
+        read = {task: predictions(heads[task], output).cpu().numpy() for task, output
+                in (("sa", out.sentiment), ("er", out.emotions)) if output is not None}
         for k, utterance in enumerate(ids):
-            result = {"id": str(utterance), "sentiment": None if sentiment[k] is None else float(sentiment[k])}
-            if emotions is not None:
-                result["emotions"] = {e: float(emotions[k, j]) for j, e in enumerate(EMOTIONS)}
+            result = {"id": str(utterance), "sentiment": named(heads["sa"], read["sa"][k]) if "sa" in read else None}
+            if "er" in read:
+                result["emotions"] = named(heads["er"], read["er"][k])
             results[positions[k]] = result
     return results
+
+
+def named(task: Task, values: np.ndarray) -> float | dict[str, float]:
+    """One utterance's prediction of a task: the sentiment score, or {label: value} (each target of a
+    regression, each emotion's presence probability, each class's probability)."""
+    if values.ndim == 0:
+        return float(values)
+    return {label: float(v) for label, v in zip(task.labels, values)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -181,7 +192,9 @@ def run(args: argparse.Namespace, params: dict) -> None:
             print(f"{r['id']}: skipped ({r['skipped']})")
             continue
         emotions = "  ".join(f"{e} {p:.2f}" for e, p in r.get("emotions", {}).items())
-        sentiment = "" if r["sentiment"] is None else f"sentiment {r['sentiment']:+.3f}  "
+        sentiment = ("" if r["sentiment"] is None else f"sentiment {r['sentiment']:+.3f}  "
+                     if isinstance(r["sentiment"], float) else
+                     "  ".join(f"{c} {p:.2f}" for c, p in r["sentiment"].items()) + "  |  ")
         print(f"{r['id']}: {sentiment}{emotions}")
 
 

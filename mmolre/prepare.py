@@ -10,39 +10,65 @@ from __future__ import annotations
 
 import argparse
 import functools
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pandera.pandas as pa
 
-from mmolre import EMOTIONS, SPLITS, MmolreError, datasets
+from mmolre import SPLITS, MmolreError, datasets
 from mmolre.files import atomic_dir, audio_problem
+from mmolre.label_spaces import DEFAULT, LABEL_SPACES, Task, label_columns
 from mmolre.params import PrepareParams, build
 
 # pandera's built-in check names, said the way a user reads them
 RULE_WORDS = {"field_uniqueness": "must be unique (duplicate id)", "not_nullable": "must not be empty (null)",
               "column_in_dataframe": "column is missing", "column_in_schema": "column is not in the contract"}
-COLUMNS = ["utterance_id", "video_id", "dataset", "split", "start_s", "end_s", "audio_path", "text",
-           "sentiment", *EMOTIONS]
+BASE_COLUMNS = ["utterance_id", "video_id", "dataset", "split", "start_s", "end_s", "audio_path", "text"]
 
 
-def dataset_table(params: dict, raw_root: Path) -> tuple[pd.DataFrame, list[dict], list[str], tuple[str, ...]]:
+@dataclass
+class Contract:
+    """What an utterance table of one dataset holds: its corpora, label space and corpus-specific columns."""
+    corpora: tuple[str, ...]
+    space: str = DEFAULT
+    extra: dict[str, type] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*BASE_COLUMNS, *label_columns(self.space), *self.extra]
+
+
+def dataset_table(params: dict, raw_root: Path) -> tuple[pd.DataFrame, list[dict], list[str], Contract]:
     """The rows of every corpus of data.dataset (its module in mmolre/datasets/), the rows that failed a
-    cross-check, the count report, and the corpus names the `dataset` column may take."""
+    cross-check, the count report, and the table's contract. Label columns a corpus does not fill are NaN."""
     name = params["data"]["dataset"]
     module = datasets.load(name)
+    contract = Contract(module.CORPORA, datasets.label_space(params), datasets.extra_columns(params))
     corpora = module.tables(params, raw_root / name, raw_root)
     tables = [c.table for c in corpora if len(c.table)]
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
-    return (table.reindex(columns=COLUMNS), [v for c in corpora for v in c.invalid],
-            [line for c in corpora for line in c.report], module.CORPORA)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=contract.columns)
+    return (table.reindex(columns=contract.columns), [v for c in corpora for v in c.invalid],
+            [line for c in corpora for line in c.report], contract)
 
 
-def utterance_schema(raw_root: Path, corpora: tuple[str, ...]) -> pa.DataFrameSchema:
-    """The utterance-table contract; `raw_root` is where audio_path is resolved, `corpora` the values the
-    `dataset` column may take."""
-    label = lambda low, high: pa.Column(float, pa.Check.in_range(low, high, error=f"must lie in [{low}, {high}]"),
-                                        nullable=True)
+def label_checks(task: Task) -> dict[str, pa.Column]:
+    """The columns of one task's labels and their rules."""
+    if task.kind == "classes" and task.values:
+        return {"sentiment": pa.Column(float, pa.Check.isin(list(task.values), error=f"must be one of "
+                                       f"{list(task.values)} ({', '.join(task.labels)})"), nullable=True)}
+    if task.kind == "classes":
+        return {"emotion": pa.Column(str, pa.Check.isin(list(task.labels), error=f"must be one of "
+                                     f"{list(task.labels)}"), nullable=True)}
+    rule = pa.Check.in_range(task.low, task.high, error=f"must lie in [{task.low:g}, {task.high:g}]")
+    return {column: pa.Column(float, rule, nullable=True) for column in task.labels}
+
+
+def utterance_schema(raw_root: Path, contract: Contract) -> pa.DataFrameSchema:
+    """The utterance-table contract; `raw_root` is where audio_path is resolved."""
+    corpora = contract.corpora
+    labels = {column: check for task in LABEL_SPACES[contract.space].values()
+              for column, check in label_checks(task).items()}
     problem = functools.cache(lambda path: audio_problem(raw_root / path))  # one header read per file (MOSEI
     # shares each video's WAV among its segments)
     readable = pa.Check(lambda paths: paths.map(problem) != "unreadable", error="audio file missing or unreadable")
@@ -59,8 +85,8 @@ def utterance_schema(raw_root: Path, corpora: tuple[str, ...]) -> pa.DataFrameSc
             "audio_path": pa.Column(str, [readable, whole]),
             "text": pa.Column(str, [pa.Check.str_length(min_value=1, error="must be non-empty"),
                                     pa.Check(lambda s: s == s.str.strip(), error="must be stripped")]),
-            "sentiment": label(-3, 3),
-            **{emotion: label(0, 3) for emotion in EMOTIONS},
+            **labels,
+            **{column: pa.Column(kind, nullable=True) for column, kind in contract.extra.items()},
         },
         checks=[
             pa.Check(lambda df: df.end_s > df.start_s, error="end_s must be > start_s"),
@@ -75,15 +101,14 @@ def utterance_schema(raw_root: Path, corpora: tuple[str, ...]) -> pa.DataFrameSc
     )
 
 
-def find_violations(table: pd.DataFrame, raw_root: Path, corpora: tuple[str, ...], extra: list[dict] = ()
+def find_violations(table: pd.DataFrame, raw_root: Path, contract: Contract, extra: list[dict] = ()
                     ) -> pd.DataFrame:
-    """One row per (table row, broken rule): columns row, utterance_id, column, rule, value. `corpora`: the
-    values the `dataset` column may take (the dataset module's CORPORA).
+    """One row per (table row, broken rule): columns row, utterance_id, column, rule, value.
     `extra`: broken cross-checks found while reading the corpus (utterance_id, column, rule, value)."""
     row_of = {u: i for i, u in enumerate(table.utterance_id)}
     rows = [{**v, "row": row_of[v["utterance_id"]]} for v in extra]
     try:
-        utterance_schema(raw_root, corpora).validate(table, lazy=True)
+        utterance_schema(raw_root, contract).validate(table, lazy=True)
         cases = pd.DataFrame(columns=["index", "schema_context", "column", "check", "failure_case"])
     except pa.errors.SchemaErrors as err:
         cases = err.failure_cases
@@ -116,10 +141,10 @@ def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
     dataset = params["data"]["dataset"]
     if not (raw_root / dataset).is_dir():
         raise MmolreError(f"{raw_root / dataset} does not exist: run `mmolre download` first")
-    table, invalid, counts_report, corpora = dataset_table(params, raw_root)
+    table, invalid, counts_report, contract = dataset_table(params, raw_root)
     for line in counts_report:
         print(f"prepare: {line}")
-    violations = find_violations(table, raw_root, corpora, invalid)
+    violations = find_violations(table, raw_root, contract, invalid)
     bad_rows = sorted({int(r) for r in violations.row.dropna()})
     if len(violations) and (cfg.on_invalid == "fail" or violations.row.isna().any()):
         raise MmolreError(f"{len(violations)} rule(s) broken in the utterance table of {dataset} "
@@ -129,7 +154,7 @@ def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
     if valid.empty:
         raise MmolreError(f"no valid utterances left in {dataset}:\n" + describe(violations))
     with atomic_dir(out_root / dataset) as tmp:
-        valid.to_parquet(tmp / "utterances.parquet", index=False)
+        write_table(valid, tmp / "utterances.parquet", contract.space)
         if counts_report:
             (tmp / "counts.txt").write_text("\n".join(counts_report) + "\n")
         if bad_rows:
@@ -141,6 +166,14 @@ def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
     note = f"; {len(bad_rows)} row(s) quarantined to rejected.csv" if bad_rows else ""
     print(f"prepare: {dataset}: {len(valid)} utterances {counts}{note}")
     return out_root / dataset
+
+
+def write_table(table: pd.DataFrame, path: Path, space: str) -> None:
+    """The utterance table as parquet; a label space other than the default is named in its pandas attrs
+    (`label_space`, read back by pd.read_parquet), so tables written before label spaces existed read as
+    what they are."""
+    table.attrs = {"label_space": space} if space != DEFAULT else {}
+    table.to_parquet(path, index=False)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -70,7 +70,9 @@ def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
             axes[2].plot(c.epoch, c["valid/emotion_f1"], color=line.get_color(), label=run)
     for ax, title in zip(axes, ("loss (L_SA + λ L_ER)", "valid sentiment MAE ↓", "valid mean emotion F1 ↑")):
         ax.set_title(title); ax.set_xlabel("epoch"); ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7); axes[1].legend(fontsize=7)
+    for ax in axes[:2]:
+        if ax.lines:  # sentiment as classes: no MAE curve
+            ax.legend(fontsize=7)
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
 
 
@@ -94,8 +96,25 @@ def plot_routing(gates: dict[str, list[float]], path: Path) -> None:
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
 
 
+def plot_class_confusion(predictions: pd.DataFrame, column: str, path: Path) -> None:
+    """Counts of true vs predicted class (a label space with one class per utterance)."""
+    known = predictions[column].notna() & predictions[f"{column}_pred"].notna()
+    names = [c.removeprefix(f"{column}_").removesuffix("_prob") for c in predictions.columns
+             if c.startswith(f"{column}_") and c.endswith("_prob")]
+    matrix = confusion_matrix(predictions[column][known], predictions[f"{column}_pred"][known], labels=names)
+    fig, ax = plt.subplots(figsize=(1.0 * len(names) + 2, 0.9 * len(names) + 1.5))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", color="black" if count < matrix.max() / 2 else "white")
+    ax.set_xticks(range(len(names)), names, rotation=45); ax.set_yticks(range(len(names)), names)
+    ax.set_title(f"{column}: true against predicted"); ax.set_xlabel("predicted"); ax.set_ylabel("true")
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
 def plot_confusions(predictions: pd.DataFrame, path: Path) -> None:
     """Per emotion: counts of true vs predicted presence (intensity > 0, probability > 0.5)."""
+    if "emotion" in predictions:  # emotions as classes
+        return plot_class_confusion(predictions, "emotion", path)
     fig, axes = plt.subplots(2, 3, figsize=(9, 5.6))
     for ax, emotion in zip(axes.flat, EMOTIONS):
         known = predictions[emotion].notna() & predictions[f"{emotion}_prob"].notna()
@@ -133,13 +152,16 @@ def diff_section(metrics: dict, tag: str) -> list[str]:
         return lines + [f"No accepted model yet: the retraining flow (`python -m flows.retrain`) tags the "
                         f"revision it promotes as `{tag}`.", ""]
     old, new = flatten(accepted), flatten(metrics)
-    keys = [k for k in new if ".msa." in k or ".mer.avg." in k]
+    keys = [k for k in new if ".msa." in k or ".mer.avg." in k or (".mer." in k and k.count(".") == 2)]
     rows = [[k, number(old.get(k), 3), number(new[k], 3),
              "–" if old.get(k) is None or new[k] is None else f"{new[k] - old[k]:+.3f}"] for k in keys]
     return lines + [table(["metric", "accepted", "this run", "change"], rows), ""]
 
 
 def plot_scatter(predictions: pd.DataFrame, path: Path) -> None:
+    """Predicted against true sentiment; sentiment as classes: their confusion matrix instead."""
+    if not pd.api.types.is_numeric_dtype(predictions.get("sentiment_pred", pd.Series(dtype=object))):
+        return plot_class_confusion(predictions, "sentiment", path) if "sentiment_pred" in predictions else None
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.scatter(predictions.sentiment, predictions.sentiment_pred, s=10, alpha=0.6)
     ax.plot([-3, 3], [-3, 3], "k--", lw=1)
@@ -173,7 +195,9 @@ def robustness_section(robust: dict, runs: dict, params: dict) -> list[str]:
 
 
 def summary_cells(block: dict) -> list[str]:
-    msa, mer = block.get("msa", {}), block.get("mer", {}).get("avg", {})
+    """MAE, Corr, Acc-2 and the emotions' WA and F1 (emotions as classes: weighted F1; – where none applies)."""
+    msa, mer = block.get("msa", {}), block.get("mer", {})
+    mer = mer.get("avg", mer)
     return [mean_and_std(msa, "mae", 3), mean_and_std(msa, "corr", 3), mean_and_std(msa, "acc2_non0", 1), mean_and_std(mer, "wa", 1), mean_and_std(mer, "f1", 1)]
 
 
@@ -189,7 +213,7 @@ def data_section(counts: Path) -> list[str]:
             + ["From prepare's `counts.txt`:", "", "```", *lines, "```", ""])
 
 
-def render(params: dict, reports: Path, prepared: Path = Path("data/prepared")) -> str:
+def render(params: dict, reports: Path, prepared: Path = Path("data/prepared"), present=None) -> str:
     metrics, runs = read_json(reports / "metrics.json"), read_json(reports / "runs.json")
     details = read_json(reports / "eval" / "details.json")
     robust = read_json(reports / "robustness.json") if (reports / "robustness.json").is_file() else {}
@@ -199,9 +223,10 @@ def render(params: dict, reports: Path, prepared: Path = Path("data/prepared")) 
     lines += runs_section(runs, params)
     lines += data_section(prepared / params["data"]["dataset"] / "counts.txt")
     lines += robustness_section(robust, runs, params)
-    lines += field_section(metrics)
+    if any("acc7" in block.get("msa", {}) for block in metrics.values()):  # the CMU label space
+        lines += field_section(metrics)
     lines += diff_section(metrics, params["promote"]["tag"])
-    lines += FIGURES
+    lines += figures_section(present)
     return "\n".join(lines)
 
 
@@ -216,8 +241,31 @@ def header_section(params: dict, details: dict) -> list[str]:
             "beside this report", ""]
 
 
+def flat_cells(metrics: dict, prefix: str = "") -> dict[str, str]:
+    """{column: cell} of a task's metrics of any label space, nested names joined by a space."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out |= flat_cells(value, f"{prefix}{key} ")
+        elif not key.endswith("_std"):
+            out[f"{prefix}{key}"] = mean_and_std(metrics, key, 1 if key.startswith(("acc", "ua", "f1")) or
+                                                 prefix.startswith("recall") else 3)
+    return out
+
+
+TASK_TITLES = {"msa": "sentiment", "mer": "emotions", "vad": "valence, arousal, dominance"}
+
+
 def metrics_section(dataset: str, block: dict) -> list[str]:
-    """The main run's MSA table and MER table (WA and F1 per emotion) on one dataset."""
+    """The main run's MSA table and MER table (WA and F1 per emotion) on one dataset; in other label spaces,
+    each task's metrics as one table row (definitions in mmolre/metrics.py)."""
+    if set(block) - {"msa", "mer"} or ("msa" in block and "acc7" not in block["msa"]) or \
+            ("mer" in block and "avg" not in block["mer"]):
+        lines = []
+        for key, metrics in block.items():
+            cells = flat_cells(metrics)
+            lines += [f"## {dataset}: {TASK_TITLES.get(key, key)}", "", table(list(cells), [list(cells.values())]), ""]
+        return lines
     lines = []
     if "msa" in block:
         lines += [f"## {dataset}: sentiment (MSA)", "", table(list(MSA_COLUMNS.values()), [msa_row(block["msa"])]), ""]
@@ -258,20 +306,27 @@ def field_section(metrics: dict) -> list[str]:
             table(["method", "MAE", "Corr", "Acc-2 (has0)", "Acc-2 (non0)", "F1 (has0)", "F1 (non0)", "Acc-7"], rows), ""]
 
 
-FIGURES = ["## Figures", "", "Training (solid) and validation (dashed) loss, and the validation metrics per epoch:", "",
-           "![training curves](figures/curves.png)", "",
-           "Predicted against true sentiment on the test split:", "",
-           "![predicted vs true sentiment](figures/scatter.png)", "",
-           "Emotion presence, true against predicted, per emotion:", "",
-           "![emotion confusion matrices](figures/confusion.png)", "",
-           "Mean router weight per expert for each block, modality and task, and the fusion gates:", "",
-           "![router weights](figures/routing.png)", "",
-           "Expert utilisation: the share of tokens whose largest router weight goes to each expert:", "",
-           "![expert utilisation](figures/utilization.png)", ""]
+FIGURES = {"curves.png": ("Training (solid) and validation (dashed) loss, and the validation metrics per epoch:",
+                          "training curves"),
+           "scatter.png": ("Predicted against true sentiment on the test split:", "predicted vs true sentiment"),
+           "confusion.png": ("Emotion presence, true against predicted, per emotion:", "emotion confusion matrices"),
+           "routing.png": ("Mean router weight per expert for each block, modality and task, and the fusion gates:",
+                           "router weights"),
+           "utilization.png": ("Expert utilisation: the share of tokens whose largest router weight goes to each "
+                               "expert:", "expert utilisation")}
+
+
+def figures_section(present=None) -> list[str]:
+    """The figures (those in `present` only, when given: a label space without a task has no plot of it)."""
+    lines = ["## Figures", ""]
+    for name, (caption, alt) in FIGURES.items():
+        if present is None or name in present:
+            lines += [caption, "", f"![{alt}](figures/{name})", ""]
+    return lines
 
 
 def report(params: dict, reports: Path) -> Path:
-    text = render(params, reports)
+    render(params, reports)  # its inputs' errors before anything is drawn
     curves = {run: read_curves(reports / "train" / run) for run in params["runs"]
               if (reports / "train" / run / "metrics.json").is_file()}
     details = read_json(reports / "eval" / "details.json")
@@ -286,6 +341,7 @@ def report(params: dict, reports: Path) -> Path:
         plot_scatter(predictions, figures / "scatter.png")
         if predictions.filter(like="_prob").notna().any().any():
             plot_confusions(predictions, figures / "confusion.png")
+        text = render(params, reports, present={p.name for p in figures.iterdir()})
         md.write_text(text)
         html.write_text(to_html(text, figures))
     print(f"report: wrote {reports / 'report.md'}, {reports / 'report.html'} and {reports / 'figures'}/")

@@ -36,7 +36,7 @@ from mmolre.curves import write_curves
 from mmolre.device import Distributed, distributed_context, pick_device, process_group, rank_device
 from mmolre.features import FeatureFile, feature_path
 from mmolre.inference import infer
-from mmolre.metrics import mer_metrics
+from mmolre.metrics import score
 from mmolre.model import MMoLRE
 from mmolre.model_config import MODALITIES, MMoLREConfig
 from mmolre.params import TrainParams, build, run_seeds, run_spec
@@ -45,8 +45,12 @@ from mmolre.params import TrainParams, build, run_seeds, run_spec
 def model_config(params: dict, run: str, cfg: TrainParams, features: FeatureFile, pos_weight=None) -> MMoLREConfig:
     """MMoLREConfig from params `model`, overridden by the run's entry in `runs`, the feature widths and the
     loss weights of `train`."""
-    return run_spec(params, run).config(text_dim=features.dims["text"], audio_dim=features.dims["audio"],
-                                        er_loss_weight=cfg.er_loss_weight, emotion_pos_weight=pos_weight)
+    try:
+        return run_spec(params, run).config(text_dim=features.dims["text"], audio_dim=features.dims["audio"],
+                                            label_space=features.label_space, er_loss_weight=cfg.er_loss_weight,
+                                            emotion_pos_weight=pos_weight)
+    except ValueError as e:  # a rule of the features' label space (the params alone were valid)
+        raise MmolreError(f"train {run}: {e}") from None
 
 
 def feature_stats(features: FeatureFile, indices: np.ndarray, modality: str, values: torch.Tensor | None = None,
@@ -177,7 +181,8 @@ def setup_run(params: dict, run: str, cfg: TrainParams, features: FeatureFile, d
     if not len(train_idx) or not len(valid_idx):
         raise MmolreError(f"{features.path}: need train and valid utterances (have {len(train_idx)} train, "
                           f"{len(valid_idx)} valid)")
-    pos_weight = emotion_pos_weight(features.emotions[train_idx]) if cfg.emotion_pos_weight else None
+    presence = "er" in features.tasks and features.tasks["er"].kind == "presence"
+    pos_weight = emotion_pos_weight(features.emotions[train_idx]) if cfg.emotion_pos_weight and presence else None
     model_cfg = model_config(params, run, cfg, features, pos_weight)
     store_place = store_device(features, model_cfg.modalities, device, cfg.feature_store)
     store = FeatureStore(features, model_cfg.modalities, store_place) if store_place is not None else None
@@ -226,7 +231,8 @@ def train_seed(ctx: RunContext, params: dict, seed: int, model_dir: Path, curves
                                  valid_mae=f"{epoch.valid['valid_mae']:.3f}",
                                  valid_f1=f"{epoch.valid['valid_emotion_f1']:.1f}",
                                  utt_s=f"{epoch.utterances / epoch.seconds:.0f}")
-            score = epoch.valid["valid_mae"] if "sa" in ctx.model_cfg.tasks else epoch.valid["valid_loss"]
+            regression = "sa" in ctx.model_cfg.heads and ctx.model_cfg.heads["sa"].kind == "regression"
+            score = epoch.valid["valid_mae"] if regression else epoch.valid["valid_loss"]
             if stopping.update(score, number, setup.model):
                 break
     setup.model.load_state_dict(stopping.best_state)
@@ -278,13 +284,19 @@ def train_epoch(ctx: RunContext, setup: SeedSetup, number: int) -> Epoch:
 
 
 def validate(ctx: RunContext, model: MMoLRE) -> dict[str, float]:
-    """Valid loss, sentiment MAE and mean emotion F1 (NaN for a model without ER or a split without emotions)."""
+    """Valid loss, sentiment MAE (of a regression) and mean emotion F1 (weighted F1 of emotion classes); NaN
+    for a model without the head, a split without the labels, or sentiment as classes."""
     valid_idx = ctx.features.indices("valid")
     valid = infer(model, ctx.features, valid_idx, ctx.cfg.batch_size * 2, ctx.device, store=ctx.store)
-    mae = float(np.mean(np.abs(valid["sentiment"] - ctx.features.sentiment[valid_idx])))
+    heads = ctx.model_cfg.heads
+    mae = f1 = float("nan")
+    if "sa" in heads and heads["sa"].kind == "regression":
+        mae = float(np.nanmean(np.abs(valid["sentiment"] - ctx.features.sentiment[valid_idx])))
     labels = ctx.features.emotions[valid_idx]
-    has_f1 = "er" in ctx.model_cfg.tasks and not np.isnan(labels).any()
-    f1 = mer_metrics(valid["emotions"], labels)["avg"]["f1"] if has_f1 else float("nan")
+    known = ~np.isnan(labels).any(1)
+    if "er" in heads and known.any() and (heads["er"].kind == "classes" or known.all()):
+        scores = score(heads["er"], valid["emotions"][known], labels[known])
+        f1 = scores["avg"]["f1"] if "avg" in scores else scores["f1"]
     return {"valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1}
 
 

@@ -1,4 +1,8 @@
-"""The Prefect flow's DVC task: output captured, failures raised with DVC's message."""
+"""The Prefect flows: the DVC task (output captured, failures raised with DVC's message), the pipeline's
+retried download, the folds of leave-one-session-out."""
+
+import json
+import sys
 
 import pytest
 
@@ -61,3 +65,45 @@ def test_the_download_step_alone_is_retried(monkeypatch, prefect_api):
     with pytest.raises(DvcFailed, match="repro download exited with 1"):
         flows.pipeline.pipeline(".")
     assert fake.calls == ["repro download"] * 4
+
+
+FOLD_STAGE = """import json, pathlib, yaml
+session = yaml.safe_load(open("params.yaml"))["data"]["test_session"]
+pathlib.Path("reports").mkdir(exist_ok=True)
+json.dump({"iemocap": {"mer": {"acc": 10.0 * session, "ua": 50.0 + session}}}, open("reports/metrics.json", "w"))
+"""
+
+
+def test_the_folds_flow_runs_each_session_once_and_writes_their_mean(tmp_path, prefect_api, monkeypatch):
+    """Two folds of a one-stage DVC project (what is under test is the machinery around `dvc exp run`): each
+    fold an experiment, their metrics and mean in reports/folds.json, the workspace untouched, a second call
+    runs nothing."""
+    from conftest import sh
+
+    from flows.folds import folds
+
+    (tmp_path / "train.py").write_text(FOLD_STAGE)
+    (tmp_path / "params.yaml").write_text("data:\n  test_session: 1\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  train:\n    cmd: python train.py\n    deps: [train.py]\n"
+                                       "    params: [data.test_session]\n    metrics:\n"
+                                       "      - reports/metrics.json:\n          cache: false\n")
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, sys.executable, "-m", "dvc", "init", "-q")
+    sh(tmp_path, sys.executable, "-m", "dvc", "repro", "-q")
+    sh(tmp_path, "git", "add", "-A")
+    sh(tmp_path, "git", "commit", "-qm", "baseline")
+    result = folds(str(tmp_path), sessions=(2, 4))
+    assert result["folds"] == {"2": {"iemocap": {"mer": {"acc": 20.0, "ua": 52.0}}},
+                               "4": {"iemocap": {"mer": {"acc": 40.0, "ua": 54.0}}}}
+    assert result["mean"]["iemocap"]["mer"] == {"acc": 30.0, "acc_std": pytest.approx(14.1421356), "ua": 53.0,
+                                                "ua_std": pytest.approx(1.4142136)}
+    assert json.loads((tmp_path / "reports" / "folds.json").read_text()) == json.loads(json.dumps(result))
+    assert "test_session: 1" in (tmp_path / "params.yaml").read_text()  # the workspace is as it was
+    names = sh(tmp_path, sys.executable, "-m", "dvc", "exp", "ls", "--name-only")
+    assert sorted(names.split()) == ["fold-s2", "fold-s4"]
+    import flows.pipeline
+
+    calls, real = [], flows.pipeline.subprocess.Popen
+    monkeypatch.setattr(flows.pipeline.subprocess, "Popen", lambda args, **kw: calls.append(args[3:]) or real(args, **kw))
+    assert folds(str(tmp_path), sessions=(2, 4))["folds"] == result["folds"]
+    assert calls == [["exp", "show", "--json"], ["exp", "show", "--json"]]  # no fold ran again

@@ -1,9 +1,13 @@
 """Metrics against values computed by hand from the definitions in architecture.md."""
 
+import warnings
+
 import numpy as np
 import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from mmolre.metrics import mer_metrics, msa_metrics
+from mmolre.label_spaces import LABEL_SPACES
+from mmolre.metrics import class_metrics, mer_metrics, msa_metrics, score, sims_metrics, vad_metrics
 
 
 def test_has0_counts_zero_labels_as_non_negative_non0_drops_them():
@@ -91,3 +95,60 @@ def test_seeds_aggregate_to_mean_and_sample_std_beside_each_key():
     assert out["demo"]["msa"]["corr_std"] == pytest.approx(0.1)
     assert out["demo"]["mer"]["avg"] == {"f1": pytest.approx(65.0), "f1_std": pytest.approx(5.0)}
     assert mean_std(seeds[:1]) == seeds[0]  # one seed: today's keys, no std
+
+
+def test_sims_clips_then_bins_left_open_right_closed_as_mmsa():
+    """Labels [-1.0, 0.0, 0.1, 0.7, 1.0] and predictions [-1.4, 0.05, 0.1, 0.75, 0.3]: after clipping, the
+    predictions are [-1, 0.05, 0.1, 0.75, 0.3]."""
+    label = np.array([-1.0, 0.0, 0.1, 0.7, 1.0])
+    pred = np.array([-1.4, 0.05, 0.1, 0.75, 0.3])
+    m = sims_metrics(pred, label)
+    # acc2 ((-1.01, 0], (0, 1.01]): labels [0, 0, 1, 1, 1] (0 is negative), preds [0, 1, 1, 1, 1] -> 4/5
+    assert m["acc2"] == pytest.approx(80.0)
+    # acc3 (-0.1, 0.1 edges): labels [0, 1, 1, 2, 2], preds [0, 1, 1, 2, 2] -> 5/5 (0.1 is in (-0.1, 0.1])
+    assert m["acc3"] == pytest.approx(100.0)
+    # acc5 (-0.7, -0.1, 0.1, 0.7): labels [0, 2, 2, 3, 4], preds [0, 2, 2, 4, 3] -> 3/5
+    assert m["acc5"] == pytest.approx(60.0)
+    clipped = np.clip(pred, -1, 1)
+    assert m["mae"] == pytest.approx(np.mean(np.abs(clipped - label)))
+    assert m["corr"] == pytest.approx(np.corrcoef(clipped, label)[0, 1])
+    assert m["f1"] == pytest.approx(100 * f1_score([0, 0, 1, 1, 1], [0, 1, 1, 1, 1], average="weighted"))
+
+
+def test_classes_accuracy_ua_and_weighted_f1_are_sklearns():
+    rng = np.random.default_rng(3)
+    true = rng.integers(0, 4, 40)
+    true[true == 3] = 2  # class 3 never true: UA averages the classes present
+    prob = rng.random((40, 4))
+    pred = prob.argmax(1)
+    m = class_metrics(prob, true, ("neu", "hap", "ang", "sad"))
+    assert m["acc"] == pytest.approx(100 * accuracy_score(true, pred))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert m["ua"] == pytest.approx(100 * balanced_accuracy_score(true, pred))
+    assert m["f1"] == pytest.approx(100 * f1_score(true, pred, average="weighted"))
+    hand = [np.mean(pred[true == k] == k) for k in range(3)]
+    assert m["ua"] == pytest.approx(100 * np.mean(hand))  # UA = mean per-class recall, by hand
+    assert [m["recall"][c] for c in ("neu", "hap", "ang")] == pytest.approx([100 * r for r in hand])
+    assert np.isnan(m["recall"]["sad"])
+
+
+def test_class_labels_stored_as_numbers_or_one_hot_score_alike():
+    meld = LABEL_SPACES["meld"]
+    prob = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.5, 0.3]])
+    assert score(meld["sa"], prob, np.array([-1.0, 1.0, -1.0]))["acc"] == pytest.approx(200 / 3)
+    onehot = np.eye(7)[[0, 3]]
+    emotions = np.zeros((2, 7))
+    emotions[0, 0], emotions[1, 1] = 0.9, 0.9
+    assert score(meld["er"], emotions, onehot)["acc"] == pytest.approx(50.0)
+
+
+def test_vad_mae_corr_and_concordance():
+    pred = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 4.0], [3.0, 5.0, 5.0]])
+    label = np.array([[1.0, 3.0, 3.0], [2.5, 2.0, 4.0], [3.5, 4.0, 5.0]])
+    m = vad_metrics(pred, label, ("valence", "arousal", "dominance"))
+    p, t = pred[:, 0], label[:, 0]  # means 2 and 7/3; population variances 2/3 and 19/18; cov 5/6
+    assert m["valence"]["mae"] == pytest.approx(1 / 3)
+    assert m["valence"]["ccc"] == pytest.approx(2 * (5 / 6) / (2 / 3 + 19 / 18 + (2 - 7 / 3) ** 2))
+    assert m["valence"]["corr"] == pytest.approx(np.corrcoef(p, t)[0, 1])
+    assert m["dominance"] == {"mae": 0.0, "corr": pytest.approx(1.0), "ccc": pytest.approx(1.0)}

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmolre.label_spaces import LABEL_SPACES
 from mmolre.model import ExpertMixture, LowRankExpert, MMoLRE, UniTSEBlock, load_balancing_loss, multitask_loss
 from mmolre.model_config import JOINT, TASKS, MMoLREConfig
 
@@ -150,6 +151,11 @@ def test_padding_does_not_change_real_outputs():
     assert torch.allclose(batched.emotions[0], alone.emotions[0], atol=1e-10)
 
 
+def cmu_loss(pred, logits, sentiment, emotions, pos_weight, er_weight):
+    return multitask_loss(LABEL_SPACES["cmu"], {"sa": pred, "er": logits}, {"sa": sentiment, "er": emotions},
+                          pos_weight, er_weight)
+
+
 def test_loss_uses_only_the_labels_a_sample_has():
     pred = torch.tensor([1.0, 0.0, -1.0])
     logits = torch.zeros(3, 6)
@@ -157,21 +163,62 @@ def test_loss_uses_only_the_labels_a_sample_has():
     sentiment = torch.tensor([2.0, math.nan, 0.0])
     emotions = torch.full((3, 6), math.nan)
     emotions[2] = torch.tensor([1.0, 0, 0, 0, 0, 0])
-    loss, loss_sa, loss_er = multitask_loss(pred, logits, sentiment, emotions, None, 0.5)
+    loss, loss_sa, loss_er = cmu_loss(pred, logits, sentiment, emotions, None, 0.5)
     assert loss_sa == pytest.approx((1.0 + 1.0) / 2)
     # row 2 only: BCE(2, 1) once and BCE(2, 0) five times
     bce_pos, bce_neg = math.log1p(math.exp(-2.0)), 2.0 + math.log1p(math.exp(-2.0))
     assert loss_er == pytest.approx((bce_pos + 5 * bce_neg) / 6, rel=1e-6)
     assert loss == pytest.approx(float(loss_sa) + 0.5 * float(loss_er), rel=1e-6)
     pos_weight = torch.full((6,), 3.0)
-    _, _, weighted = multitask_loss(pred, logits, sentiment, emotions, pos_weight, 1.0)
+    _, _, weighted = cmu_loss(pred, logits, sentiment, emotions, pos_weight, 1.0)
     assert weighted == pytest.approx((3 * bce_pos + 5 * bce_neg) / 6, rel=1e-6)
     pred.requires_grad_(True)  # a batch with no label of either task: zero losses, zero (finite) gradients
-    loss, loss_sa, loss_er = multitask_loss(pred, logits, torch.full((3,), math.nan), torch.full((3, 6), math.nan),
-                                            None, 1.0)
+    loss, loss_sa, loss_er = cmu_loss(pred, logits, torch.full((3,), math.nan), torch.full((3, 6), math.nan),
+                                      None, 1.0)
     assert (loss_sa.item(), loss_er.item()) == (0.0, 0.0)
     loss.backward()
     assert torch.equal(pred.grad, torch.zeros(3))
+
+
+def test_class_losses_are_cross_entropy_over_the_labelled_rows():
+    """MELD: sentiment stored as -1/0/1, emotions one-hot; each loss is the mean -log softmax of the true class
+    over the rows that have the label."""
+    meld = LABEL_SPACES["meld"]
+    sa_logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    er_logits = torch.zeros(3, 7)
+    er_logits[0, 1] = 3.0
+    sentiment = torch.tensor([-1.0, 1.0, math.nan])
+    emotions = torch.full((3, 7), math.nan)
+    emotions[0] = torch.eye(7)[1]  # joy
+    emotions[2] = torch.eye(7)[0]  # neutral
+    loss, loss_sa, loss_er = multitask_loss(meld, {"sa": sa_logits, "er": er_logits},
+                                            {"sa": sentiment, "er": emotions}, None, 0.5)
+    nll = lambda logits, k: math.log(sum(math.exp(v) for v in logits)) - logits[k]
+    assert loss_sa.item() == pytest.approx((nll([2, 0, 0], 0) + nll([0, 1, 0], 2)) / 2, rel=1e-6)
+    assert loss_er.item() == pytest.approx((nll([0, 3, 0, 0, 0, 0, 0], 1) + nll([0] * 7, 0)) / 2, rel=1e-6)
+    assert loss.item() == pytest.approx(loss_sa.item() + 0.5 * loss_er.item(), rel=1e-6)
+
+
+def test_a_regression_of_several_targets_averages_the_labelled_ones():
+    vad = LABEL_SPACES["iemocap4_vad"]
+    pred = torch.tensor([[3.0, 3.0, 3.0], [1.0, 2.0, 3.0]])
+    target = torch.tensor([[4.0, math.nan, 1.0], [1.0, 1.0, 1.0]])
+    _, loss_sa, _ = multitask_loss(vad, {"sa": pred, "er": torch.zeros(2, 4)},
+                                   {"sa": target, "er": torch.full((2, 4), math.nan)}, None, 1.0)
+    assert loss_sa.item() == pytest.approx((1 + 2 + 0 + 1 + 2) / 5)
+
+
+def test_heads_follow_the_label_space():
+    cfg = tiny(label_space="meld")
+    model = MMoLRE(cfg)
+    assert (model.sa_head[-1].out_features, model.er_head[-1].out_features) == (3, 7)
+    out = model(**inputs())
+    assert out.sentiment.shape == (3, 3) and out.emotions.shape == (3, 7)
+    iemocap = MMoLRE(tiny(label_space="iemocap4"))
+    assert iemocap.sa_head is None and iemocap.er_head[-1].out_features == 4
+    with pytest.raises(ValueError, match="variant=msa_only has a head for sa only, and label space iemocap4 "
+                                         "labels er only"):
+        tiny(label_space="iemocap4", variant="msa_only")
 
 
 def test_bad_config_is_refused_naming_every_broken_rule():

@@ -6,9 +6,11 @@ import pandas as pd
 import pytest
 
 from mmolre import MmolreError
-from mmolre.prepare import COLUMNS, dataset_table, find_violations, prepare
+from mmolre import EMOTIONS
+from mmolre.prepare import Contract, dataset_table, find_violations, prepare
 
-DEMO = ("demo",)  # the demo dataset's corpora
+DEMO = Contract(("demo",))  # the demo dataset's table: its corpus, the default label space
+COLUMNS = ["utterance_id", "video_id", "dataset", "split", "start_s", "end_s", "audio_path", "text", "sentiment", *EMOTIONS]
 
 
 @pytest.fixture()

@@ -7,7 +7,12 @@ A dataset module provides
   written atomically by the download stage) from the network, the download cache `downloads` or the
   user's own files `archives`;
 - `tables(params, folder, raw_root) -> list[CorpusTable]`: the utterance rows of data/raw/<dataset>/
-  (`folder`), with audio paths relative to `raw_root`, and the counts of what was left out.
+  (`folder`), with audio paths relative to `raw_root`, and the counts of what was left out;
+and where it differs from the CMU corpora's
+- `LABEL_SPACE`: the name of its label space in mmolre/label_spaces.py (default "cmu"), and
+  `LABEL_SPACE_CHOICES` the others `data.label_space` may pick (e.g. IEMOCAP's 4 or 6 classes);
+- `EXTRA_COLUMNS`: {column: type} of corpus-specific columns the utterance table keeps (nullable), e.g.
+  SIMS's unimodal labels or MELD's dialogue.
 
 Adding a dataset is one module here plus one line below: the download and prepare stages dispatch
 through this table, the params schema takes its allowed values from it, and dvc.yaml's download and
@@ -29,6 +34,11 @@ REGISTRY = {  # data.dataset -> module (imported only when used: the stages that
     "mosi": "mmolre.datasets.mosi",
     "mosei": "mmolre.datasets.mosei",
     "cmu": "mmolre.datasets.cmu",
+    "sims": "mmolre.datasets.sims",
+    "sims2": "mmolre.datasets.sims2",
+    "meld": "mmolre.datasets.meld",
+    "iemocap": "mmolre.datasets.iemocap",
+    "custom": "mmolre.datasets.custom",
 }
 
 
@@ -39,6 +49,25 @@ def load(name: str) -> ModuleType:
     if name not in REGISTRY:
         raise MmolreError(f"data.dataset={name!r}: choose one of {sorted(REGISTRY)}")
     return importlib.import_module(REGISTRY[name])
+
+
+def label_space(params: dict) -> str:
+    """The label space of data.dataset: `data.label_space` when set (among the dataset's choices), else its own."""
+    from mmolre import MmolreError
+    from mmolre.label_spaces import DEFAULT
+
+    module = load(params["data"]["dataset"])
+    own = getattr(module, "LABEL_SPACE", DEFAULT)
+    chosen = params["data"].get("label_space") or own
+    choices = getattr(module, "LABEL_SPACE_CHOICES", (own,))
+    if chosen not in choices:
+        raise MmolreError(f"data.label_space={chosen!r}: {params['data']['dataset']} is labelled in "
+                          f"{', '.join(choices)}")
+    return chosen
+
+
+def extra_columns(params: dict) -> dict[str, type]:
+    return getattr(load(params["data"]["dataset"]), "EXTRA_COLUMNS", {})
 
 
 @dataclass

@@ -262,9 +262,11 @@ def match_clips(clips: pd.DataFrame, evidence: Evidence) -> dict[str, tuple[int 
     return out
 
 
-def mmsa_table(folder: Path, raw_root: Path, corpus: str, evidence: Evidence | None = None) -> CorpusTable:
+def mmsa_table(folder: Path, raw_root: Path, corpus: str, evidence: Evidence | None = None,
+               keep: tuple[str, ...] = ()) -> CorpusTable:
     """The utterance table of a corpus imported by `import_mmsa`; with `evidence` (MOSEI), each clip matched
-    to its own label row carries that row's six emotions."""
+    to its own label row carries that row's six emotions; `keep`: label.csv columns kept as they are (SIMS's
+    unimodal labels; NaN where the file has none)."""
     labels = read_labels(folder / FOLDER / "label.csv")
     undecodable = folder / FOLDER / "undecodable.csv"
     unreadable = set(pd.read_csv(undecodable).utterance_id) if undecodable.is_file() else set()
@@ -287,7 +289,8 @@ def mmsa_table(folder: Path, raw_root: Path, corpus: str, evidence: Evidence | N
                      "split": row.mode, "start_s": 0.0, "end_s": seconds,
                      "audio_path": wav.relative_to(raw_root).as_posix(),
                      "text": clean_transcript(str(row.text)) if isinstance(row.text, str) else "",
-                     "sentiment": float(row.label), **{e: np.nan for e in EMOTIONS}})
+                     "sentiment": float(row.label), **{e: np.nan for e in EMOTIONS},
+                     **{c: float(getattr(row, c, np.nan)) for c in keep}})
     out.table = pd.DataFrame(rows)
     if evidence is not None and len(out.table):
         add_emotions(out, labels, evidence)
