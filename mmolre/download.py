@@ -1,7 +1,10 @@
 """Stage `download`: get the raw corpus into data/raw/<dataset>/.
 
 `data.dataset` names a dataset module (mmolre/datasets/): `demo` (the default) is generated here,
-offline and deterministically; `mosi`, `mosei` and `cmu` (both) come from the CMU corpora.
+offline and deterministically; `mosi`, `mosei` and `cmu` (both) come from the CMU corpora; `sims` and
+`sims2` from MMSA's release (`--from-mmsa`); `meld` from MELD.Raw.tar.gz or its folder, `iemocap` from the
+licensed release you hold and `custom` from a CSV manifest, each with `--from-archive PATH` (the module's
+docstring says what it reads).
 
 CMU no longer distributes the raw archives (withdrawn in 2023). What researchers hold is the MMSA
 toolkit's release (label.csv beside Raw/<video_id>/<clip_id>.mp4): `--from-mmsa PATH` (or
@@ -50,9 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--downloads", type=Path, default=Path("data/downloads"),
                         help="download cache: archives, partial downloads, MANIFEST.json")
     parser.add_argument("--from-archive", dest="archives", action="append", type=Path, default=[], metavar="PATH",
-                        help="a file you already have, named as the official one (CMU_MOSEI_Labels.csd, "
-                             "CMU_MOSI.zip, ...); linked or copied in and verified; repeatable. Same as listing it "
-                             "in data.archives")
+                        help="a file you already have: for the CMU corpora named as the official one "
+                             "(CMU_MOSEI_Labels.csd, CMU_MOSI.zip, ...; linked or copied in and verified; repeatable); "
+                             "for meld MELD.Raw.tar.gz or its unpacked folder, for iemocap the IEMOCAP_full_release "
+                             "folder or archive, for custom the manifest CSV. Same as listing it in data.archives")
     parser.add_argument("--from-mmsa", dest="mmsa_root", type=Path, default=None, metavar="PATH",
                         help="import the MMSA toolkit's raw layout (label.csv + Raw/<video>/<clip>.mp4) at PATH "
                              "instead of the CMU archives; same as --set data.mmsa_root=PATH")

@@ -4,6 +4,7 @@ finds, the quirks named in counts.txt, the splits, and each label space trained 
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import tarfile
 
@@ -96,6 +97,12 @@ def test_sims_keeps_its_unimodal_labels_and_trains_with_mmsas_metrics(sims_root,
     assert metrics["sims"]["msa"]["mae"] == pytest.approx(np.mean(np.abs(pred - predictions.sentiment)), rel=1e-5)
 
 
+def test_sims_v2_reads_the_same_layout_under_its_own_name(sims_root, tmp_path, tiny_params):
+    table, counts = prepared_table(params_for(tiny_params, "sims2", mmsa_root=str(sims_root)), tmp_path)
+    assert set(table.dataset) == {"sims2"} and len(table) == len(SIMS) and "label_V" in table
+    assert "sims2: train/valid/test = 4/2/2" in counts and "CH-SIMS v2 (supervised part): 2722/647/1034" in counts
+
+
 def test_sims_without_the_mmsa_release_is_one_line_naming_it(tmp_path, tiny_params):
     with pytest.raises(MmolreError, match=r"sims: comes from the MMSA release only: `mmolre download --from-mmsa"):
         download(params_for(tiny_params, "sims"), tmp_path / "raw")
@@ -112,7 +119,8 @@ MELD_ROWS = {
               (2, "That is so great!", "Monica", "joy", "positive", 1, 0, "00:06:47,28", "00:06:49,10"),
               (1, "I hate this.", "Joey", "anger", "negative", 1, 1, "00:07:01,000", "00:07:02,500"),
               (5, "Leave me alone.", "Chandler", "sadness", "negative", 125, 3, "00:01:00,000", "00:01:01,000"),
-              (6, "Ew, gross.", "Phoebe", "disgust", "negative", 2, 0, "00:02:00,000", "00:02:01,000")],
+              (6, "Ew, gross.", "Phoebe", "disgust", "negative", 2, 0, "00:02:00,000", "00:02:01,000"),
+              (7, "Ew, gross.", "Phoebe", "disgust", "negative", 2, 0, "00:02:00,000", "00:02:01,000")],
     "dev": [(1, "Hey, how\x92re you?", "Joey", "neutral", "neutral", 0, 0, "00:01:00,000", "00:01:01,000"),
             (2, "Wow!", "Ross", "surprise", "positive", 0, 1, "00:01:02,000", "00:01:03,000"),
             (3, "No way.", "Rachel", "fear", "negative", 110, 7, "00:01:04,000", "00:01:05,000")],
@@ -168,11 +176,18 @@ def meld_archive(tmp_path_factory):
     return root
 
 
-def test_meld_from_the_archive_keys_labels_and_names_every_quirk(meld_archive, tmp_path, tiny_params):
+def test_meld_from_the_archive_keys_labels_and_names_every_quirk(meld_archive, tmp_path, tiny_params, capsys,
+                                                                 monkeypatch):
+    from conftest import ROOT
+    from mmolre.cli import main
+
     params = params_for(tiny_params, "meld")
-    with pytest.raises(MmolreError, match=r"row \d+ \(utterance_id='train_dia125_utt3'\): audio_path: clip could "
-                                          r"not be decoded"):
-        prepared_table(params, tmp_path, archives=[meld_archive / "MELD.Raw.tar.gz"])
+    monkeypatch.chdir(ROOT)
+    where = ["--set", "data.dataset=meld", "--raw-root", str(tmp_path / "raw")]
+    assert main(["download", *where, "--from-archive", str(meld_archive / "MELD.Raw.tar.gz")]) == 0
+    assert main(["prepare", *where, "--out-root", str(tmp_path / "prepared")]) == 2
+    assert re.search(r"row \d+ \(utterance_id='train_dia125_utt3'\): audio_path: clip could not be decoded",
+                     capsys.readouterr().err)
     quarantine = {**params, "prepare": {**params["prepare"], "on_invalid": "quarantine"}}
     prepare(quarantine, tmp_path / "raw", tmp_path / "prepared")
     table = pd.read_parquet(tmp_path / "prepared" / "meld" / "utterances.parquet").set_index("utterance_id")
@@ -190,6 +205,7 @@ def test_meld_from_the_archive_keys_labels_and_names_every_quirk(meld_archive, t
     assert table.loc["test_dia0_utt0", "video_id"] == "test_dia0"  # dialogue ids repeat across splits
     assert "corrupt clip (could not be decoded; an invalid row): train_dia125_utt3:" in counts
     assert "no clip in the archive: 1 (e.g. dev_dia110_utt7)" in counts
+    assert "duplicate (split, Dialogue_ID, Utterance_ID): 1 (e.g. train_dia2_utt0)" in counts
     assert "clips without a CSV row (unannotated extras), not used: 1: dev_dia0_utt9" in counts
     assert "known wrongly cut clips (MELD issue #20), kept: test_dia220_utt0, test_dia38_utt4" in counts
     assert "1 row(s) with empty StartTime/EndTime" in counts and "test_dia0_utt0" in counts
@@ -302,6 +318,7 @@ def test_iemocap_6_classes_and_vad_from_the_archive(iemocap_release, tmp_path, t
         prepare({**params, "data": {**params["data"], "label_space": "meld"}}, tmp_path / "raw", tmp_path / "p2")
 
 
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")  # sklearn's, on UA's own definition
 def test_iemocap_one_fold_trains_and_reports_wa_ua_and_weighted_f1(iemocap_release, tmp_path, tiny_params):
     params = params_for(tiny_params, "iemocap", archives=[str(iemocap_release)], label_space="iemocap4_vad")
     prepared_table(params, tmp_path)

@@ -339,7 +339,8 @@ def test_a_new_dataset_is_one_module_plus_one_registry_line(tmp_path, monkeypatc
     assert table.utterance_id.tolist() == ["spk0_0", "spk1_0", "spk2_0"] and table.happy.isna().all()
     monkeypatch.delitem(datasets.REGISTRY, "toy")
     assert main(["download", "--set", "data.dataset=toy", *where]) == 2
-    assert "params data.dataset='toy': Input should be 'demo', 'mosi', 'mosei' or 'cmu'" in capsys.readouterr().err
+    assert ("params data.dataset='toy': Input should be 'demo', 'mosi', 'mosei', 'cmu', 'sims', 'sims2', 'meld', "
+            "'iemocap' or 'custom'") in capsys.readouterr().err
 
 
 def test_mosei_from_mmsa_without_a_label_source_is_one_line_naming_the_routes(mmsa_mosei, local, tmp_path, capsys,

@@ -405,3 +405,18 @@ def test_the_training_forward_is_one_graph_without_data_dependent_branches():
     explained = torch._dynamo.explain(model)(**inputs(), **labels)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), \
         [reason.reason[:200] for reason in explained.break_reasons]
+
+
+def test_a_model_saved_before_label_spaces_loads_as_cmu(tmp_path):
+    """config.json of older model folders has n_emotions (always 6) and no label_space: read as cmu."""
+    import json
+
+    cfg = tiny()
+    MMoLRE(cfg).save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    model = {k: v for k, v in config["model"].items() if k != "label_space"}
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "model": {**model, "n_emotions": 6}}))
+    loaded = MMoLRE.from_pretrained(tmp_path / "m")
+    assert loaded.config == cfg and loaded.config.label_space == "cmu"
+    with pytest.raises(ValueError, match="n_emotions other than 6 without a label_space"):
+        MMoLREConfig.from_saved({**model, "n_emotions": 7})

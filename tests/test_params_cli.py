@@ -75,7 +75,9 @@ def test_missing_input_says_which_stage_to_run(tmp_path, capsys, monkeypatch):
     ("train.epochs=abc", "params train.epochs='abc': Input should be a valid integer"),
     ("train.lr=-0.001", "params train.lr=-0.001: Input should be greater than 0"),
     ("model.dropout=1.0", "params model.dropout=1.0: Input should be less than 1"),
-    ("data.dataset=imdb", "params data.dataset='imdb': Input should be 'demo', 'mosi', 'mosei' or 'cmu' (the datasets of mmolre/datasets/)"),
+    ("data.dataset=imdb", "params data.dataset='imdb': Input should be 'demo', 'mosi', 'mosei', 'cmu', 'sims', 'sims2', "
+                          "'meld', 'iemocap' or 'custom' (the datasets of mmolre/datasets/)"),
+    ("data.test_session=6", "params data.test_session=6: Input should be less than or equal to 5"),
     ("train.device=tpu", "params train.device='tpu': Input should be 'auto', 'cpu' or 'cuda'"),
 ])
 def test_bad_params_are_one_line_exit_2_and_nothing_is_written(tmp_path, capsys, monkeypatch, setting, words):
