@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mmolre import MmolreError
 from mmolre.features import FeatureFile
 from mmolre.model_config import MODALITIES
 
@@ -37,6 +38,8 @@ class FeatureDataset(Dataset):
         item["sentiment"] = torch.tensor(self.features.sentiment[i])
         item["emotions"] = torch.from_numpy(self.features.emotions[i])
         item["index"] = i
+        if self.features.dialogue is not None:
+            item["dialogue"], item["turn"] = int(self.features.dialogue[i]), int(self.features.turn[i])
         return item
 
     def lengths(self) -> np.ndarray:
@@ -85,6 +88,43 @@ class LengthBucketSampler(Sampler[list[int]]):
         return -(-len(self.lengths) // self.batch_size)
 
 
+class DialogueSampler(Sampler[list[int]]):
+    """Whole dialogues per batch, each in turn order (for model.context=dialogue): dialogues packed up to
+    `batch_size` utterances, a longer one alone in its batch. With `shuffle`, the dialogues' order is drawn
+    anew each epoch (seeded); without, it is the dialogues' order. Under DDP every rank forms the same global
+    batches and takes every `world`-th dialogue of each; a batch of fewer dialogues than `world` is skipped."""
+
+    def __init__(self, dialogue: np.ndarray, turn: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0,
+                 rank: int = 0, world: int = 1):
+        self.groups = [np.flatnonzero(dialogue == d)[np.argsort(turn[dialogue == d], kind="stable")]
+                       for d in np.unique(dialogue)]
+        self.batch_size, self.shuffle, self.seed, self.rank, self.world = batch_size, shuffle, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_batches(self) -> list[list[np.ndarray]]:
+        order = (np.random.default_rng(self.seed + self.epoch).permutation(len(self.groups)) if self.shuffle
+                 else range(len(self.groups)))
+        batches, current, size = [], [], 0
+        for g in order:
+            if current and size + len(self.groups[g]) > self.batch_size:
+                batches.append(current)
+                current, size = [], 0
+            current.append(self.groups[g])
+            size += len(self.groups[g])
+        return batches + ([current] if current else [])
+
+    def __iter__(self):
+        for batch in self.global_batches():
+            if len(batch) >= self.world:
+                yield np.concatenate(batch[self.rank::self.world]).tolist()
+
+    def __len__(self) -> int:
+        return len(self.global_batches())
+
+
 def pad(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """[(T_i, dim)] -> (B, T_max, dim) zero-padded, and a (B, T_max) mask, True = real position."""
     lengths = torch.tensor([len(s) for s in sequences])
@@ -96,6 +136,8 @@ def collate(items: list[dict]) -> dict:
     batch = {"sentiment": torch.stack([it["sentiment"] for it in items]),
              "emotions": torch.stack([it["emotions"] for it in items]),
              "index": torch.tensor([it["index"] for it in items])}
+    if "dialogue" in items[0]:
+        batch["dialogue"], batch["turn"] = (torch.tensor([it[k] for it in items]) for k in ("dialogue", "turn"))
     for m in MODALITIES:
         if m in items[0]:
             batch[m], batch[f"{m}_mask"] = pad([it[m] for it in items])
@@ -147,6 +189,8 @@ class FeatureStore:
             self.lengths[m] = features.lengths(m)
         self.sentiment = torch.from_numpy(features.sentiment).to(device)
         self.emotions = torch.from_numpy(features.emotions).to(device)
+        self.dialogue = (None if features.dialogue is None else
+                         (torch.from_numpy(features.dialogue).to(device), torch.from_numpy(features.turn).to(device)))
 
     def batch(self, index: list[int] | np.ndarray) -> dict:
         """The padded batch of utterances `index`, equal to `collate` over the lazy items: per modality
@@ -154,6 +198,8 @@ class FeatureStore:
         longest = {m: int(self.lengths[m][index].max()) for m in self.modalities}  # on the host: no GPU sync
         index = torch.as_tensor(np.asarray(index), dtype=torch.long, device=self.device)
         batch = {"sentiment": self.sentiment[index], "emotions": self.emotions[index], "index": index}
+        if self.dialogue is not None:
+            batch["dialogue"], batch["turn"] = self.dialogue[0][index], self.dialogue[1][index]
         for m in self.modalities:
             start = self.offsets[m][index]
             lengths = self.offsets[m][index + 1] - start
@@ -170,7 +216,7 @@ class StoreLoader:
     """Iterates the batches of a FeatureStore in the order a LengthBucketSampler gives (as the
     DataLoader over the lazy dataset does); `batch_sampler` is that sampler."""
 
-    def __init__(self, store: FeatureStore, batch_sampler: LengthBucketSampler, indices: np.ndarray):
+    def __init__(self, store: FeatureStore, batch_sampler: Sampler, indices: np.ndarray):
         self.store, self.batch_sampler, self.indices = store, batch_sampler, np.asarray(indices)
 
     def __iter__(self):
@@ -212,10 +258,17 @@ def store_device(features: FeatureFile, modalities, device: torch.device, choice
 
 
 def loader(features: FeatureFile, indices, modalities, batch_size: int, shuffle: bool, seed: int = 0,
-           workers: int = 0, rank: int = 0, world: int = 1, store: FeatureStore | None = None):
-    """Batches of `indices`: from `store` when given (in memory), else a DataLoader over the lazy dataset."""
+           workers: int = 0, rank: int = 0, world: int = 1, store: FeatureStore | None = None,
+           dialogues: bool = False):
+    """Batches of `indices`: from `store` when given (in memory), else a DataLoader over the lazy dataset;
+    by length buckets, or with `dialogues` whole dialogues in turn order (DialogueSampler)."""
     dataset = FeatureDataset(features, indices, modalities)
-    sampler = LengthBucketSampler(dataset.lengths(), batch_size, shuffle, seed, rank=rank, world=world)
+    if dialogues and features.dialogue is None:
+        raise MmolreError(f"{features.path}: model.context=dialogue needs a corpus of dialogues (meld, iemocap: "
+                          "their utterance tables have utterance_index); this one has none")
+    sampler = (DialogueSampler(features.dialogue[dataset.indices], features.turn[dataset.indices], batch_size, shuffle,
+                               seed, rank, world) if dialogues else
+               LengthBucketSampler(dataset.lengths(), batch_size, shuffle, seed, rank=rank, world=world))
     if store is not None:
         return StoreLoader(store, sampler, indices)
     # its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG on every

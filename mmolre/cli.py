@@ -15,6 +15,7 @@ STAGES = {
     "featurize": "mmolre.featurize",
     "train": "mmolre.train",
     "evaluate": "mmolre.evaluate",
+    "transfer": "mmolre.transfer",
     "report": "mmolre.report",
     "model-info": "mmolre.model_info",
     "predict": "mmolre.predict",

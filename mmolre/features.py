@@ -3,7 +3,8 @@
 Root attrs: schema_version, encoders and revisions, sample_rate, created_with, params_hash.
 `text/` and `audio/`: `values` (sum of lengths x dim, float16) and `offsets` (N+1, int64);
 utterance i of modality m is m/values[offsets[i]:offsets[i+1]].
-`meta/`: utterance_id, split, dataset (utf-8), sentiment and emotions, float32, NaN where an utterance has
+`meta/`: utterance_id, split, dataset (utf-8), for corpora of dialogues dialogue (utf-8) and turn (int64,
+its position in the dialogue), sentiment and emotions, float32, NaN where an utterance has
 no such label, in the dataset's label space (root attr `label_space`; absent: "cmu", as in every file
 written before label spaces existed): for cmu sentiment (N,) and emotions (N, 6) intensities; in general
 (mmolre/label_spaces.py) the sa task's targets or class numbers and the er task's intensities or one-hot
@@ -129,6 +130,9 @@ class FeatureWriter:
         for task, name in LABEL_ARRAYS.items():
             meta.create_dataset(name, data=label_array(table, LABEL_SPACES[space].get(task)))
         meta["emotions"].attrs["columns"] = list(LABEL_SPACES[space]["er"].labels if "er" in LABEL_SPACES[space] else ())
+        if "utterance_index" in table:  # a corpus of dialogues: each utterance's dialogue and turn in it
+            meta.create_dataset("dialogue", data=table["video_id"].astype(str).to_numpy(dtype=object), dtype=_STR)
+            meta.create_dataset("turn", data=table["utterance_index"].to_numpy(np.int64))
         self.lengths: dict[str, list[int]] = {}
         self.stats = {modality: RunningStats() for modality in dims}
         for modality, dim in dims.items():
@@ -175,6 +179,10 @@ class FeatureFile:
                 self.dataset = f["meta/dataset"].asstr()[:]
                 self.sentiment = f["meta/sentiment"][:]
                 self.emotions = f["meta/emotions"][:]
+                # dialogues (meta/dialogue, meta/turn; corpora of conversations only): dialogue as an integer code
+                self.dialogue = (np.unique(f["meta/dialogue"].asstr()[:], return_inverse=True)[1]
+                                 if "dialogue" in f["meta"] else None)
+                self.turn = f["meta/turn"][:] if "turn" in f["meta"] else None
                 self.offsets = {m: f[m]["offsets"][:] for m in MODALITIES if m in f}
                 self.dims = {m: f[m]["values"].shape[1] for m in self.offsets}
                 self.stats = {m: {k[6:]: v for k, v in f[m].attrs.items() if k.startswith("stats_")}
@@ -191,8 +199,9 @@ class FeatureFile:
         """Offsets start at 0, never decrease and end at the values' length; meta arrays agree; labels in range."""
         n = len(self.utterance_id)
         fail = lambda what: MmolreError(f"{self.path}: {what}; the file is damaged: featurize again")
+        dialogues = (("dialogue", self.dialogue), ("turn", self.turn)) if self.dialogue is not None else ()
         for name, array in (("split", self.split), ("dataset", self.dataset), ("sentiment", self.sentiment),
-                            ("emotions", self.emotions)):
+                            ("emotions", self.emotions), *dialogues):
             if len(array) != n:
                 raise fail(f"meta/{name} has {len(array)} rows, meta/utterance_id {n}")
         if self.label_space not in LABEL_SPACES:

@@ -24,7 +24,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
 def infer(model: MMoLRE, features: FeatureFile, indices, batch_size: int, device: torch.device,
           return_routing: bool = False, store: FeatureStore | None = None, transform=None) -> dict:
     """Sentiment and emotion predictions as the heads' tasks read them (model.predictions: for cmu sentiment
-    (N,) and emotion probabilities (N, 6); NaN for a task without a head), mean loss, and (optionally)
+    (N,) and emotion probabilities (N, 6); NaN for a task without a head), mean loss (NaN on features of
+    another label space), and (optionally)
     routing, in the order of `indices`; `transform` changes each batch first (e.g. a missing modality)."""
     model.eval()
     indices = np.asarray(indices)
@@ -34,16 +35,19 @@ def infer(model: MMoLRE, features: FeatureFile, indices, batch_size: int, device
     sentiment, emotions = np.zeros((len(indices), *shape("sa"))), np.zeros((len(indices), *shape("er")))
     routing: dict[str, np.ndarray] = {}
     loss_sum = 0.0
-    for batch in loader(features, indices, model.config.modalities, batch_size, shuffle=False, store=store):
+    # labels of another label space (a transfer corpus) are not the model's: no loss then
+    skip = {"index"} | ({"sentiment", "emotions"} if features.label_space != model.config.label_space else set())
+    for batch in loader(features, indices, model.config.modalities, batch_size, shuffle=False, store=store,
+                        dialogues=model.config.context == "dialogue"):
         batch = to_device(batch, device)
         if transform is not None:
             batch = transform(batch)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(**{k: v for k, v in batch.items() if k != "index"}, return_routing=return_routing)
+            out = model(**{k: v for k, v in batch.items() if k not in skip}, return_routing=return_routing)
         rows = [position[i] for i in batch["index"].tolist()]  # one copy to the host, not one per utterance
         for array, task, output in ((sentiment, "sa", out.sentiment), (emotions, "er", out.emotions)):
             array[rows] = predictions(heads[task], output).cpu().numpy() if output is not None else np.nan
-        loss_sum += float(out.loss) * len(rows)
+        loss_sum += float(out.loss) * len(rows) if out.loss is not None else np.nan
         for key, value in out.routing.items():
             routing.setdefault(key, np.zeros((len(indices), value.shape[-1])))[rows] = value.float().cpu().numpy()
     return {"sentiment": sentiment, "emotions": emotions, "loss": loss_sum / max(len(indices), 1),

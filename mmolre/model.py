@@ -242,6 +242,28 @@ class InputProjection(nn.Module):
         return self.proj((x - self.mean) / self.std)
 
 
+class DialogueContext(nn.Module):
+    """[ours] An utterance's fused vector h_i with its dialogue's k previous ones (the paper's open question 1):
+    h_i + W [h_i ; c_i] + b, c_i the mean of h_j over the utterances j of the same dialogue with
+    i - k <= turn_j < turn_i (0 when there are none). Causal by construction: no later utterance enters.
+    W starts at zero, so training starts from the model without context; the experts are untouched."""
+
+    def __init__(self, d: int, window: int):
+        super().__init__()
+        self.window = window
+        self.mix = nn.Linear(2 * d, d)
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+
+    def forward(self, h: torch.Tensor, dialogue: torch.Tensor | None, turn: torch.Tensor | None) -> torch.Tensor:
+        context = torch.zeros_like(h)
+        if dialogue is not None:
+            back = turn[:, None] - turn[None, :]  # (B, B): how many turns j lies before i
+            seen = (dialogue[:, None] == dialogue[None, :]) & (back >= 1) & (back <= self.window)
+            context = (seen.to(h.dtype) @ h) / seen.sum(1, keepdim=True).clamp(min=1).to(h.dtype)
+        return h + self.mix(torch.cat([h, context], -1))
+
+
 def head(d: int, out: int, dropout: float) -> nn.Sequential:
     """MLP(d -> d/2 -> out) [ours]."""
     return nn.Sequential(nn.Linear(d, d // 2), nn.GELU(), nn.Dropout(dropout), nn.Linear(d // 2, out))
@@ -303,15 +325,18 @@ class MMoLRE(nn.Module, PretrainedMixin):
         self.inputs = nn.ModuleDict({m: InputProjection(dims[m], cfg.d_model) for m in cfg.modalities})
         self.unitse = nn.ModuleDict({m: UniTSE(cfg) for m in cfg.modalities})
         self.fusion = nn.ModuleDict({branch: TaskAdaptiveFusion(cfg) for branch in cfg.branches})
+        if cfg.context == "dialogue":
+            self.context = nn.ModuleDict({b: DialogueContext(cfg.d_model, cfg.context_window) for b in cfg.branches})
         self.sa_head = head(cfg.d_model, cfg.heads["sa"].outputs, cfg.dropout) if "sa" in cfg.tasks else None
         self.er_head = head(cfg.d_model, cfg.heads["er"].outputs, cfg.dropout) if "er" in cfg.tasks else None
         pos_weight = torch.tensor(cfg.emotion_pos_weight) if cfg.emotion_pos_weight else None
         self.register_buffer("pos_weight", pos_weight, persistent=False)
 
     def forward(self, text=None, text_mask=None, audio=None, audio_mask=None, sentiment=None, emotions=None,
-                return_routing: bool = False) -> MMoLREOutput:
+                return_routing: bool = False, dialogue=None, turn=None) -> MMoLREOutput:
         """text (B, T_t, text_dim), audio (B, T_a, audio_dim), masks (B, T) True = real position;
-        sentiment and emotions labels (NaN where absent; for cmu (B,) and (B, 6)) give the loss."""
+        sentiment and emotions labels (NaN where absent; for cmu (B,) and (B, 6)) give the loss;
+        dialogue and turn (B,) ints place each utterance in its dialogue (read by context=dialogue only)."""
         cfg = self.config
         inputs = {"text": (text, text_mask), "audio": (audio, audio_mask)}
         per_branch = {branch: {} for branch in cfg.branches}
@@ -333,6 +358,8 @@ class MMoLRE(nn.Module, PretrainedMixin):
         vectors = {}
         for branch in cfg.branches:
             vectors[branch], modality_gates = self.fusion[branch](per_branch[branch], masks)
+            if cfg.context == "dialogue":
+                vectors[branch] = self.context[branch](vectors[branch], dialogue, turn)
             if return_routing:
                 routing[f"fusion/{branch}"] = modality_gates.detach()
         vector = {task: vectors[JOINT if JOINT in vectors else task] for task in cfg.tasks}

@@ -15,6 +15,7 @@ TASKS = ("sa", "er")
 MODALITIES = ("text", "audio")
 EXPERTS = ("lowrank_conv", "lowrank_linear")
 ROUTERS = ("dense", "topk")
+CONTEXTS = ("none", "dialogue")  # none [paper]: each utterance alone | dialogue: the previous utterances too [ours]
 JOINT = "joint"  # the one path through UniTSE and fusion that both tasks share under hard sharing
 
 
@@ -63,6 +64,8 @@ class MMoLREConfig:
     dropout: float = 0.1         # [ours]
     label_space: str = DEFAULT   # what the heads predict and the losses compare (mmolre/label_spaces.py)
     modalities: tuple[str, ...] = MODALITIES  # a subset gives the unimodal runs
+    context: str = "none"        # none [paper] | dialogue: after fusion, the k previous utterances' fused vectors [ours]
+    context_window: int = 2      # k, the previous utterances of its dialogue an utterance sees [ours]
     variant: str = "mmolre"      # a key of VARIANTS: an ablation of the paper
     fused_experts: bool = True   # mixture as two wide convolutions; False = loop over experts
     er_loss_weight: float = 1.0  # lambda in L = L_SA + lambda * L_ER [ours]
@@ -81,7 +84,10 @@ class MMoLREConfig:
     def broken_rules(self) -> list[str]:
         """Every rule the values break, one sentence each naming the keys."""
         rules = [one_of("variant", self.variant, VARIANTS), one_of("expert", self.expert, EXPERTS),
-                 one_of("router", self.router, ROUTERS), one_of("label_space", self.label_space, LABEL_SPACES)]
+                 one_of("router", self.router, ROUTERS), one_of("label_space", self.label_space, LABEL_SPACES),
+                 one_of("context", self.context, CONTEXTS)]
+        if self.context_window < 1:
+            rules.append(f"context_window={self.context_window} must be >= 1 (previous utterances seen)")
         if self.variant in VARIANTS and self.label_space in LABEL_SPACES and not self.tasks:
             rules.append(f"variant={self.variant} has a head for {', '.join(self.ablation.tasks)} only, and label "
                          f"space {self.label_space} labels {', '.join(LABEL_SPACES[self.label_space])} only")
@@ -157,6 +163,12 @@ class MMoLREConfig:
         """Rank of the task-specific experts: the shared experts' rank, or their largest when they differ [ours]."""
         r = self.expert_rank
         return max(r) if isinstance(r, tuple) else r
+
+    @property
+    def context_params(self) -> int:
+        """Parameters of the dialogue-context module: W (d x 2d) and b per branch (0 without context)."""
+        d = self.d_model
+        return len(self.branches) * (2 * d * d + d) if self.context == "dialogue" else 0
 
     @property
     def expert_kernel(self) -> int:

@@ -34,7 +34,7 @@ def closed_form_params(cfg: MMoLREConfig) -> int:
     attention = 2 * (4 * d * d + 4 * d) + 2 * 2 * d if m == 2 else 0  # two MHA layers, two LayerNorms
     fusion = b * (attention + m * d * m + m)
     heads = sum(d * (d // 2) + d // 2 + (d // 2) * task.outputs + task.outputs for task in cfg.heads.values())
-    return inputs + len(cfg.modalities) * cfg.n_blocks * block + fusion + heads
+    return inputs + len(cfg.modalities) * cfg.n_blocks * block + fusion + heads + cfg.context_params
 
 
 def closed_form_flops(cfg: MMoLREConfig, t_text: int, t_audio: int) -> int:
@@ -63,6 +63,8 @@ def closed_form_flops(cfg: MMoLREConfig, t_text: int, t_audio: int) -> int:
         attention = 0
     total += b * (attention + 2 * m * d * m + 2 * m * d)  # gate over [p_t; p_a], weighted sum of pooled vectors
     total += sum(2 * d * (d // 2) + 2 * (d // 2) * task.outputs for task in cfg.heads.values())
+    if cfg.context == "dialogue":  # W [h; c] per branch (the mean over k previous vectors: additions, not counted)
+        total += b * 2 * (2 * d) * d
     return total
 
 
@@ -104,14 +106,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-dim", type=int, default=PAPER.audio_dim)
     parser.add_argument("--text-tokens", type=int, default=50)
     parser.add_argument("--audio-frames", type=int, default=250)
+    parser.add_argument("--context", choices=("none", "dialogue"), default="none",
+                        help="with the dialogue-context module after fusion (model.context)")
     parser.add_argument("--no-measure", action="store_true", help="closed form only (no model is built)")
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
     cfg = dataclasses.replace(PAPER, d_model=args.d_model, n_experts=args.n_experts, rank=args.rank,
-                              text_dim=args.text_dim, audio_dim=args.audio_dim)
+                              text_dim=args.text_dim, audio_dim=args.audio_dim, context=args.context)
     rows = info_rows(cfg, args.text_tokens, args.audio_frames, not args.no_measure)
-    print(f"MMoLRE d={cfg.d_model}, N={cfg.n_experts}, {cfg.n_blocks} blocks; one utterance of "
+    print(f"MMoLRE d={cfg.d_model}, N={cfg.n_experts}, {cfg.n_blocks} blocks, context {cfg.context}; one utterance of "
           f"{args.text_tokens} text tokens + {args.audio_frames} audio frames")
     print(f"{'model':<16}{'rank':>6}{'parameters':>16}{'GFLOPs/utt':>14}" + ("  measured (params, GFLOPs)" if
                                                                              not args.no_measure else ""))

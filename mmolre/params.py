@@ -167,6 +167,8 @@ class ModelParams(Section):
     top_k: PositiveInt = MODEL.top_k
     aux_loss_weight: NonNegativeFloat = MODEL.aux_loss_weight
     modalities: list[str] = list(MODEL.modalities)
+    context: str = MODEL.context
+    context_window: int = MODEL.context_window
 
     @model_validator(mode="after")
     def builds_the_model_config(self):
@@ -224,6 +226,7 @@ class EvaluateParams(Section):
     split: Literal["valid", "test"] = "test"
     batch_size: PositiveInt = 64
     robustness: bool = True  # also score text+audio models with a modality absent or replaced by noise
+    transfer: list[str] = []  # datasets whose test split the main model is also scored on (mmolre/transfer.py)
 
 
 SECTIONS = {"data": DataParams, "demo": DemoParams, "prepare": PrepareParams, "featurize": FeaturizeParams,

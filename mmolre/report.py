@@ -25,6 +25,7 @@ from sklearn.metrics import confusion_matrix  # noqa: E402
 from mmolre import EMOTIONS, MmolreError  # noqa: E402
 from mmolre.curves import read_curves
 from mmolre.files import atomic_dir, atomic_file  # noqa: E402
+from mmolre.label_spaces import DEFAULT, LABEL_SPACES  # noqa: E402
 from mmolre.metrics import accepted_metrics, flatten  # noqa: E402
 from mmolre.model_config import MODALITIES  # noqa: E402
 from mmolre.params import params_hash, run_spec  # noqa: E402
@@ -223,6 +224,10 @@ def render(params: dict, reports: Path, prepared: Path = Path("data/prepared"), 
     lines += runs_section(runs, params)
     lines += data_section(prepared / params["data"]["dataset"] / "counts.txt")
     lines += robustness_section(robust, runs, params)
+    space = details["features"].get("label_space", DEFAULT)
+    lines += context_section(runs, params, space)
+    transfer = reports / "transfer.json"
+    lines += transfer_section(read_json(transfer) if transfer.is_file() else {}, params, space)
     if any("acc7" in block.get("msa", {}) for block in metrics.values()):  # the CMU label space
         lines += field_section(metrics)
     lines += diff_section(metrics, params["promote"]["tag"])
@@ -291,6 +296,62 @@ def runs_section(runs: dict, params: dict) -> list[str]:
             "several `seeds` shows the mean ± the sample std over them.", "",
             table(["run", "modalities", "variant", "experts", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)",
                    "emotion WA", "emotion F1"], rows), ""]
+
+
+def headline_cell(metrics: dict | None) -> str:
+    """One task's headline in a cell: a regression's MAE, the emotions' mean F1, classes' weighted F1,
+    valence/arousal/dominance's mean CCC."""
+    if not metrics:
+        return "–"
+    if "mae" in metrics:
+        return "MAE " + mean_and_std(metrics, "mae", 3)
+    if "avg" in metrics:
+        return "F1 " + mean_and_std(metrics["avg"], "f1", 1)
+    if "f1" in metrics:
+        return "F1 " + mean_and_std(metrics, "f1", 1)
+    return "CCC " + number(float(np.mean([m["ccc"] for m in metrics.values()])), 3)
+
+
+def context_section(runs: dict, params: dict, space: str) -> list[str]:
+    """The runs with dialogue context beside those without (the paper's open question 1), with the
+    parameters the context module adds."""
+    specs = {run: run_spec(params, run) for run in runs}
+    if all(spec.context == "none" for spec in specs.values()):
+        return []
+    rows = []
+    for run, result in runs.items():
+        cfg = specs[run].config(label_space=space)
+        context = f"dialogue, k={cfg.context_window}" if cfg.context == "dialogue" else "none"
+        rows += [[run, "+".join(cfg.modalities), context, dataset, headline_cell(block.get("msa") or block.get("vad")),
+                  headline_cell(block.get("mer")), f"{cfg.context_params:,}"] for dataset, block in result.items()]
+    return ["## Dialogue context (model.context)", "",
+            "Each utterance also sees the fused vectors of the k previous utterances of its dialogue (a causal "
+            "module after fusion; the experts are untouched), beside the runs without. Seeds: mean ± std.", "",
+            table(["run", "modalities", "context", "dataset", "sentiment", "emotions", "parameters added"], rows), ""]
+
+
+def transfer_section(transfer: dict, params: dict, space: str) -> list[str]:
+    """The main model on other corpora's test splits, where the label spaces meet (mmolre/transfer.py)."""
+    if not transfer:
+        return []
+    rows, notes = [], []
+    for dataset, corpora in transfer.items():
+        for corpus, block in corpora.items():
+            sentiment, emotions = block.get("sentiment", {}), block.get("emotions", {})
+            rows.append([params["data"]["dataset"], corpus, *[number(sentiment.get(k), 1) for k in
+                                                              ("acc2", "f1_2", "acc3", "f1_3")],
+                         number(emotions.get("avg", {}).get("wa"), 1), number(emotions.get("avg", {}).get("f1"), 1)])
+            names = [e for e in emotions if e != "avg"]
+            own = LABEL_SPACES[space].get("er")
+            left = [e for e in own.labels if e not in names] if own else []
+            notes.append(f"- {corpus}: emotions compared: {', '.join(names) or 'none'}"
+                         + (f"; the model's {', '.join(left)} have no namesake there, left out" if left else ""))
+    return ["## Transfer without re-tuning (evaluate.transfer)", "",
+            "The main model scored on other corpora's test splits where the label spaces meet: sentiment's sign "
+            "(non-neutral labels) and its three classes, and the emotions named alike (WA and F1 of presence, "
+            "their mean).", "",
+            table(["trained on", "tested on", "sign Acc-2", "sign F1", "3-class Acc", "3-class F1", "emotion WA",
+                   "emotion F1"], rows), "", *notes, ""]
 
 
 def field_section(metrics: dict) -> list[str]:

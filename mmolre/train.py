@@ -212,7 +212,7 @@ def setup_seed(ctx: RunContext, seed: int) -> SeedSetup:
     optimizer = make_optimizer(model, ctx.cfg.lr, ctx.cfg.weight_decay, ctx.device)
     batches = loader(ctx.features, ctx.features.indices("train"), ctx.model_cfg.modalities, ctx.cfg.batch_size,
                      shuffle=True, seed=seed, workers=ctx.cfg.workers, rank=ctx.dist.rank, world=ctx.dist.world,
-                     store=ctx.store)
+                     store=ctx.store, dialogues=ctx.model_cfg.context == "dialogue")
     return SeedSetup(model, forward, optimizer, batches)
 
 

@@ -1,5 +1,6 @@
 """IEMOCAP (Busso et al., 2008): five sessions of dyadic conversations, each utterance with a categorical
-emotion (annotators' majority) and valence / arousal / dominance in [1, 5].
+emotion (annotators' majority) and valence / arousal / dominance in [1, 5]; an utterance's turn in its dialog
+(`utterance_index`, by start time over all its utterances) serves model.context=dialogue.
 
 Licensed: request it at sail.usc.edu; mmolre reads the release you hold, `mmolre download --set
 data.dataset=iemocap --from-archive PATH` with PATH the IEMOCAP_full_release folder or its archive (tar, tar.gz,
@@ -35,7 +36,7 @@ from mmolre.label_spaces import IEMOCAP_6, LABEL_SPACES
 CORPORA = ("iemocap",)
 LABEL_SPACE = "iemocap4"
 LABEL_SPACE_CHOICES = ("iemocap4", "iemocap6", "iemocap4_vad", "iemocap6_vad")
-EXTRA_COLUMNS = {"session": int, "speaker": str}
+EXTRA_COLUMNS = {"session": int, "speaker": str, "utterance_index": int}  # utterance_index: its turn, by start time
 SESSIONS = (1, 2, 3, 4, 5)
 VALID_SHARE = 0.1  # [ours] of the training sessions' dialogues
 CODES = {"iemocap4": {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"},
@@ -98,12 +99,15 @@ def read_evaluations(folder: Path) -> pd.DataFrame:
     for path in sorted(folder.glob("Session[1-5]/dialog/EmoEvaluation/*.txt")):
         for line in path.read_text(errors="replace").splitlines():
             if match := SUMMARY.match(line):
-                _, _, utterance, code, v, a, d = match.groups()
+                start, _, utterance, code, v, a, d = match.groups()
                 rows.append({"utterance": utterance, "session": int(path.parts[-4][-1]), "dialog": path.stem,
-                             "code": code, "valence": float(v), "arousal": float(a), "dominance": float(d)})
+                             "start": float(start), "code": code, "valence": float(v), "arousal": float(a),
+                             "dominance": float(d)})
     if not rows:
         raise MmolreError(f"{folder}: no EmoEvaluation summary lines (`[start - end]<TAB>utt<TAB>code<TAB>[V, A, D]`)")
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table["turn"] = table.groupby("dialog").start.rank(method="first").astype(int) - 1  # over every utterance
+    return table
 
 
 def read_transcripts(folder: Path) -> dict[str, str]:
@@ -147,7 +151,7 @@ def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
         rows.append({"utterance_id": row.utterance, "video_id": row.dialog, "dataset": "iemocap", "split": row.split,
                      "start_s": 0.0, "end_s": seconds, "audio_path": wav.relative_to(raw_root).as_posix(),
                      "text": texts[row.utterance], "emotion": codes[row.code], **vad, "session": row.session,
-                     "speaker": f"Ses0{row.session}{row.utterance.rsplit('_', 1)[1][0]}"})
+                     "speaker": f"Ses0{row.session}{row.utterance.rsplit('_', 1)[1][0]}", "utterance_index": row.turn})
     out.table = pd.DataFrame(rows)
     out.notes.append(f"fold: session {test_session} is the test split; label space {space}; codes outside it left "
                      f"out: " + ", ".join(f"{c} {n}" for c, n in other.code.value_counts().items()))
