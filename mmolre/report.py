@@ -338,10 +338,10 @@ def transfer_section(transfer: dict, params: dict, space: str) -> list[str]:
     for dataset, corpora in transfer.items():
         for corpus, block in corpora.items():
             sentiment, emotions = block.get("sentiment", {}), block.get("emotions", {})
-            rows.append([params["data"]["dataset"], corpus, *[number(sentiment.get(k), 1) for k in
+            rows.append([params["data"]["dataset"], corpus, *[mean_and_std(sentiment, k, 1) for k in
                                                               ("acc2", "f1_2", "acc3", "f1_3")],
-                         number(emotions.get("avg", {}).get("wa"), 1), number(emotions.get("avg", {}).get("f1"), 1)])
-            names = [e for e in emotions if e != "avg"]
+                         mean_and_std(emotions.get("avg", {}), "wa", 1), mean_and_std(emotions.get("avg", {}), "f1", 1)])
+            names = [e for e in emotions if e != "avg" and not e.endswith("_std")]
             own = LABEL_SPACES[space].get("er")
             left = [e for e in own.labels if e not in names] if own else []
             notes.append(f"- {corpus}: emotions compared: {', '.join(names) or 'none'}"

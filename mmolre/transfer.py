@@ -12,7 +12,8 @@ data.dataset=<dataset> ...`). A model and a corpus are compared where their labe
   happy/joy and sad/sadness are not matched by name), each as presence (MOSEI's intensity > 0, or the
   corpus's class; predicted: probability > 0.5, or the predicted class) with WA and F1 per emotion and
   their mean, as MOSEI's MER. The emotions left out are named in the report.
-reports/transfer.json: {dataset: {corpus: {"sentiment": {...}, "emotions": {...}}}}.
+reports/transfer.json: {dataset: {corpus: {"sentiment": {...}, "emotions": {...}}}}; with several seeds in
+`runs.main.seeds`, the mean over the seeds' models and the sample std beside each (`<key>_std`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from mmolre.evaluate import MAIN_RUN, add_arguments, labelled, trained_model, wr
 from mmolre.features import FeatureFile, feature_path
 from mmolre.inference import infer
 from mmolre.label_spaces import LABEL_SPACES, Task
-from mmolre.metrics import mer_metrics
-from mmolre.params import EvaluateParams, build
+from mmolre.metrics import mean_std, mer_metrics
+from mmolre.params import EvaluateParams, build, run_seeds
 
 ENCODER_KEYS = ("text_encoder", "audio_encoder", "text_layer", "audio_layer", "sample_rate")
 SIMS_EDGES = (-0.1, 0.1)  # MMSA's SIMS Acc-3 bins (low, high]
@@ -127,18 +128,20 @@ def same_encoders(model, features: FeatureFile) -> None:
 def transfer(params: dict, features_root: Path, models_root: Path, reports: Path) -> dict:
     cfg = build(EvaluateParams, params, "evaluate")
     device = pick_device(params["train"]["device"])
-    out = {}
-    if cfg.transfer:
+    out, models = {}, []
+    if cfg.transfer:  # the main run's model of each seed (the first in models/main, the others beside it)
         own = FeatureFile(feature_path(params, features_root))
-        model = trained_model(models_root / MAIN_RUN, MAIN_RUN, own, device)
+        seeds = run_seeds(params, MAIN_RUN)
+        folders = [models_root / MAIN_RUN, *(models_root / MAIN_RUN / "seeds" / str(s) for s in seeds[1:])]
+        models = [trained_model(folder, MAIN_RUN, own, device) for folder in folders]
     for dataset in cfg.transfer:
         path = feature_path({**params, "data": {**params["data"], "dataset": dataset}}, features_root)
         if not path.is_file():
             raise MmolreError(f"evaluate.transfer: {path} not found; featurize {dataset} with the same encoders "
                               f"first: `mmolre download/prepare/featurize --set data.dataset={dataset} ...`")
         features = FeatureFile(path)
-        same_encoders(model, features)
-        out[dataset] = transfer_scores(model, features, cfg.batch_size, device)
+        same_encoders(models[0], features)
+        out[dataset] = mean_std([transfer_scores(m, features, cfg.batch_size, device) for m in models])
         print(f"transfer: {params['data']['dataset']} -> {dataset}: "
               + "; ".join(f"{corpus} {', '.join(f'{k} {v:.1f}' for k, v in b.get('sentiment', {}).items())}"
                           for corpus, b in out[dataset].items()))

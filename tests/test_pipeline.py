@@ -27,7 +27,7 @@ def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches
     dvc = [sys.executable, "-m", "dvc"]
     first = sh(repo, *dvc, "repro")
     assert ran_stages(first) == {"download", "prepare", "featurize", "train@main", "train@text_only",
-                                 "train@audio_only", "evaluate", "report"}
+                                 "train@audio_only", "evaluate", "transfer", "report"}
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(metrics["demo"]) == {"msa", "mer"}
     assert (repo / "reports" / "report.md").is_file() and (repo / "reports" / "figures" / "routing.png").is_file()
@@ -40,7 +40,7 @@ def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches
     sh(repo, "git", "commit", "-qm", "first run")
     set_yaml(repo / "params.yaml", "train", "lr", 0.01)
     third = sh(repo, *dvc, "repro")
-    assert ran_stages(third) == {"train@main", "train@text_only", "train@audio_only", "evaluate", "report"}
+    assert ran_stages(third) == {"train@main", "train@text_only", "train@audio_only", "evaluate", "transfer", "report"}
 
     diff = json.loads(sh(repo, *dvc, "metrics", "diff", "--json").strip().splitlines()[-1])
     changed = diff["reports/metrics.json"]
@@ -63,7 +63,8 @@ def test_a_second_repro_in_the_same_workspace_is_refused_and_the_first_finishes(
     said = second.stdout + second.stderr  # DVC's repo lock, or its per-output read/write lock
     assert second.returncode != 0 and ("Unable to acquire lock" in said or "is busy" in said), said
     assert first.wait(600) == 0, log.read_text()
-    assert ran_stages(log.read_text()) == {"train@main", "train@text_only", "train@audio_only", "evaluate", "report"}
+    assert ran_stages(log.read_text()) == {"train@main", "train@text_only", "train@audio_only", "evaluate", "transfer",
+                                           "report"}
     assert "Data and pipelines are up to date" in sh(repo, sys.executable, "-m", "dvc", "repro")
 
 

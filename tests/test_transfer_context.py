@@ -152,27 +152,30 @@ def test_a_demo_model_is_scored_on_mosi_sims_and_meld_where_their_spaces_meet(ti
     prepared_table(meld, tmp_path)
     featurize(meld, tmp_path / "prepared", tmp_path / "raw", tmp_path / "features")
 
-    params = {**tiny_params, "train": {**tiny_params["train"], "epochs": 1}, "runs": {"main": {}},
+    params = {**tiny_params, "train": {**tiny_params["train"], "epochs": 1}, "runs": {"main": {"seeds": [1111, 7]}},
               "evaluate": {**tiny_params["evaluate"], "transfer": ["mosi", "sims", "meld"]}}
     train(params, "main", tmp_path / "features", tmp_path / "models", tmp_path / "reports" / "train")
     evaluate(params, tmp_path / "features", tmp_path / "models", tmp_path / "reports")
     scores = transfer(params, tmp_path / "features", tmp_path / "models", tmp_path / "reports")
     assert json.loads((tmp_path / "reports" / "transfer.json").read_text()).keys() == {"mosi", "sims", "meld"}
     assert set(scores["mosi"]["mosi"]) == {"sentiment"} and set(scores["sims"]["sims"]) == {"sentiment"}
-    assert set(scores["mosi"]["mosi"]["sentiment"]) == {"acc2", "f1_2", "acc3", "f1_3"}
+    assert set(scores["mosi"]["mosi"]["sentiment"]) == {"acc2", "f1_2", "acc3", "f1_3", "acc2_std", "f1_2_std",
+                                                        "acc3_std", "f1_3_std"}
     assert set(scores["meld"]["meld"]["emotions"]) == {"anger", "surprise", "fear", "disgust", "avg"}
+    assert "acc3_std" in scores["sims"]["sims"]["sentiment"]  # two seeds: their mean and std
 
     model = MMoLRE.from_pretrained(tmp_path / "models" / "main")
     features = FeatureFile(next((tmp_path / "features" / "mosi").glob("*.h5")))
     test = features.indices("test")
     from mmolre.inference import infer
 
-    pred = infer(model, features, test, 8, torch.device("cpu"))["sentiment"]
+    seeds = [model, MMoLRE.from_pretrained(tmp_path / "models" / "main" / "seeds" / "7")]
+    preds = [infer(m, features, test, 8, torch.device("cpu"))["sentiment"] for m in seeds]
     label = features.sentiment[test]  # 2.4, -1.2, 0.0, -2.8: by hand, sign over the three non-neutral
     assert scores["mosi"]["mosi"]["sentiment"]["acc2"] == pytest.approx(
-        100 * np.mean((pred[label != 0] > 0) == (label[label != 0] > 0)))
+        np.mean([100 * np.mean((p[label != 0] > 0) == (label[label != 0] > 0)) for p in preds]))
     assert scores["mosi"]["mosi"]["sentiment"]["acc3"] == pytest.approx(
-        100 * np.mean(np.round(np.clip(pred, -1, 1)) == np.sign(label)))
+        np.mean([100 * np.mean(np.round(np.clip(p, -1, 1)) == np.sign(label)) for p in preds]))
     text = report(params, tmp_path / "reports").read_text()
     assert "## Transfer without re-tuning" in text and "| demo | meld |" in text
     assert "meld: emotions compared: anger, surprise, fear, disgust; the model's happy, sad have no namesake" in text
