@@ -257,11 +257,13 @@ def score_run(params: dict, cfg: EvaluateParams, run: str, model, result: dict, 
 
 
 def write_details(path: Path, split: str, features: FeatureFile, routing: dict) -> None:
-    """Feature provenance, the main run's mean router gates and top-1 shares (the report's plot data)."""
-    gates = {k: v for k, v in routing.items() if not k.startswith("top1/")}
-    top1 = {k.removeprefix("top1/"): v for k, v in routing.items() if k.startswith("top1/")}
+    """Feature provenance, the main run's mean router gates and top-1 shares, and with a sparse router the mean
+    number of experts a token uses per block (the report's plot data)."""
+    gates = {k: v for k, v in routing.items() if not k.startswith(("top1/", "active/"))}
+    part = lambda prefix: {k.removeprefix(prefix): v for k, v in routing.items() if k.startswith(prefix)}
+    active = {k: v[0] for k, v in part("active/").items()}  # experts per token (top-k / top-p routers only)
     write_json(path, {"split": split, "features": {k: str(v) for k, v in features.attrs.items()}, "gates": gates,
-                      "top1": top1})
+                      "top1": part("top1/"), **({"active": active} if active else {})})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

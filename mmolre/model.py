@@ -84,25 +84,38 @@ class ExpertGroup(nn.Module):
         return F.conv1d(hidden, weight) + (gates @ bias).transpose(1, 2)  # + sum_e g_e b2_e
 
 
+def top_p_gates(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """Per token the fewest experts whose probabilities reach `p` (largest first), renormalised to sum 1:
+    a token the router is sure of keeps one expert, an uncertain ("harder") one keeps more."""
+    ordered, order = probs.sort(-1, descending=True)
+    before = ordered.cumsum(-1) - ordered  # the mass of the larger ones
+    kept = torch.where(before < p, ordered, 0.0)
+    kept = torch.zeros_like(probs).scatter(-1, order, kept)
+    return kept / kept.sum(-1, keepdim=True)
+
+
 class ExpertMixture(nn.Module):
     """One task's mixture: y = sum_n g_n(x) f_sh^(n)(x) + g_{N+1}(x) f_ts(x), g = softmax(router(x)) per token
-    (router=topk: only the top_k largest gates kept, renormalised to sum 1).
+    (router=topk: only the top_k largest gates kept, renormalised to sum 1; router=top_p: the fewest largest
+    gates reaching top_p, renormalised [ours]).
 
     Ablations drop the shared group (no_shared) or the task-specific expert (no_specific).
     """
 
     def __init__(self, shared: ExpertGroup | None, specific_rank: int | None, d: int, kernel_size: int, fused: bool,
-                 top_k: int | None = None):
+                 top_k: int | None = None, top_p: float | None = None):
         super().__init__()
         self.shared = [shared] if shared else []  # a list: the group is registered once, by the block
         self.specific = ExpertGroup((specific_rank,), d, kernel_size, fused) if specific_rank else None
         self.n_shared = len(shared.experts) if shared else 0
         self.router = nn.Linear(d, self.n_shared + int(specific_rank is not None))
-        self.top_k = top_k
+        self.top_k, self.top_p = top_k, top_p
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, d) -> gates (B, T, E) and router probabilities (B, T, E)."""
         probs = torch.softmax(self.router(x), dim=-1)
+        if self.top_p is not None:
+            return top_p_gates(probs, self.top_p), probs
         if not self.top_k:
             return probs, probs
         top = probs.topk(self.top_k, dim=-1)
@@ -142,8 +155,9 @@ class UniTSEBlock(nn.Module):
         d, k = cfg.d_model, cfg.expert_kernel
         self.shared = ExpertGroup(cfg.shared_ranks, d, k, cfg.fused_experts) if cfg.n_shared else None
         self.top_k = cfg.top_k if cfg.router == "topk" else None
+        top_p = cfg.top_p if cfg.router == "top_p" else None
         self.mixtures = nn.ModuleDict({branch: ExpertMixture(
-            self.shared, cfg.specific_rank if cfg.task_specific else None, d, k, cfg.fused_experts, self.top_k)
+            self.shared, cfg.specific_rank if cfg.task_specific else None, d, k, cfg.fused_experts, self.top_k, top_p)
             for branch in cfg.branches})
         self.norms = nn.ModuleDict({branch: nn.LayerNorm(d) for branch in cfg.branches})
         self.dropout = nn.Dropout(cfg.dropout)
@@ -312,6 +326,20 @@ def predictions(task: Task, output: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(output.float()) if task.kind == "presence" else torch.softmax(output.float(), -1)
 
 
+def routing_summary(gates: list[dict[str, torch.Tensor]], mask: torch.Tensor, modality: str, sparse: bool) -> dict:
+    """Per block and branch of one modality, over its real tokens: the mean gate per expert, the share of
+    tokens each expert leads (top1/), and with a sparse router the experts a token uses (active/)."""
+    out = {}
+    for b, block_gates in enumerate(gates, start=1):
+        for branch, g in block_gates.items():
+            key = f"block{b}/{modality}/{branch}"
+            out[key] = masked_mean(g, mask).detach()
+            out[f"top1/{key}"] = masked_mean(F.one_hot(g.argmax(-1), g.shape[-1]).to(g.dtype), mask).detach()
+            if sparse:  # dense: every expert
+                out[f"active/{key}"] = masked_mean((g > 0).sum(-1, keepdim=True).to(g.dtype), mask).detach()
+    return out
+
+
 class MMoLRE(nn.Module, PretrainedMixin):
     """Encoder features -> UniTSE per modality -> task-adaptive fusion per task -> SA and ER heads.
     Saved and loaded as a folder (`save_pretrained` / `MMoLRE.from_pretrained("models/main")`, mmolre/hub.py)."""
@@ -350,11 +378,7 @@ class MMoLRE(nn.Module, PretrainedMixin):
             for branch in cfg.branches:
                 per_branch[branch][m] = xs[branch]
             if return_routing:
-                for b, block_gates in enumerate(gates, start=1):
-                    for branch, g in block_gates.items():
-                        routing[f"block{b}/{m}/{branch}"] = masked_mean(g, masks[m]).detach()
-                        top1 = F.one_hot(g.argmax(-1), g.shape[-1]).to(g.dtype)  # share of tokens led by each expert
-                        routing[f"top1/block{b}/{m}/{branch}"] = masked_mean(top1, masks[m]).detach()
+                routing |= routing_summary(gates, masks[m], m, sparse=cfg.router != "dense")
         vectors = {}
         for branch in cfg.branches:
             vectors[branch], modality_gates = self.fusion[branch](per_branch[branch], masks)

@@ -14,7 +14,7 @@ from mmolre.label_spaces import DEFAULT, LABEL_SPACES, Task
 TASKS = ("sa", "er")
 MODALITIES = ("text", "audio")
 EXPERTS = ("lowrank_conv", "lowrank_linear")
-ROUTERS = ("dense", "topk")
+ROUTERS = ("dense", "topk", "top_p")
 CONTEXTS = ("none", "dialogue")  # none [paper]: each utterance alone | dialogue: the previous utterances too [ours]
 JOINT = "joint"  # the one path through UniTSE and fusion that both tasks share under hard sharing
 
@@ -58,6 +58,7 @@ class MMoLREConfig:
     expert: str = "lowrank_conv"  # lowrank_conv [paper] | lowrank_linear: first layer k=1 (LoRA-style, no temporal kernel)
     router: str = "dense"        # dense [paper]: softmax over all experts | topk: the top_k largest gates, renormalised
     top_k: int = 2               # experts kept per token with router=topk
+    top_p: float = 0.7           # router=top_p: per token the fewest experts whose gates reach p, renormalised [ours]
     aux_loss_weight: float = 0.01  # weight of the load-balancing loss with router=topk [ours]
     n_blocks: int = 2            # UniTSE blocks per modality [paper]
     n_heads: int = 8             # heads of the cross-modal attention in fusion [ours]
@@ -86,6 +87,8 @@ class MMoLREConfig:
         rules = [one_of("variant", self.variant, VARIANTS), one_of("expert", self.expert, EXPERTS),
                  one_of("router", self.router, ROUTERS), one_of("label_space", self.label_space, LABEL_SPACES),
                  one_of("context", self.context, CONTEXTS)]
+        if not 0 < self.top_p <= 1:
+            rules.append(f"top_p={self.top_p} must lie in (0, 1] (the router probability the kept experts reach)")
         if self.context_window < 1:
             rules.append(f"context_window={self.context_window} must be >= 1 (previous utterances seen)")
         if self.variant in VARIANTS and self.label_space in LABEL_SPACES and not self.tasks:

@@ -165,6 +165,7 @@ class ModelParams(Section):
     expert: str = MODEL.expert
     router: str = MODEL.router
     top_k: PositiveInt = MODEL.top_k
+    top_p: float = MODEL.top_p
     aux_loss_weight: NonNegativeFloat = MODEL.aux_loss_weight
     modalities: list[str] = list(MODEL.modalities)
     context: str = MODEL.context

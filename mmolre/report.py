@@ -224,6 +224,7 @@ def render(params: dict, reports: Path, prepared: Path = Path("data/prepared"), 
     lines += runs_section(runs, params)
     lines += data_section(prepared / params["data"]["dataset"] / "counts.txt")
     lines += robustness_section(robust, runs, params)
+    lines += active_section(details.get("active", {}))
     space = details["features"].get("label_space", DEFAULT)
     lines += context_section(runs, params, space)
     transfer = reports / "transfer.json"
@@ -287,6 +288,7 @@ def runs_section(runs: dict, params: dict) -> list[str]:
     for run, result in runs.items():
         spec = run_spec(params, run)
         design = f"{spec.expert}, {spec.router}" + (f" k={spec.top_k}" if spec.router == "topk" else "") + \
+            (f" p={spec.top_p}" if spec.router == "top_p" else "") + \
             f", r={spec.rank}"
         rows += [[run, "+".join(spec.modalities), spec.variant, design, dataset, *summary_cells(block)]
                  for dataset, block in result.items()]
@@ -310,6 +312,17 @@ def headline_cell(metrics: dict | None) -> str:
     if "f1" in metrics:
         return "F1 " + mean_and_std(metrics, "f1", 1)
     return "CCC " + number(float(np.mean([m["ccc"] for m in metrics.values()])), 3)
+
+
+def active_section(active: dict[str, float]) -> list[str]:
+    """The main run's mean number of experts a token uses, per block, modality and branch (sparse routers)."""
+    if not active:
+        return []
+    rows = [[*key.split("/"), f"{value:.2f}"] for key, value in sorted(active.items())]
+    return ["## Experts per token (main run)", "",
+            "With a top-k or top-p router, the mean number of experts each real token of the split is routed to "
+            "(top-p keeps more for the tokens its router is unsure of).", "",
+            table(["block", "modality", "branch", "experts per token"], rows), ""]
 
 
 def context_section(runs: dict, params: dict, space: str) -> list[str]:

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from mmolre.label_spaces import LABEL_SPACES
-from mmolre.model import ExpertMixture, LowRankExpert, MMoLRE, UniTSEBlock, load_balancing_loss, multitask_loss
+from mmolre.model import (ExpertMixture, LowRankExpert, MMoLRE, UniTSEBlock, load_balancing_loss, multitask_loss,
+                          top_p_gates)
 from mmolre.model_config import JOINT, TASKS, MMoLREConfig
 
 
@@ -120,7 +121,8 @@ def test_shared_experts_are_shared_across_tasks_and_block_output_is_residual_lay
 
 
 DESIGNS = [{}, {"expert": "lowrank_linear"}, {"router": "topk", "top_k": 2}, {"rank": (2, 4, 6)},
-           {"rank": (2, 4, 6), "expert": "lowrank_linear", "router": "topk", "top_k": 3}]
+           {"rank": (2, 4, 6), "expert": "lowrank_linear", "router": "topk", "top_k": 3},
+           {"router": "top_p", "top_p": 0.6}]
 
 
 @pytest.mark.parametrize("design", DESIGNS, ids=lambda d: "-".join(f"{k}={v}" for k, v in d.items()) or "paper")
@@ -178,6 +180,33 @@ def test_loss_uses_only_the_labels_a_sample_has():
     assert (loss_sa.item(), loss_er.item()) == (0.0, 0.0)
     loss.backward()
     assert torch.equal(pred.grad, torch.zeros(3))
+
+
+def test_top_p_keeps_the_fewest_experts_reaching_p_and_renormalises():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.9, 0.04, 0.03, 0.03], [0.25, 0.25, 0.25, 0.25]])
+    gates = top_p_gates(probs, 0.7)
+    assert (gates > 0).sum(-1).tolist() == [2, 1, 3]  # 0.5 + 0.3 >= 0.7; 0.9 alone; three quarters
+    assert torch.allclose(gates.sum(-1), torch.ones(3))
+    assert torch.allclose(gates[0], torch.tensor([0.5, 0.3, 0, 0]) / 0.8)
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(200, 6, generator=g) * 2, -1)
+    for p in (0.3, 0.7, 0.95):
+        gates = top_p_gates(probs, p)
+        kept = gates > 0
+        assert torch.allclose(gates.sum(-1), torch.ones(200))
+        assert ((probs * kept).sum(-1) >= p - 1e-6).all()  # they reach p ...
+        ordered = probs.sort(-1, descending=True).values
+        fewest = (ordered.cumsum(-1) < p - 1e-6).sum(-1) + 1  # ... and no fewer experts would
+        assert torch.equal(kept.sum(-1), fewest)
+
+
+def test_top_p_reports_the_experts_each_token_uses():
+    model = MMoLRE(tiny(router="top_p", top_p=0.5)).eval()
+    out = model(**inputs(), return_routing=True)
+    active = {k: v for k, v in out.routing.items() if k.startswith("active/")}
+    assert sorted(active) == sorted(f"active/block{b}/{m}/{t}" for b in (1, 2) for m in ("audio", "text") for t in TASKS)
+    assert all(((1 <= v) & (v <= 4)).all() for v in active.values())  # of 3 shared + 1 task expert
+    assert not any(k.startswith("active/") for k in MMoLRE(tiny()).eval()(**inputs(), return_routing=True).routing)
 
 
 def test_class_losses_are_cross_entropy_over_the_labelled_rows():
@@ -382,11 +411,12 @@ def test_topk_model_loss_adds_the_weighted_load_balancing_loss():
 
 @pytest.mark.parametrize("design, rule", [
     ({"rank": (2, 4)}, "rank=[2, 4] needs one rank per shared expert (n_experts=3)"),
-    ({"router": "sparse"}, "router='sparse': choose one of dense, topk"),
+    ({"router": "sparse"}, "router='sparse': choose one of dense, topk, top_p"),
     ({"router": "topk", "top_k": 9}, "top_k=9: a mixture has 4 expert(s) with n_experts=3 and variant=mmolre; "
                                      "choose 1 <= top_k <= 4"),
     ({"router": "topk", "top_k": 4, "variant": "no_specific"},
      "top_k=4: a mixture has 3 expert(s) with n_experts=3 and variant=no_specific; choose 1 <= top_k <= 3"),
+    ({"router": "top_p", "top_p": 0.0}, "top_p=0.0 must lie in (0, 1] (the router probability the kept experts reach)"),
 ])
 def test_design_choices_are_validated(design, rule):
     with pytest.raises(ValueError) as raised:

@@ -30,6 +30,7 @@ def test_paper_size_low_rank_against_full_rank_twin():
 
 
 @pytest.mark.parametrize("design", [{"expert": "lowrank_linear"}, {"rank": (2, 4, 6)}, {"router": "topk", "top_k": 2},
+                                    {"router": "top_p", "top_p": 0.5},
                                     {"rank": (2, 4, 6), "expert": "lowrank_linear", "variant": "no_specific"},
                                     {"rank": (2, 4, 6), "variant": "full_rank"}])
 def test_closed_form_matches_every_expert_design(design):

@@ -108,7 +108,7 @@ MODEL_RULES = [
     (["model.variant=nope"], "model", "variant='nope': choose one of mmolre, no_shared, no_specific, full_rank, "
                                       "hard_sharing, msa_only, mer_only"),
     (["model.expert=lowrank_mlp"], "model", "expert='lowrank_mlp': choose one of lowrank_conv, lowrank_linear"),
-    (["model.router=switch"], "model", "router='switch': choose one of dense, topk"),
+    (["model.router=switch"], "model", "router='switch': choose one of dense, topk, top_p"),
     (["runs.main.modalities=[video]"], "runs.main", "modalities='video': choose one of text, audio"),
     (["runs.main.modalities=[]"], "runs.main", "modalities=[]: a non-empty subset of text, audio"),
     (["model.n_heads=3"], "model", "n_heads=3 must divide d_model=128"),

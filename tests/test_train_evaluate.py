@@ -199,6 +199,21 @@ def test_single_task_variants_train_and_report_only_their_task(tiny_demo, tmp_pa
     assert model.config.variant == "mer_only" and model.sa_head is None
 
 
+def test_a_top_p_run_reports_the_experts_each_token_uses(tiny_demo, tmp_path):
+    """router=top_p: details.json holds the mean number of experts per token of each block, modality and task
+    branch (1 to N+1), and the report tabulates it; a dense run's details have no such entry."""
+    import json
+
+    params = {**tiny_demo["params"], "runs": {"main": {"router": "top_p", "top_p": 0.6}}}
+    train(params, "main", tiny_demo["features"], tmp_path / "models", tmp_path / "reports" / "train")
+    evaluate(params, tiny_demo["features"], tmp_path / "models", tmp_path / "reports")
+    active = json.loads((tmp_path / "reports" / "eval" / "details.json").read_text())["active"]
+    assert len(active) == 2 * 2 * 2 and all(1 <= v <= 3 for v in active.values())  # 2 shared + 1 task expert
+    text = report(params, tmp_path / "reports").read_text()
+    assert "## Experts per token (main run)" in text and f"| block1 | text | sa | {active['block1/text/sa']:.2f} |" in text
+    assert "| lowrank_conv, top_p p=0.6, r=4 |" in text  # the runs table names the router and its p
+
+
 def test_a_full_disk_leaves_the_previous_report_whole(trained, tmp_path, monkeypatch):
     import errno
     import shutil
