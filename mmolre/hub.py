@@ -24,6 +24,11 @@ class PretrainedMixin:
 
     config_class: type
 
+    @classmethod
+    def build(cls, config):
+        """The module of a config (a class may pick another, e.g. by the config's architecture)."""
+        return cls(config)
+
     def save_pretrained(self, folder: str | Path, **provenance) -> Path:
         """Write `folder` (replaced as a unit): the weights as safetensors, config and provenance as JSON."""
         folder = Path(folder)
@@ -42,7 +47,7 @@ class PretrainedMixin:
         folder = resolve(name_or_path, revision)
         try:
             config = json.loads((folder / CONFIG_NAME).read_text())
-            model = cls(cls.config_class.from_saved(config["model"]))
+            model = cls.build(cls.config_class.from_saved(config["model"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise MmolreError(f"{folder / CONFIG_NAME}: not an mmolre model config ({type(e).__name__}: {e})") from None
         try:

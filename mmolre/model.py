@@ -340,11 +340,59 @@ def routing_summary(gates: list[dict[str, torch.Tensor]], mask: torch.Tensor, mo
     return out
 
 
-class MMoLRE(nn.Module, PretrainedMixin):
+class TaskHeads:
+    """What every model of mmolre has after its fusion (MMoLRE and the baselines of mmolre/baselines/, so that
+    only the fusion differs): the task heads, the multi-task loss, the inputs' standardisation."""
+
+    def add_heads(self, cfg: MMoLREConfig) -> None:
+        self.sa_head = head(cfg.d_model, cfg.heads["sa"].outputs, cfg.dropout) if "sa" in cfg.tasks else None
+        self.er_head = head(cfg.d_model, cfg.heads["er"].outputs, cfg.dropout) if "er" in cfg.tasks else None
+        pos_weight = torch.tensor(cfg.emotion_pos_weight) if cfg.emotion_pos_weight else None
+        self.register_buffer("pos_weight", pos_weight, persistent=False)
+
+    def apply_heads(self, vector: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Each head on its task's fused vector; a one-target sentiment as (B,), other heads (B, outputs)."""
+        sentiment = self.sa_head(vector["sa"]) if self.sa_head is not None else None
+        if sentiment is not None and sentiment.shape[-1] == 1:
+            sentiment = sentiment.squeeze(-1)
+        return sentiment, self.er_head(vector["er"]) if self.er_head is not None else None
+
+    def head_outputs(self, vector: dict, routing: dict, sentiment, emotions) -> MMoLREOutput:
+        """The heads' outputs, and the multi-task loss when labels are given."""
+        out = MMoLREOutput(*self.apply_heads(vector), routing=routing)
+        if sentiment is not None and emotions is not None:
+            out.loss, out.loss_sa, out.loss_er = multitask_loss(
+                self.config.heads, {"sa": out.sentiment, "er": out.emotions}, {"sa": sentiment, "er": emotions},
+                self.pos_weight, self.config.er_loss_weight)
+        return out
+
+    @torch.no_grad()
+    def set_feature_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """modality -> (mean, std) of the train split's features, used by InputProjection."""
+        for m, (mean, std) in stats.items():
+            if m in self.inputs:
+                self.inputs[m].mean.copy_(mean)
+                self.inputs[m].std.copy_(std.clamp(min=1e-5))
+
+
+def build_model(cfg: MMoLREConfig) -> nn.Module:
+    """The model of `cfg.arch`: MMoLRE, or a baseline of mmolre/baselines/ with the same heads and loss."""
+    if cfg.arch == "mmolre":
+        return MMoLRE(cfg)
+    from mmolre.baselines import baseline_class
+
+    return baseline_class(cfg.arch)(cfg)
+
+
+class MMoLRE(nn.Module, PretrainedMixin, TaskHeads):
     """Encoder features -> UniTSE per modality -> task-adaptive fusion per task -> SA and ER heads.
     Saved and loaded as a folder (`save_pretrained` / `MMoLRE.from_pretrained("models/main")`, mmolre/hub.py)."""
 
     config_class = MMoLREConfig
+
+    @classmethod
+    def build(cls, config: MMoLREConfig) -> nn.Module:
+        return build_model(config)
 
     def __init__(self, cfg: MMoLREConfig):
         super().__init__()
@@ -355,10 +403,7 @@ class MMoLRE(nn.Module, PretrainedMixin):
         self.fusion = nn.ModuleDict({branch: TaskAdaptiveFusion(cfg) for branch in cfg.branches})
         if cfg.context == "dialogue":
             self.context = nn.ModuleDict({b: DialogueContext(cfg.d_model, cfg.context_window) for b in cfg.branches})
-        self.sa_head = head(cfg.d_model, cfg.heads["sa"].outputs, cfg.dropout) if "sa" in cfg.tasks else None
-        self.er_head = head(cfg.d_model, cfg.heads["er"].outputs, cfg.dropout) if "er" in cfg.tasks else None
-        pos_weight = torch.tensor(cfg.emotion_pos_weight) if cfg.emotion_pos_weight else None
-        self.register_buffer("pos_weight", pos_weight, persistent=False)
+        self.add_heads(cfg)
 
     def forward(self, text=None, text_mask=None, audio=None, audio_mask=None, sentiment=None, emotions=None,
                 return_routing: bool = False, dialogue=None, turn=None) -> MMoLREOutput:
@@ -387,27 +432,8 @@ class MMoLRE(nn.Module, PretrainedMixin):
             if return_routing:
                 routing[f"fusion/{branch}"] = modality_gates.detach()
         vector = {task: vectors[JOINT if JOINT in vectors else task] for task in cfg.tasks}
-        out = MMoLREOutput(*self.apply_heads(vector), routing=routing)
-        if sentiment is not None and emotions is not None:
-            out.loss, out.loss_sa, out.loss_er = multitask_loss(
-                cfg.heads, {"sa": out.sentiment, "er": out.emotions}, {"sa": sentiment, "er": emotions},
-                self.pos_weight, cfg.er_loss_weight)
-            if cfg.router == "topk":
-                out.loss_aux = aux
-                out.loss = out.loss + cfg.aux_loss_weight * aux
+        out = self.head_outputs(vector, routing, sentiment, emotions)
+        if out.loss is not None and cfg.router == "topk":
+            out.loss_aux = aux
+            out.loss = out.loss + cfg.aux_loss_weight * aux
         return out
-
-    def apply_heads(self, vector: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Each head on its task's fused vector; a one-target sentiment as (B,), other heads (B, outputs)."""
-        sentiment = self.sa_head(vector["sa"]) if self.sa_head is not None else None
-        if sentiment is not None and sentiment.shape[-1] == 1:
-            sentiment = sentiment.squeeze(-1)
-        return sentiment, self.er_head(vector["er"]) if self.er_head is not None else None
-
-    @torch.no_grad()
-    def set_feature_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """modality -> (mean, std) of the train split's features, used by InputProjection."""
-        for m, (mean, std) in stats.items():
-            if m in self.inputs:
-                self.inputs[m].mean.copy_(mean)
-                self.inputs[m].std.copy_(std.clamp(min=1e-5))

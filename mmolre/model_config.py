@@ -15,6 +15,7 @@ TASKS = ("sa", "er")
 MODALITIES = ("text", "audio")
 EXPERTS = ("lowrank_conv", "lowrank_linear")
 ROUTERS = ("dense", "topk", "top_p")
+ARCHS = ("mmolre", "late_fusion", "tfn", "lmf")  # the model, or a fusion baseline (mmolre/baselines/)
 CONTEXTS = ("none", "dialogue")  # none [paper]: each utterance alone | dialogue: the previous utterances too [ours]
 JOINT = "joint"  # the one path through UniTSE and fusion that both tasks share under hard sharing
 
@@ -68,6 +69,9 @@ class MMoLREConfig:
     context: str = "none"        # none [paper] | dialogue: after fusion, the k previous utterances' fused vectors [ours]
     context_window: int = 2      # k, the previous utterances of its dialogue an utterance sees [ours]
     variant: str = "mmolre"      # a key of VARIANTS: an ablation of the paper
+    arch: str = "mmolre"         # mmolre | a baseline fusion on the same inputs, heads and loss (mmolre/baselines/)
+    fusion_dim: int = 32         # baselines: width of each modality's pooled vector [ours]
+    fusion_rank: int = 4         # lmf: rank R of the modality factors [ours]
     fused_experts: bool = True   # mixture as two wide convolutions; False = loop over experts
     er_loss_weight: float = 1.0  # lambda in L = L_SA + lambda * L_ER [ours]
     emotion_pos_weight: tuple[float, ...] | None = None  # BCE positive-class weights [ours]
@@ -86,7 +90,11 @@ class MMoLREConfig:
         """Every rule the values break, one sentence each naming the keys."""
         rules = [one_of("variant", self.variant, VARIANTS), one_of("expert", self.expert, EXPERTS),
                  one_of("router", self.router, ROUTERS), one_of("label_space", self.label_space, LABEL_SPACES),
-                 one_of("context", self.context, CONTEXTS)]
+                 one_of("context", self.context, CONTEXTS), one_of("arch", self.arch, ARCHS)]
+        if self.arch != "mmolre" and (self.variant != "mmolre" or self.context != "none"):
+            rules.append(f"arch={self.arch}: variant and context are MMoLRE's (keep variant=mmolre, context=none)")
+        if self.fusion_dim < 1 or self.fusion_rank < 1:
+            rules.append(f"fusion_dim={self.fusion_dim} and fusion_rank={self.fusion_rank} must be >= 1")
         if not 0 < self.top_p <= 1:
             rules.append(f"top_p={self.top_p} must lie in (0, 1] (the router probability the kept experts reach)")
         if self.context_window < 1:

@@ -14,7 +14,8 @@ import dataclasses
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from mmolre.model import MMoLRE, MMoLREConfig
+from mmolre.model import MMoLRE, MMoLREConfig, build_model
+from mmolre.model_config import ARCHS
 
 PAPER = MMoLREConfig()  # the defaults are the paper's size
 USES_PARAMS = False  # the sizes come from the command line
@@ -24,33 +25,67 @@ def expert_params(d: int, r: int, k: int) -> int:
     return k * d * r + r + r * d + d
 
 
+def input_params(cfg: MMoLREConfig) -> int:
+    """The input projections (a modality already d wide has none)."""
+    dims = {"text": cfg.text_dim, "audio": cfg.audio_dim}
+    return sum(dims[x] * cfg.d_model + cfg.d_model for x in cfg.modalities if dims[x] != cfg.d_model)
+
+
+def head_params(cfg: MMoLREConfig) -> int:
+    d = cfg.d_model
+    return sum(d * (d // 2) + d // 2 + (d // 2) * task.outputs + task.outputs for task in cfg.heads.values())
+
+
+def baseline_params(cfg: MMoLREConfig) -> int:
+    """A fusion baseline (mmolre/baselines/): pooled unimodal layers, its fusion, the heads."""
+    d, f, m, r = cfg.d_model, cfg.fusion_dim, len(cfg.modalities), cfg.fusion_rank
+    fusion = {"late_fusion": m * f * d + d, "tfn": (f + 1) ** m * d + d, "lmf": m * (f + 1) * r * d + r + d}[cfg.arch]
+    return input_params(cfg) + m * (d * f + f) + fusion + head_params(cfg)
+
+
 def closed_form_params(cfg: MMoLREConfig) -> int:
+    if cfg.arch != "mmolre":
+        return baseline_params(cfg)
     d, k, n, m = cfg.d_model, cfg.expert_kernel, cfg.n_shared, len(cfg.modalities)
     b, s = len(cfg.branches), int(cfg.task_specific)
     experts = sum(expert_params(d, r, k) for r in cfg.shared_ranks) + b * s * expert_params(d, cfg.specific_rank, k)
     block = experts + b * (d * (n + s) + n + s) + b * 2 * d
-    dims = {"text": cfg.text_dim, "audio": cfg.audio_dim}
-    inputs = sum(dims[x] * d + d for x in cfg.modalities if dims[x] != d)
     attention = 2 * (4 * d * d + 4 * d) + 2 * 2 * d if m == 2 else 0  # two MHA layers, two LayerNorms
     fusion = b * (attention + m * d * m + m)
-    heads = sum(d * (d // 2) + d // 2 + (d // 2) * task.outputs + task.outputs for task in cfg.heads.values())
-    return inputs + len(cfg.modalities) * cfg.n_blocks * block + fusion + heads + cfg.context_params
+    return input_params(cfg) + m * cfg.n_blocks * block + fusion + head_params(cfg) + cfg.context_params
+
+
+def input_flops(cfg: MMoLREConfig, lengths: dict[str, int]) -> int:
+    dims = {"text": cfg.text_dim, "audio": cfg.audio_dim}
+    return sum(2 * dims[x] * cfg.d_model * lengths[x] for x in cfg.modalities if dims[x] != cfg.d_model)
+
+
+def head_flops(cfg: MMoLREConfig) -> int:
+    d = cfg.d_model
+    return sum(2 * d * (d // 2) + 2 * (d // 2) * task.outputs for task in cfg.heads.values())
+
+
+def baseline_flops(cfg: MMoLREConfig, lengths: dict[str, int]) -> int:
+    """Matrix products only: the outer product, LMF's factor products and sums are elementwise (not counted)."""
+    d, f, m, r = cfg.d_model, cfg.fusion_dim, len(cfg.modalities), cfg.fusion_rank
+    fusion = {"late_fusion": 2 * m * f * d, "tfn": 2 * (f + 1) ** m * d, "lmf": m * 2 * (f + 1) * r * d}[cfg.arch]
+    return input_flops(cfg, lengths) + m * 2 * d * f + fusion + head_flops(cfg)
 
 
 def closed_form_flops(cfg: MMoLREConfig, t_text: int, t_audio: int) -> int:
     """Forward FLOPs of one utterance (batch of one, no padding)."""
+    lengths = {"text": t_text, "audio": t_audio}
+    if cfg.arch != "mmolre":
+        return baseline_flops(cfg, lengths)
     d, k, n = cfg.d_model, cfg.expert_kernel, cfg.n_shared
     b, s, m = len(cfg.branches), int(cfg.task_specific), len(cfg.modalities)
-    dims = {"text": cfg.text_dim, "audio": cfg.audio_dim}
-    lengths = {"text": t_text, "audio": t_audio}
     hidden = lambda r: 2 * k * d * r  # per expert of rank r and token: first conv
     out = lambda r: 2 * r * d + 2 * d  # second conv + gated bias
     shared_hidden, shared_out = sum(map(hidden, cfg.shared_ranks)), sum(map(out, cfg.shared_ranks))
     specific = hidden(cfg.specific_rank) + out(cfg.specific_rank)
-    total = 0
+    total = input_flops(cfg, lengths)
     for x in cfg.modalities:
         t = lengths[x]
-        total += 2 * dims[x] * d * t if dims[x] != d else 0
         for block in range(cfg.n_blocks):
             once = shared_hidden * (1 if block == 0 else b)  # block 1: computed once for every branch
             per_branch = 2 * d * (n + s) + shared_out + s * specific  # router, gated second convs, task expert
@@ -62,7 +97,7 @@ def closed_form_flops(cfg: MMoLREConfig, t_text: int, t_audio: int) -> int:
     else:
         attention = 0
     total += b * (attention + 2 * m * d * m + 2 * m * d)  # gate over [p_t; p_a], weighted sum of pooled vectors
-    total += sum(2 * d * (d // 2) + 2 * (d // 2) * task.outputs for task in cfg.heads.values())
+    total += head_flops(cfg)
     if cfg.context == "dialogue":  # W [h; c] per branch (the mean over k previous vectors: additions, not counted)
         total += b * 2 * (2 * d) * d
     return total
@@ -86,12 +121,16 @@ def measured_flops(model: MMoLRE, t_text: int, t_audio: int) -> int:
 
 
 def info_rows(cfg: MMoLREConfig, t_text: int, t_audio: int, measure: bool) -> list[dict]:
+    """MMoLRE and its full-rank twin, or the one baseline of `cfg.arch` (rank: its fusion_rank, lmf only)."""
     rows = []
-    for name, variant_cfg in (("low-rank", cfg), ("full-rank twin", dataclasses.replace(cfg, variant="full_rank"))):
-        row = {"model": name, "rank": variant_cfg.expert_rank, "params": closed_form_params(variant_cfg),
+    models = ((("low-rank", cfg), ("full-rank twin", dataclasses.replace(cfg, variant="full_rank")))
+              if cfg.arch == "mmolre" else ((cfg.arch, cfg),))
+    for name, variant_cfg in models:
+        rank = variant_cfg.expert_rank if cfg.arch == "mmolre" else cfg.fusion_rank if cfg.arch == "lmf" else "–"
+        row = {"model": name, "rank": rank, "params": closed_form_params(variant_cfg),
                "flops": closed_form_flops(variant_cfg, t_text, t_audio)}
         if measure:
-            model = MMoLRE(variant_cfg)
+            model = build_model(variant_cfg)
             row["params_measured"] = sum(p.numel() for p in model.parameters())
             row["flops_measured"] = measured_flops(model, t_text, t_audio)
         rows.append(row)
@@ -108,13 +147,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-frames", type=int, default=250)
     parser.add_argument("--context", choices=("none", "dialogue"), default="none",
                         help="with the dialogue-context module after fusion (model.context)")
+    parser.add_argument("--arch", choices=(*ARCHS, "all"), default="mmolre",
+                        help="MMoLRE (with its full-rank twin), a fusion baseline of model.arch, or all of them")
+    parser.add_argument("--fusion-dim", type=int, default=PAPER.fusion_dim, help="baselines' pooled width")
+    parser.add_argument("--fusion-rank", type=int, default=PAPER.fusion_rank, help="lmf's rank R")
     parser.add_argument("--no-measure", action="store_true", help="closed form only (no model is built)")
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
     cfg = dataclasses.replace(PAPER, d_model=args.d_model, n_experts=args.n_experts, rank=args.rank,
-                              text_dim=args.text_dim, audio_dim=args.audio_dim, context=args.context)
-    rows = info_rows(cfg, args.text_tokens, args.audio_frames, not args.no_measure)
+                              text_dim=args.text_dim, audio_dim=args.audio_dim, context=args.context,
+                              fusion_dim=args.fusion_dim, fusion_rank=args.fusion_rank)
+    archs = ARCHS if args.arch == "all" else (args.arch,)
+    rows = [row for arch in archs for row in info_rows(dataclasses.replace(cfg, arch=arch), args.text_tokens,
+                                                       args.audio_frames, not args.no_measure)]
     print(f"MMoLRE d={cfg.d_model}, N={cfg.n_experts}, {cfg.n_blocks} blocks, context {cfg.context}; one utterance of "
           f"{args.text_tokens} text tokens + {args.audio_frames} audio frames")
     print(f"{'model':<16}{'rank':>6}{'parameters':>16}{'GFLOPs/utt':>14}" + ("  measured (params, GFLOPs)" if
@@ -124,9 +170,11 @@ def run(args: argparse.Namespace, params: dict) -> None:
         if "flops_measured" in row:
             line += f"  {row['params_measured']:,}, {row['flops_measured'] / 1e9:.3f}"
         print(line)
-    low, full = rows
-    print(f"full-rank / low-rank: {full['params'] / low['params']:.2f}x parameters, "
-          f"{full['flops'] / low['flops']:.2f}x FLOPs")
+    named = {row["model"]: row for row in rows}
+    if "low-rank" in named:
+        low, full = named["low-rank"], named["full-rank twin"]
+        print(f"full-rank / low-rank: {full['params'] / low['params']:.2f}x parameters, "
+              f"{full['flops'] / low['flops']:.2f}x FLOPs")
 
 
 if __name__ == "__main__":

@@ -169,6 +169,9 @@ class ModelParams(Section):
     aux_loss_weight: NonNegativeFloat = MODEL.aux_loss_weight
     modalities: list[str] = list(MODEL.modalities)
     context: str = MODEL.context
+    arch: str = MODEL.arch
+    fusion_dim: int = MODEL.fusion_dim
+    fusion_rank: int = MODEL.fusion_rank
     context_window: int = MODEL.context_window
 
     @model_validator(mode="after")

@@ -410,8 +410,9 @@ def report(params: dict, reports: Path) -> Path:
     with atomic_dir(reports / "figures") as figures, atomic_file(reports / "report.md") as md, \
             atomic_file(reports / "report.html") as html:
         plot_curves(curves, figures / "curves.png")
-        plot_routing(details["gates"], figures / "routing.png")
-        plot_utilization(details["top1"], figures / "utilization.png")
+        if details["gates"]:  # a baseline of model.arch has no experts to route
+            plot_routing(details["gates"], figures / "routing.png")
+            plot_utilization(details["top1"], figures / "utilization.png")
         plot_scatter(predictions, figures / "scatter.png")
         if predictions.filter(like="_prob").notna().any().any():
             plot_confusions(predictions, figures / "confusion.png")

@@ -37,7 +37,7 @@ from mmolre.device import Distributed, distributed_context, pick_device, process
 from mmolre.features import FeatureFile, feature_path
 from mmolre.inference import infer
 from mmolre.metrics import score
-from mmolre.model import MMoLRE
+from mmolre.model import MMoLRE, build_model
 from mmolre.model_config import MODALITIES, MMoLREConfig
 from mmolre.params import TrainParams, build, run_seeds, run_spec
 
@@ -201,7 +201,7 @@ def setup_seed(ctx: RunContext, seed: int) -> SeedSetup:
     torch.manual_seed(seed)
     if ctx.cfg.threads:
         torch.set_num_threads(ctx.cfg.threads)
-    model = MMoLRE(ctx.model_cfg)
+    model = build_model(ctx.model_cfg)
     model.set_feature_stats(ctx.stats)
     model.to(ctx.device)
     forward = model

@@ -1,6 +1,7 @@
 """Each dvc.yaml stage depends on exactly the mmolre modules its command imports (transitively), so an
 edit reruns every stage it can change and no other. A stage that loads datasets through the registry
-(`datasets.load`) imports every registered dataset module: it lists the mmolre/datasets folder."""
+(`datasets.load`) imports every registered dataset module: it lists the mmolre/datasets folder; one that
+builds a model (`baseline_class`) may import every baseline: it lists mmolre/baselines."""
 
 import ast
 import copy
@@ -9,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from conftest import ROOT
+from mmolre.baselines import MODULES as BASELINES
 from mmolre.datasets import REGISTRY
 
 
@@ -23,6 +25,7 @@ def imported_modules(path: Path) -> set[Path]:
     all registered dataset modules when it loads one through the registry."""
     text = path.read_text()
     found = {source_file(m) for m in REGISTRY.values()} if "datasets.load(" in text else set()
+    found |= {source_file(m) for m in BASELINES.values()} if "baseline_class(" in text else set()
     for node in ast.walk(ast.parse(text)):
         names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
                  [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])

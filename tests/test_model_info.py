@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from mmolre.model import MMoLRE
+from mmolre.model import MMoLRE, build_model
 from mmolre.model_config import VARIANTS, MMoLREConfig, Variant
 from mmolre.model_info import closed_form_flops, closed_form_params, info_rows, measured_flops
 
@@ -74,3 +74,13 @@ def test_a_new_variant_is_one_table_entry(monkeypatch):
                         sentiment=torch.tensor([1.0, -2.0]), emotions=torch.zeros(2, 6))
     out.loss.backward()
     assert torch.isfinite(out.loss) and all(p.grad is not None for p in model.parameters())  # every part is used
+
+
+@pytest.mark.parametrize("arch", ["late_fusion", "tfn", "lmf"])
+@pytest.mark.parametrize("modalities", [("text", "audio"), ("audio",)])
+def test_closed_form_matches_every_baseline(arch, modalities):
+    cfg = MMoLREConfig(text_dim=12, audio_dim=10, d_model=16, n_experts=2, rank=4, n_heads=2, arch=arch,
+                       fusion_dim=5, fusion_rank=3, modalities=modalities)
+    model = build_model(cfg)
+    assert closed_form_params(cfg) == sum(p.numel() for p in model.parameters())
+    assert closed_form_flops(cfg, 7, 9) == measured_flops(model, 7, 9)
