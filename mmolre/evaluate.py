@@ -28,10 +28,10 @@ import torch
 from mmolre import MmolreError
 from mmolre.batches import FeatureStore, store_device
 from mmolre.device import pick_device
-from mmolre.features import FeatureFile, feature_path
+from mmolre.features import LABEL_ARRAYS, FeatureFile, feature_path
 from mmolre.files import atomic_file
 from mmolre.label_spaces import Task
-from mmolre.metrics import mean_std, score
+from mmolre.metrics import class_index, mean_std, score
 from mmolre.inference import infer, load_checkpoint
 from mmolre.model_config import MODALITIES
 from mmolre.params import EvaluateParams, build, run_seeds
@@ -79,7 +79,7 @@ def labelled(values: np.ndarray) -> np.ndarray:
 def split_metrics(features: FeatureFile, indices: np.ndarray, sentiment: np.ndarray, emotions: np.ndarray) -> dict:
     """{dataset: {task key ("msa", "mer", ...): metrics}} over `indices` (predictions aligned with them); a
     task is scored where the utterance has its label and the model a prediction (NaN: it has no such head)."""
-    predicted = {"sa": sentiment, "er": emotions}
+    predicted = dict(zip(LABEL_ARRAYS, (sentiment, emotions)))
     out = {}
     for dataset in sorted(set(features.dataset[indices])):
         rows = features.dataset[indices] == dataset
@@ -104,15 +104,15 @@ def prediction_columns(name: str, spec: Task, label: np.ndarray, pred: np.ndarra
     if spec.kind == "presence":
         return {c: v for j, e in enumerate(spec.labels) for c, v in ((e, label[:, j]), (f"{e}_prob", pred[:, j]))}
     column, names = spec.columns[0], np.array(spec.labels, dtype=object)
-    index = np.searchsorted(np.asarray(spec.values), label) if spec.values else label.argmax(1)
-    out = {column: np.where(labelled(label), names[np.clip(index, 0, len(names) - 1)], None),
+    index = class_index(spec, label).clip(0, len(names) - 1)  # an unlabelled row's index is never shown
+    out = {column: np.where(labelled(label), names[index], None),
            f"{column}_pred": np.where(labelled(pred), names[pred.argmax(1)], None) if pred.ndim == 2 else pred}
     return out | {f"{column}_{c}_prob": pred[:, j] if pred.ndim == 2 else pred for j, c in enumerate(spec.labels)}
 
 
 def predictions_table(features: FeatureFile, indices: np.ndarray, result: dict) -> pd.DataFrame:
     table = pd.DataFrame({"utterance_id": features.utterance_id[indices], "dataset": features.dataset[indices]})
-    for task, name in (("sa", "sentiment"), ("er", "emotions")):
+    for task, name in LABEL_ARRAYS.items():
         if task in features.tasks:
             columns = prediction_columns(name, features.tasks[task], features.labels(task)[indices], result[name])
             table = table.assign(**columns)
@@ -144,7 +144,7 @@ def write_confusion(folder: Path, features: FeatureFile, indices: np.ndarray, em
 def refuse_non_finite(what: str, ids: np.ndarray, result: dict, tasks) -> None:
     """NaN or Inf predictions fail the stage (naming utterances) instead of becoming NaN metrics."""
     bad = np.zeros(len(ids), bool)
-    for task, name in (("sa", "sentiment"), ("er", "emotions")):
+    for task, name in LABEL_ARRAYS.items():
         if task in tasks:
             bad |= ~np.isfinite(result[name].reshape(len(ids), -1)).all(1)
     if bad.any():

@@ -400,7 +400,6 @@ def figures_section(present=None) -> list[str]:
 
 
 def report(params: dict, reports: Path) -> Path:
-    render(params, reports)  # its inputs' errors before anything is drawn
     curves = {run: read_curves(reports / "train" / run) for run in params["runs"]
               if (reports / "train" / run / "metrics.json").is_file()}
     details = read_json(reports / "eval" / "details.json")

@@ -29,11 +29,10 @@ from mmolre.evaluate import MAIN_RUN, add_arguments, labelled, trained_model, wr
 from mmolre.features import FeatureFile, feature_path
 from mmolre.inference import infer
 from mmolre.label_spaces import LABEL_SPACES, Task
-from mmolre.metrics import mean_std, mer_metrics
+from mmolre.metrics import SIMS_EDGES, mean_std, mer_metrics
 from mmolre.params import EvaluateParams, build, run_seeds
 
 ENCODER_KEYS = ("text_encoder", "audio_encoder", "text_layer", "audio_layer", "sample_rate")
-SIMS_EDGES = (-0.1, 0.1)  # MMSA's SIMS Acc-3 bins (low, high]
 
 
 def sentiment_classes(task: Task, values: np.ndarray) -> np.ndarray:
@@ -42,7 +41,7 @@ def sentiment_classes(task: Task, values: np.ndarray) -> np.ndarray:
     if task.kind == "classes":
         return np.asarray(task.values)[values.argmax(1)] if values.ndim == 2 else values
     if task.metrics == "sims":
-        return np.digitize(np.clip(values, -1, 1), SIMS_EDGES, right=True) - 1.0
+        return np.digitize(np.clip(values, -1, 1), SIMS_EDGES["acc3"][1:-1], right=True) - 1.0
     return np.round(np.clip(values, -1, 1))
 
 

@@ -13,6 +13,7 @@ import torch
 from test_cmu import write_mp4
 from test_corpora import SIMS, meld_archive, params_for, prepared_table, sims_root  # noqa: F401 (fixtures)
 
+from mmolre import MmolreError
 from mmolre.batches import DialogueSampler, FeatureStore, loader
 from mmolre.evaluate import evaluate
 from mmolre.features import FeatureFile
@@ -97,7 +98,7 @@ def test_context_off_is_todays_model_and_its_cost_is_exact():
 
 def test_context_needs_a_corpus_of_dialogues(tiny_demo):
     features = FeatureFile(tiny_demo["h5"])
-    with pytest.raises(Exception, match="model.context=dialogue needs a corpus of dialogues"):
+    with pytest.raises(MmolreError, match="model.context=dialogue needs a corpus of dialogues"):
         loader(features, features.indices("train"), ("text", "audio"), 8, shuffle=False, dialogues=True)
 
 
