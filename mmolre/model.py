@@ -207,6 +207,17 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * keep).sum(1) / keep.sum(1).clamp(min=1.0)
 
 
+def attend_present(attention: nn.MultiheadAttention, query: torch.Tensor, keys: torch.Tensor,
+                   key_mask: torch.Tensor) -> torch.Tensor:
+    """Attention of `query` (B, T_q, d) over the real positions of `keys` (B, T_k, d); zero for a sample whose
+    keys are all padding (an absent modality: its softmax would be 0/0, so it attends to the ignored positions
+    and the result is dropped)."""
+    present = key_mask.any(1)
+    ignore = torch.where(present[:, None], ~key_mask, torch.zeros_like(key_mask))
+    out = attention(query, keys, keys, key_padding_mask=ignore, need_weights=False)[0]
+    return torch.where(present[:, None, None], out, torch.zeros_like(out))
+
+
 class TaskAdaptiveFusion(nn.Module):
     """One task's fusion [ours]: cross-modal attention (text <-> audio), masked mean pooling,
     and a per-sample gate (softmax over modalities) that weights the pooled modalities."""
@@ -231,10 +242,7 @@ class TaskAdaptiveFusion(nn.Module):
             other = {"text": "audio", "audio": "text"}
             attended = {}
             for q, o in other.items():
-                # an absent key set would make the softmax 0/0: attend to its (ignored) positions, then drop it
-                ignore = torch.where(present[o][:, None], ~masks[o], torch.zeros_like(masks[o]))
-                out = self.attend[q](xs[q], xs[o], xs[o], key_padding_mask=ignore, need_weights=False)[0]
-                attended[q] = torch.where(present[o][:, None, None], out, torch.zeros_like(out))
+                attended[q] = attend_present(self.attend[q], xs[q], xs[o], masks[o])
             xs = {q: self.norms[q](xs[q] + self.dropout(attended[q])) for q in MODALITIES}
         pooled = torch.stack([torch.where(present[m][:, None], masked_mean(xs[m], masks[m]), 0.0)
                               for m in self.modalities], dim=1)  # (B, M, d)

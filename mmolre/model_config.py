@@ -15,7 +15,7 @@ TASKS = ("sa", "er")
 MODALITIES = ("text", "audio")
 EXPERTS = ("lowrank_conv", "lowrank_linear")
 ROUTERS = ("dense", "topk", "top_p")
-ARCHS = ("mmolre", "late_fusion", "tfn", "lmf")  # the model, or a fusion baseline (mmolre/baselines/)
+ARCHS = ("mmolre", "late_fusion", "tfn", "lmf", "mult", "misa")  # the model, or a fusion baseline (mmolre/baselines/)
 CONTEXTS = ("none", "dialogue")  # none [paper]: each utterance alone | dialogue: the previous utterances too [ours]
 JOINT = "joint"  # the one path through UniTSE and fusion that both tasks share under hard sharing
 
@@ -72,6 +72,10 @@ class MMoLREConfig:
     arch: str = "mmolre"         # mmolre | a baseline fusion on the same inputs, heads and loss (mmolre/baselines/)
     fusion_dim: int = 32         # baselines: width of each modality's pooled vector [ours]
     fusion_rank: int = 4         # lmf: rank R of the modality factors [ours]
+    mult_layers: int = 2         # mult: layers of each crossmodal and self-attention transformer [ours]
+    misa_sim_weight: float = 1.0    # misa: weight of L_sim (CMD of the invariant vectors) [ours]
+    misa_diff_weight: float = 0.3   # misa: weight of L_diff (soft orthogonality) [ours]
+    misa_recon_weight: float = 1.0  # misa: weight of L_recon (reconstruction) [ours]
     fused_experts: bool = True   # mixture as two wide convolutions; False = loop over experts
     er_loss_weight: float = 1.0  # lambda in L = L_SA + lambda * L_ER [ours]
     emotion_pos_weight: tuple[float, ...] | None = None  # BCE positive-class weights [ours]
@@ -93,8 +97,12 @@ class MMoLREConfig:
                  one_of("context", self.context, CONTEXTS), one_of("arch", self.arch, ARCHS)]
         if self.arch != "mmolre" and (self.variant != "mmolre" or self.context != "none"):
             rules.append(f"arch={self.arch}: variant and context are MMoLRE's (keep variant=mmolre, context=none)")
-        if self.fusion_dim < 1 or self.fusion_rank < 1:
-            rules.append(f"fusion_dim={self.fusion_dim} and fusion_rank={self.fusion_rank} must be >= 1")
+        if self.fusion_dim < 1 or self.fusion_rank < 1 or self.mult_layers < 1:
+            rules.append(f"fusion_dim={self.fusion_dim}, fusion_rank={self.fusion_rank} and mult_layers="
+                         f"{self.mult_layers} must be >= 1")
+        if self.arch == "misa" and self.fusion_dim % self.n_heads:
+            rules.append(f"arch=misa: n_heads={self.n_heads} must divide fusion_dim={self.fusion_dim} (its "
+                         f"self-attention over the subspace vectors)")
         if not 0 < self.top_p <= 1:
             rules.append(f"top_p={self.top_p} must lie in (0, 1] (the router probability the kept experts reach)")
         if self.context_window < 1:

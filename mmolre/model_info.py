@@ -36,11 +36,28 @@ def head_params(cfg: MMoLREConfig) -> int:
     return sum(d * (d // 2) + d // 2 + (d // 2) * task.outputs + task.outputs for task in cfg.heads.values())
 
 
+def attention_layer_params(w: int, cross: bool) -> int:
+    """A pre-norm layer of width w (mult.AttentionLayer): attention, FFN 4w, two or three LayerNorms."""
+    return (4 * w * w + 4 * w) + (8 * w * w + 5 * w) + 2 * w * (3 if cross else 2)
+
+
+def fusion_params(cfg: MMoLREConfig) -> int:
+    """A baseline's layers after the input projections (the pooled baselines: after their pooled layers)."""
+    d, f, m, r, n = cfg.d_model, cfg.fusion_dim, len(cfg.modalities), cfg.fusion_rank, cfg.mult_layers
+    if cfg.arch == "mult":
+        sources = max(m - 1, 1)
+        cross = m * (m - 1) * (n * attention_layer_params(d, True) + 2 * d)
+        own = m * (n * attention_layer_params(sources * d, False) + 2 * sources * d)
+        return cross + own + m * sources * d * d + d
+    if cfg.arch == "misa":  # E_c, the E_p^m, the decoder; a Transformer encoder layer (FFN 4f, two norms); out
+        return (m + 2) * (f * f + f) + (12 * f * f + 13 * f) + 2 * m * f * d + d
+    return {"late_fusion": m * f * d + d, "tfn": (f + 1) ** m * d + d, "lmf": m * (f + 1) * r * d + r + d}[cfg.arch]
+
+
 def baseline_params(cfg: MMoLREConfig) -> int:
-    """A fusion baseline (mmolre/baselines/): pooled unimodal layers, its fusion, the heads."""
-    d, f, m, r = cfg.d_model, cfg.fusion_dim, len(cfg.modalities), cfg.fusion_rank
-    fusion = {"late_fusion": m * f * d + d, "tfn": (f + 1) ** m * d + d, "lmf": m * (f + 1) * r * d + r + d}[cfg.arch]
-    return input_params(cfg) + m * (d * f + f) + fusion + head_params(cfg)
+    """A fusion baseline (mmolre/baselines/): pooled unimodal layers (all but mult), its fusion, the heads."""
+    pooled = 0 if cfg.arch == "mult" else len(cfg.modalities) * (cfg.d_model * cfg.fusion_dim + cfg.fusion_dim)
+    return input_params(cfg) + pooled + fusion_params(cfg) + head_params(cfg)
 
 
 def closed_form_params(cfg: MMoLREConfig) -> int:
@@ -65,11 +82,30 @@ def head_flops(cfg: MMoLREConfig) -> int:
     return sum(2 * d * (d // 2) + 2 * (d // 2) * task.outputs for task in cfg.heads.values())
 
 
+def attention_layer_flops(w: int, t_query: int, t_keys: int) -> int:
+    """Projections q, out (query length) and k, v (key length), scores and values, the FFN of width 4w."""
+    return 4 * t_query * w * w + 4 * t_keys * w * w + 4 * t_query * t_keys * w + 16 * t_query * w * w
+
+
+def fusion_flops(cfg: MMoLREConfig, lengths: dict[str, int]) -> int:
+    """Matrix products only: the outer product, LMF's factor products and sums are elementwise (not counted);
+    MISA's decoder runs only for its training losses."""
+    d, f, m, r, n = cfg.d_model, cfg.fusion_dim, len(cfg.modalities), cfg.fusion_rank, cfg.mult_layers
+    if cfg.arch == "mult":
+        total, sources = 2 * m * max(m - 1, 1) * d * d, max(m - 1, 1)
+        for target in cfg.modalities:
+            t = lengths[target]
+            total += sum(n * attention_layer_flops(d, t, lengths[s]) for s in cfg.modalities if s != target)
+            total += n * attention_layer_flops(sources * d, t, t)
+        return total
+    if cfg.arch == "misa":
+        return 2 * m * 2 * f * f + attention_layer_flops(f, 2 * m, 2 * m) + 2 * 2 * m * f * d
+    return {"late_fusion": 2 * m * f * d, "tfn": 2 * (f + 1) ** m * d, "lmf": m * 2 * (f + 1) * r * d}[cfg.arch]
+
+
 def baseline_flops(cfg: MMoLREConfig, lengths: dict[str, int]) -> int:
-    """Matrix products only: the outer product, LMF's factor products and sums are elementwise (not counted)."""
-    d, f, m, r = cfg.d_model, cfg.fusion_dim, len(cfg.modalities), cfg.fusion_rank
-    fusion = {"late_fusion": 2 * m * f * d, "tfn": 2 * (f + 1) ** m * d, "lmf": m * 2 * (f + 1) * r * d}[cfg.arch]
-    return input_flops(cfg, lengths) + m * 2 * d * f + fusion + head_flops(cfg)
+    pooled = 0 if cfg.arch == "mult" else len(cfg.modalities) * 2 * cfg.d_model * cfg.fusion_dim
+    return input_flops(cfg, lengths) + pooled + fusion_flops(cfg, lengths) + head_flops(cfg)
 
 
 def closed_form_flops(cfg: MMoLREConfig, t_text: int, t_audio: int) -> int:
@@ -115,8 +151,13 @@ def measured_flops(model: MMoLRE, t_text: int, t_audio: int) -> int:
     cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
                      lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)}
     counter = FlopCounterMode(display=False, custom_mapping=cpu_attention)
-    with counter, torch.no_grad():
-        model.eval()(**given)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # its fused self-attention kernel is not counted either
+    try:
+        with counter, torch.no_grad():
+            model.eval()(**given)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return counter.get_total_flops()
 
 

@@ -172,6 +172,10 @@ class ModelParams(Section):
     arch: str = MODEL.arch
     fusion_dim: int = MODEL.fusion_dim
     fusion_rank: int = MODEL.fusion_rank
+    mult_layers: int = MODEL.mult_layers
+    misa_sim_weight: NonNegativeFloat = MODEL.misa_sim_weight
+    misa_diff_weight: NonNegativeFloat = MODEL.misa_diff_weight
+    misa_recon_weight: NonNegativeFloat = MODEL.misa_recon_weight
     context_window: int = MODEL.context_window
 
     @model_validator(mode="after")

@@ -76,11 +76,11 @@ def test_a_new_variant_is_one_table_entry(monkeypatch):
     assert torch.isfinite(out.loss) and all(p.grad is not None for p in model.parameters())  # every part is used
 
 
-@pytest.mark.parametrize("arch", ["late_fusion", "tfn", "lmf"])
+@pytest.mark.parametrize("arch", ["late_fusion", "tfn", "lmf", "mult", "misa"])
 @pytest.mark.parametrize("modalities", [("text", "audio"), ("audio",)])
 def test_closed_form_matches_every_baseline(arch, modalities):
     cfg = MMoLREConfig(text_dim=12, audio_dim=10, d_model=16, n_experts=2, rank=4, n_heads=2, arch=arch,
-                       fusion_dim=5, fusion_rank=3, modalities=modalities)
+                       fusion_dim=6, fusion_rank=3, mult_layers=3, modalities=modalities)
     model = build_model(cfg)
     assert closed_form_params(cfg) == sum(p.numel() for p in model.parameters())
     assert closed_form_flops(cfg, 7, 9) == measured_flops(model, 7, 9)

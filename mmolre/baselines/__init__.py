@@ -1,11 +1,12 @@
 """The field's fusion baselines on MMoLRE's own footing: the same standardised encoder features, the same task
 heads and multi-task loss (model.TaskHeads), the same training, so that only the fusion differs (`model.arch`).
 
-Each baseline reads every modality as one pooled vector: its input projection (as MMoLRE's), the mean over
-its real positions, then Linear(d_model -> fusion_dim) + ReLU [ours: the papers' LSTM / DNN subnetworks
-are replaced by the same pooling for all]. Its fusion module (one per paper, in this package) maps the
-pooled vectors to a d_model vector; ReLU and dropout follow; both heads read it (one shared path: the
-baselines have no task-specific branches).
+Every baseline starts from MMoLRE's input projection of each modality's sequence. MulT (mult.py) reads the
+sequences; the others read each modality as one pooled vector: the mean over its real positions, then
+Linear(d_model -> fusion_dim) + ReLU [ours: the papers' LSTM / DNN subnetworks are replaced by the same pooling
+for all]. A baseline's `fuse` maps these to a d_model vector; ReLU and dropout follow; both heads read it (one
+shared path: the baselines have no task-specific branches). A baseline with losses of its own (MISA) returns
+them weighted from `fuse`; they join the task loss when labels are given.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from mmolre.hub import PretrainedMixin
 from mmolre.model import InputProjection, MMoLREOutput, TaskHeads, masked_mean
 from mmolre.model_config import MMoLREConfig
 
-MODULES = {"late_fusion": "mmolre.baselines.late_fusion", "tfn": "mmolre.baselines.tfn",
-           "lmf": "mmolre.baselines.lmf"}
+MODULES = {arch: f"mmolre.baselines.{arch}" for arch in ("late_fusion", "tfn", "lmf", "mult", "misa")}
 
 
 def baseline_class(arch: str) -> type:
@@ -28,7 +28,7 @@ def baseline_class(arch: str) -> type:
 
 
 class FusionBaseline(nn.Module, PretrainedMixin, TaskHeads):
-    """Pooled unimodal vectors -> `fusion` (a subclass's `make_fusion`) -> ReLU, dropout -> the task heads."""
+    """Projected sequences -> `fuse` (a subclass's) -> ReLU, dropout -> the task heads."""
 
     config_class = MMoLREConfig
 
@@ -37,8 +37,6 @@ class FusionBaseline(nn.Module, PretrainedMixin, TaskHeads):
         self.config = cfg
         dims = {"text": cfg.text_dim, "audio": cfg.audio_dim}
         self.inputs = nn.ModuleDict({m: InputProjection(dims[m], cfg.d_model) for m in cfg.modalities})
-        self.unimodal = nn.ModuleDict({m: nn.Linear(cfg.d_model, cfg.fusion_dim) for m in cfg.modalities})
-        self.fusion = self.make_fusion(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.add_heads(cfg)
 
@@ -46,22 +44,45 @@ class FusionBaseline(nn.Module, PretrainedMixin, TaskHeads):
     def build(cls, config: MMoLREConfig) -> nn.Module:
         return baseline_class(config.arch)(config)
 
-    def make_fusion(self, cfg: MMoLREConfig) -> nn.Module:
+    def fuse(self, xs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], with_losses: bool):
+        """modality -> (B, T_m, d) and (B, T_m) -> the fused (B, d) vector and the baseline's own weighted loss
+        (None: it has none; computed only `with_losses`)."""
         raise NotImplementedError
-
-    def pooled(self, inputs: dict) -> dict[str, torch.Tensor]:
-        """modality -> (B, fusion_dim): projected, mean over the real positions, Linear + ReLU."""
-        out = {}
-        for m in self.config.modalities:
-            x, mask = inputs[m]
-            if x is None:
-                raise ValueError(f"this model reads {m}: pass {m} and {m}_mask")
-            out[m] = torch.relu(self.unimodal[m](masked_mean(self.inputs[m](x), mask)))
-        return out
 
     def forward(self, text=None, text_mask=None, audio=None, audio_mask=None, sentiment=None, emotions=None,
                 return_routing: bool = False, dialogue=None, turn=None) -> MMoLREOutput:
         """As MMoLRE.forward (no routing: `return_routing` gives an empty dict; no dialogue context)."""
-        pooled = self.pooled({"text": (text, text_mask), "audio": (audio, audio_mask)})
-        fused = self.dropout(torch.relu(self.fusion(pooled)))
-        return self.head_outputs({task: fused for task in self.config.tasks}, {}, sentiment, emotions)
+        inputs = {"text": (text, text_mask), "audio": (audio, audio_mask)}
+        xs, masks = {}, {}
+        for m in self.config.modalities:
+            x, masks[m] = inputs[m]
+            if x is None:
+                raise ValueError(f"this model reads {m}: pass {m} and {m}_mask")
+            xs[m] = self.inputs[m](x)
+        labelled = sentiment is not None and emotions is not None
+        fused, own_loss = self.fuse(xs, masks, with_losses=labelled)
+        fused = self.dropout(torch.relu(fused))
+        out = self.head_outputs({task: fused for task in self.config.tasks}, {}, sentiment, emotions)
+        if out.loss is not None and own_loss is not None:
+            out.loss_aux = own_loss
+            out.loss = out.loss + own_loss
+        return out
+
+
+class PooledBaseline(FusionBaseline):
+    """A baseline that reads each modality as one pooled vector and fuses them with `make_fusion`'s module."""
+
+    def __init__(self, cfg: MMoLREConfig):
+        super().__init__(cfg)
+        self.unimodal = nn.ModuleDict({m: nn.Linear(cfg.d_model, cfg.fusion_dim) for m in cfg.modalities})
+        self.fusion = self.make_fusion(cfg)
+
+    def make_fusion(self, cfg: MMoLREConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def pooled(self, xs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """modality -> (B, fusion_dim): the mean over the real positions, Linear + ReLU."""
+        return {m: torch.relu(self.unimodal[m](masked_mean(xs[m], masks[m]))) for m in self.config.modalities}
+
+    def fuse(self, xs, masks, with_losses):
+        return self.fusion(self.pooled(xs, masks)), None

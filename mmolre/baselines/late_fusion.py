@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmolre.baselines import FusionBaseline
+from mmolre.baselines import PooledBaseline
 
 
 class Concatenation(nn.Module):
@@ -19,6 +19,6 @@ class Concatenation(nn.Module):
         return self.linear(torch.cat([pooled[m] for m in self.modalities], -1))
 
 
-class Model(FusionBaseline):
+class Model(PooledBaseline):
     def make_fusion(self, cfg):
         return Concatenation(cfg.modalities, cfg.fusion_dim, cfg.d_model)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmolre.baselines import FusionBaseline
+from mmolre.baselines import PooledBaseline
 from mmolre.baselines.tfn import with_one
 
 
@@ -28,6 +28,6 @@ class LowRankFusion(nn.Module):
         return (product * self.weights[:, None]).sum(1) + self.bias
 
 
-class Model(FusionBaseline):
+class Model(PooledBaseline):
     def make_fusion(self, cfg):
         return LowRankFusion(cfg.modalities, cfg.fusion_dim, cfg.d_model, cfg.fusion_rank)

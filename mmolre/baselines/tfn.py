@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmolre.baselines import FusionBaseline
+from mmolre.baselines import PooledBaseline
 
 
 def with_one(h: torch.Tensor) -> torch.Tensor:
@@ -33,6 +33,6 @@ class TensorFusion(nn.Module):
         return self.linear(tensor_fusion([pooled[m] for m in self.modalities]))
 
 
-class Model(FusionBaseline):
+class Model(PooledBaseline):
     def make_fusion(self, cfg):
         return TensorFusion(cfg.modalities, cfg.fusion_dim, cfg.d_model)
