@@ -8,6 +8,10 @@ reports/runs.json: the same for every run (modality comparison, ablations). A ru
 routing and robustness come from its first seed's model.
 reports/robustness.json: each text+audio model on `evaluate.split` in full, with the audio absent, the
 text absent (a mask, not zeros), and the audio replaced by noise (`evaluate.robustness`).
+reports/costs.json: per run, its model's parameters and forward FLOPs per utterance of the split's mean
+length (mmolre/model_info.py's closed form, exact for every arch): the runs table's cost columns. Wall-clock
+times stay out of the pipeline's outputs, which reproduce byte for byte (seconds per epoch:
+benchmarks/ablations.py, or `mmolre train`'s own log).
 reports/predictions/<run>_<split>.csv: labels, predictions and probabilities per utterance.
 reports/eval/details.json: feature provenance and the main run's mean router and fusion gates
 on the split (plot data for the report).
@@ -34,6 +38,7 @@ from mmolre.label_spaces import Task
 from mmolre.metrics import class_index, mean_std, score
 from mmolre.inference import infer, load_checkpoint
 from mmolre.model_config import MODALITIES
+from mmolre.model_info import closed_form_flops
 from mmolre.params import EvaluateParams, build, run_seeds
 
 MAIN_RUN = "main"
@@ -173,6 +178,7 @@ class RunScores:
     metrics: dict
     robustness: dict | None = None
     routing: dict = field(default_factory=dict)
+    costs: dict = field(default_factory=dict)
 
 
 def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path) -> dict:
@@ -190,6 +196,7 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
     write_json(reports / "metrics.json", all_metrics[MAIN_RUN])
     write_json(reports / "runs.json", all_metrics)
     write_json(reports / "robustness.json", {run: s.robustness for run, s in scores.items() if s.robustness})
+    write_json(reports / "costs.json", {run: s.costs for run, s in scores.items()})
     write_details(reports / "eval" / "details.json", cfg.split, features, scores[MAIN_RUN].routing)
     for dataset, block in all_metrics[MAIN_RUN].items():
         print(f"evaluate: {dataset} {cfg.split}: {headline(block)}")
@@ -253,7 +260,15 @@ def score_run(params: dict, cfg: EvaluateParams, run: str, model, result: dict, 
         robust = {"full": per_seed[0], **robustness(model, features, indices, cfg.batch_size, device,
                                                     int(params["data"]["seed"]), store)}
     routing = {k: v.mean(0).tolist() for k, v in result["routing"].items()}
-    return RunScores(mean_std(per_seed), robust, routing)
+    return RunScores(mean_std(per_seed), robust, routing, costs(model, features, indices))
+
+
+def costs(model, features: FeatureFile, indices: np.ndarray) -> dict:
+    """The model's parameters and forward FLOPs for one utterance of the split's mean text and audio length."""
+    lengths = {m: int(round(float(features.lengths(m)[indices].mean()))) for m in MODALITIES}
+    flops = closed_form_flops(model.config, lengths["text"], lengths["audio"])
+    return {"params": sum(p.numel() for p in model.parameters()), "flops_per_utterance": flops,
+            "lengths": lengths}
 
 
 def write_details(path: Path, split: str, features: FeatureFile, routing: dict) -> None:

@@ -1,6 +1,6 @@
 """Stage `report`: reports/report.md with metric tables and figures in reports/figures/.
 
-Reads what evaluate and train wrote (metrics.json, runs.json, eval/details.json,
+Reads what evaluate and train wrote (metrics.json, runs.json, costs.json, eval/details.json,
 predictions/, train/<run>/ as dvclive wrote it); draws training and validation curves, predicted vs
 true sentiment, per-emotion confusion matrices, router weights per task x modality x block
 and expert utilisation; compares the metrics with the accepted model's (git tag
@@ -221,7 +221,8 @@ def render(params: dict, reports: Path, prepared: Path = Path("data/prepared"), 
     lines = header_section(params, details)
     for dataset, block in metrics.items():
         lines += metrics_section(dataset, block)
-    lines += runs_section(runs, params)
+    costs = reports / "costs.json"
+    lines += runs_section(runs, params, read_json(costs) if costs.is_file() else {})
     lines += data_section(prepared / params["data"]["dataset"] / "counts.txt")
     lines += robustness_section(robust, runs, params)
     lines += active_section(details.get("active", {}))
@@ -283,21 +284,33 @@ def metrics_section(dataset: str, block: dict) -> list[str]:
     return lines
 
 
-def runs_section(runs: dict, params: dict) -> list[str]:
+def run_design(spec) -> tuple[str, str]:
+    """A run's model (its variant, or the baseline of model.arch) and its experts (– for a baseline)."""
+    if spec.arch != "mmolre":
+        return spec.arch, "–"
+    design = f"{spec.expert}, {spec.router}" + (f" k={spec.top_k}" if spec.router == "topk" else "") + \
+        (f" p={spec.top_p}" if spec.router == "top_p" else "") + f", r={spec.rank}"
+    return spec.variant, design
+
+
+def runs_section(runs: dict, params: dict, costs: dict) -> list[str]:
+    """Every run of params `runs` (MMoLRE, its ablations, the baselines): metrics, parameters, GFLOPs."""
     rows = []
     for run, result in runs.items():
-        spec = run_spec(params, run)
-        design = f"{spec.expert}, {spec.router}" + (f" k={spec.top_k}" if spec.router == "topk" else "") + \
-            (f" p={spec.top_p}" if spec.router == "top_p" else "") + \
-            f", r={spec.rank}"
-        rows += [[run, "+".join(spec.modalities), spec.variant, design, dataset, *summary_cells(block)]
+        spec, cost = run_spec(params, run), costs.get(run, {})
+        cost_cells = [f"{cost['params']:,}", number(cost["flops_per_utterance"] / 1e9, 4)] if cost else ["–", "–"]
+        rows += [[run, "+".join(spec.modalities), *run_design(spec), dataset, *summary_cells(block), *cost_cells]
                  for dataset, block in result.items()]
-    return ["## Runs: modalities and ablations", "",
+    return ["## Runs: modalities, ablations and baselines", "",
             "Each run is one entry of params `runs`: the model on the listed modalities, with the `model` "
-            "values it overrides (an ablation is `variant: no_shared`, `full_rank`, ...). A run trained from "
-            "several `seeds` shows the mean ± the sample std over them.", "",
-            table(["run", "modalities", "variant", "experts", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)",
-                   "emotion WA", "emotion F1"], rows), ""]
+            "values it overrides (an ablation is `variant: no_shared`, `full_rank`, ...; a baseline on the same "
+            "features, heads and loss is `arch: tfn`, ...). A run trained from several `seeds` shows the mean ± "
+            "the sample std over them. Parameters are the trained model's; GFLOPs are its forward pass for one "
+            "utterance of the split's mean length (reports/costs.json). Seconds per epoch are a wall-clock "
+            "figure, kept out of the pipeline's reproducible outputs: `python benchmarks/ablations.py` measures "
+            "them (benchmarks/RESULTS.md).", "",
+            table(["run", "modalities", "model", "experts", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)",
+                   "emotion WA", "emotion F1", "params", "GFLOPs/utt"], rows), ""]
 
 
 def headline_cell(metrics: dict | None) -> str:

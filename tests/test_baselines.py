@@ -4,6 +4,8 @@ heads and loss, saved and loaded by its config."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from mmolre.evaluate import evaluate
 from mmolre.inference import load_checkpoint
 from mmolre.model import build_model
 from mmolre.model_config import MMoLREConfig
+from mmolre.model_info import closed_form_params, measured_flops
 from mmolre.report import report
 from mmolre.train import train
 
@@ -137,6 +140,12 @@ def test_every_baseline_trains_on_the_demo_with_mmolres_heads_and_loss(arch, tin
     model, _ = load_checkpoint(tmp_path / "models" / "main")
     assert type(model).__module__ == f"mmolre.baselines.{arch}" and model.config.arch == arch
     assert {n.split(".")[0] for n, _ in model.named_parameters()} == {"inputs", "sa_head", "er_head", *PARTS[arch]}
+    cost = json.loads((tmp_path / "reports" / "costs.json").read_text())["main"]
+    lengths = cost["lengths"]
+    assert cost["params"] == sum(p.numel() for p in model.parameters()) == closed_form_params(model.config)
+    assert cost["flops_per_utterance"] == measured_flops(model, lengths["text"], lengths["audio"])
+    assert 10 < lengths["text"] < 60 and lengths["audio"] > 10  # the test split's mean lengths
     text = report(params, tmp_path / "reports").read_text()  # no experts: no routing figures, the rest as ever
     assert "figures/routing.png" not in text and "figures/scatter.png" in text
+    assert f"| main | text+audio | {arch} | – | demo |" in text and f"| {cost['params']:,} |" in text
     assert not (tmp_path / "reports" / "figures" / "routing.png").exists()
