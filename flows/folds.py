@@ -21,20 +21,10 @@ from prefect import flow, get_run_logger
 
 from flows.pipeline import run_dvc
 from mmolre.metrics import mean_std
+from mmolre.study import experiments_of
 
 SESSIONS = (1, 2, 3, 4, 5)
 METRICS = "reports/metrics.json"
-
-
-def experiments_of(shown: list) -> dict[str, dict]:
-    """experiment name -> its metrics files' data, from `dvc exp show --json` (the baseline's experiments)."""
-    out = {}
-    for baseline in shown:
-        for experiment in baseline.get("experiments") or []:
-            for rev in experiment.get("revs") or []:
-                data = (rev.get("data") or {}).get("metrics") or {}
-                out[rev.get("name") or experiment.get("name")] = {path: m.get("data") for path, m in data.items()}
-    return out
 
 
 def fold_name(prefix: str, session: int) -> str:

@@ -20,6 +20,7 @@ STAGES = {
     "model-info": "mmolre.model_info",
     "predict": "mmolre.predict",
     "validate": "mmolre.validate",
+    "study": "mmolre.study",
 }
 
 

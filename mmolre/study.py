@@ -1,0 +1,259 @@
+"""`mmolre study`: a parameter study as DVC experiments, e.g. the paper's (N shared experts, rank r_n):
+
+    mmolre study --grid model.n_experts=1,3,5,10,15,20 --grid model.rank=16,32,64,128,256 --seeds 1111,1,11
+
+Every point of the grid (the product of the --grid values) is one experiment, named from its values
+(`study-n_experts1-rank16`), queued with `dvc exp run --queue -S ...` and run by `dvc queue start --jobs N`
+(each in its own temporary copy: the workspace is untouched). A point whose experiment already exists on this
+commit is not run again, so a second call only redraws. The study trains `runs.main` alone (the other runs
+are left out of its experiments; --all-runs keeps them). Then `dvc exp show --json` gives each point's
+reports/metrics.json and reports/costs.json, and reports/study/ gets:
+  study.json   every point: its values, experiment, the metric (mean, and std over seeds) and the parameters
+  study.md     the same as a table
+  study.png    the metric against each grid key (one line per value of the others), parameters on a second axis
+The metric is params `promote.metric` (and `promote.mode`) unless --metric names another key of metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from mmolre import MmolreError
+from mmolre.files import atomic_dir
+from mmolre.params import set_param, validate_params
+
+METRICS, COSTS = "reports/metrics.json", "reports/costs.json"
+POLL_S = 3.0
+
+
+def experiments_of(shown: list) -> dict[str, dict]:
+    """experiment name -> its metrics files' data, from `dvc exp show --json` (the baseline's experiments)."""
+    out = {}
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                data = (rev.get("data") or {}).get("metrics") or {}
+                out[rev.get("name") or experiment.get("name")] = {path: m.get("data") for path, m in data.items()}
+    return out
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """['model.rank=16,32', ...] -> {'model.rank': [16, 32], ...} (values parsed as YAML)."""
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not values.strip():
+            raise MmolreError(f"--grid {item!r}: expected key=v1,v2,..., e.g. --grid model.rank=16,32")
+        if key in grid:
+            raise MmolreError(f"--grid {key} is given twice: list all its values once")
+        grid[key] = [yaml.safe_load(v) for v in re.split(r",(?![^\[]*\])", values)]
+    return grid
+
+
+def point_name(prefix: str, point: dict, seeds: list[int] | None) -> str:
+    """A git-ref-safe experiment name from the point's values (the keys' last parts, unless two collide)."""
+    leaves = [key.split(".")[-1] for key in point]
+    keys = leaves if len(set(leaves)) == len(leaves) else [key.replace(".", "_") for key in point]
+    parts = [f"{k}{json.dumps(v, separators=(',', ':'))}" for k, v in zip(keys, point.values())]
+    if seeds:
+        parts.append("s" + "_".join(map(str, seeds)))
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join([prefix, *parts]))
+
+
+def overrides(point: dict, seeds: list[int] | None, params: dict, all_runs: bool) -> list[str]:
+    """The `dvc exp run -S` values of a point: its grid values, the seeds, the runs left out."""
+    values = [f"{key}={json.dumps(value)}" for key, value in point.items()]
+    if seeds:
+        values.append(f"runs.main.seeds={json.dumps(seeds)}")
+    if not all_runs:
+        values += [f"~runs.{run}" for run in params.get("runs", {}) if run != "main"]
+    return values
+
+
+def checked_points(params: dict, grid: dict[str, list], seeds: list[int] | None) -> list[dict]:
+    """Every point of the grid, each validated as the params it makes (a bad value: one line, nothing queued)."""
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    for point in points:
+        values = json.loads(json.dumps(params))
+        for key, value in point.items():
+            set_param(values, f"{key}={json.dumps(value)}")
+        if seeds:
+            values["runs"]["main"]["seeds"] = seeds
+        try:
+            validate_params(values)
+        except MmolreError as e:
+            raise MmolreError(f"grid point {point}: {e}") from None
+    return points
+
+
+def dvc(*args: str) -> str:
+    """`dvc <args>` in the project (this Python's dvc); its output, or MmolreError with its last lines."""
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
+        raise MmolreError(f"dvc {' '.join(args[:3])} ... failed:\n{tail}")
+    return done.stdout
+
+
+def queue_states(names: set[str]) -> dict[str, str]:
+    """name -> Queued | Running | Success | Failed ..., for the names `dvc queue status` lists."""
+    states = {}
+    for line in dvc("queue", "status").splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1] in names:
+            states[fields[1]] = fields[-1]
+    return states
+
+
+def run_queue(names: list[str], jobs: int) -> None:
+    """Start `jobs` queue workers and wait for `names`, with a progress bar; fails naming the failed ones."""
+    dvc("queue", "start", "--jobs", str(jobs))
+    pending = set(names)
+    with tqdm(total=len(names), desc="study", unit="point", file=sys.stderr) as bar:
+        while True:
+            states = queue_states(pending)
+            finished = {n for n in pending if states.get(n) not in ("Queued", "Running")}
+            bar.update(len(finished))
+            pending -= finished
+            failed = [n for n in finished if states.get(n) == "Failed"]
+            if failed:
+                raise MmolreError(f"experiment(s) {', '.join(sorted(failed))} failed: `dvc queue logs <name>` shows "
+                                  f"why; fix it and rerun (finished points are kept, failed ones are queued again)")
+            if not pending:
+                return
+            time.sleep(POLL_S)
+
+
+def metric_of(metrics: dict, key: str) -> tuple[float | None, float | None]:
+    """(mean, std) of a dotted key of metrics.json (std None for one seed)."""
+    *path, leaf = key.split(".")
+    node = metrics
+    for part in path:
+        node = (node or {}).get(part)
+    node = node or {}
+    return node.get(leaf), node.get(f"{leaf}_std")
+
+
+def study_rows(points: dict[str, dict], shown: dict[str, dict], metric: str) -> list[dict]:
+    """One row per point: its values, experiment, metric (mean, std), main's parameters and FLOPs."""
+    rows = []
+    for name, point in points.items():
+        files = shown[name]
+        mean, std = metric_of(files.get(METRICS) or {}, metric)
+        if mean is None:
+            raise MmolreError(f"experiment {name}: {METRICS} has no {metric} (choose --metric among its keys)")
+        cost = (files.get(COSTS) or {}).get("main", {})
+        rows.append({**point, "experiment": name, metric: mean, f"{metric}_std": std,
+                     "params": cost.get("params"), "flops_per_utterance": cost.get("flops_per_utterance")})
+    return rows
+
+
+def study_table(rows: list[dict], grid: dict, metric: str) -> str:
+    header = [*grid, metric, "params", "GFLOPs/utt", "experiment"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        value = f"{row[metric]:.4g}" + (f" ± {row[f'{metric}_std']:.2g}" if row[f"{metric}_std"] is not None else "")
+        flops = "–" if row["flops_per_utterance"] is None else f"{row['flops_per_utterance'] / 1e9:.4g}"
+        params = "–" if row["params"] is None else f"{row['params']:,}"
+        lines.append("| " + " | ".join([*(str(row[k]) for k in grid), value, params, flops, row["experiment"]]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_study(rows: list[dict], grid: dict, metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in grid if len(grid[k]) > 1] or list(grid)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.8), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        others = [k for k in grid if k != key]
+        params_ax = ax.twinx()
+        for rest in itertools.product(*(grid[k] for k in others)):
+            line = [r for r in rows if all(r[k] == v for k, v in zip(others, rest))]
+            label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(others, rest)) or metric
+            std = [r[f"{metric}_std"] or 0.0 for r in line]
+            drawn = ax.errorbar([r[key] for r in line], [r[metric] for r in line], yerr=std, marker="o",
+                                capsize=3, label=label)
+            if all(r["params"] is not None for r in line):
+                params_ax.plot([r[key] for r in line], [r["params"] for r in line], ":", alpha=0.6,
+                               color=drawn.lines[0].get_color())
+        ax.set_xlabel(key); ax.set_ylabel(metric); ax.grid(alpha=0.3); ax.legend(fontsize=7)
+        params_ax.set_ylabel("parameters (dotted)")
+    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+
+
+def write_study(out: Path, rows: list[dict], grid: dict, metric: str, mode: str) -> None:
+    best = (min if mode == "min" else max)(rows, key=lambda r: r[metric])
+    with atomic_dir(out) as tmp:
+        (tmp / "study.json").write_text(json.dumps({"metric": metric, "mode": mode, "grid": grid, "best": best,
+                                                    "points": rows}, indent=2) + "\n")
+        (tmp / "study.md").write_text(f"# Study: {metric} ({mode} is better) over {', '.join(grid)}\n\n"
+                                      f"Best: {best['experiment']} ({metric} {best[metric]:.4g}).\n\n"
+                                      + study_table(rows, grid, metric) + "\n![study](study.png)\n")
+        plot_study(rows, grid, metric, tmp / "study.png")
+
+
+def study(params: dict, grid: dict[str, list], seeds: list[int] | None, jobs: int, metric: str, prefix: str,
+          out: Path, all_runs: bool) -> list[dict]:
+    """Queue and run the grid's points not yet on this commit, then write `out` from every point."""
+    points = {point_name(prefix, p, seeds): p for p in checked_points(params, grid, seeds)}
+    done = {name for name, files in experiments_of(json.loads(dvc("exp", "show", "--json"))).items()
+            if files.get(METRICS)}  # a failed experiment has none: it is run again
+    queued = queue_states(set(points))
+    new = [name for name in points if name not in done and queued.get(name) not in ("Queued", "Running")]
+    print(f"study: {len(points)} points, {len(points) - len(new)} already run or queued on this commit, "
+          f"{len(new)} to run", file=sys.stderr)
+    if any(queued.get(name) == "Failed" for name in new):
+        dvc("queue", "remove", "--failed")
+    for name in new:
+        dvc("exp", "run", "--queue", "-n", name,
+            *[a for v in overrides(points[name], seeds, params, all_runs) for a in ("-S", v)])
+    waiting = [name for name in points if name not in done]
+    if waiting:
+        run_queue(waiting, jobs)
+    rows = study_rows(points, experiments_of(json.loads(dvc("exp", "show", "--json"))), metric)
+    write_study(out, rows, grid, metric, params.get("promote", {}).get("mode", "min"))
+    print(f"study: wrote {out}/study.json, study.md and study.png", file=sys.stderr)
+    return rows
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                        help="a params key and its values (repeatable: the study is their product)")
+    parser.add_argument("--seeds", help="seeds of every point, e.g. 1111,1,11 (default: runs.main's)")
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (`dvc queue start --jobs`)")
+    parser.add_argument("--metric", help="a key of reports/metrics.json (default: params promote.metric)")
+    parser.add_argument("--name", default="study", help="experiment names start with it (default: study)")
+    parser.add_argument("--out", type=Path, default=Path("reports/study"), help="where the study is written")
+    parser.add_argument("--all-runs", action="store_true", help="train every run of params `runs` per point")
+
+
+def run(args: argparse.Namespace, params: dict) -> None:
+    if args.jobs < 1:
+        raise MmolreError(f"--jobs {args.jobs}: at least 1")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        raise MmolreError(f"--seeds {args.seeds!r}: integers separated by commas, e.g. 1111,1,11") from None
+    metric = args.metric or params.get("promote", {}).get("metric")
+    if not metric:
+        raise MmolreError("no metric: pass --metric (a key of reports/metrics.json) or set params promote.metric")
+    study(params, parse_grid(args.grid), seeds, args.jobs, metric, args.name, args.out, args.all_runs)
+
+
+if __name__ == "__main__":
+    from mmolre.cli import run_stage
+
+    run_stage("study")

@@ -1,0 +1,98 @@
+"""`mmolre study`: a 2 x 2 grid as queued DVC experiments in a temporary repository whose one stage scores the
+params it is given (what is under test is the machinery around `dvc exp run --queue`, not training)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, sh, shrink, tool_env
+from mmolre.study import parse_grid, point_name
+
+SCORE = """import json, pathlib, yaml
+p = yaml.safe_load(open("params.yaml"))
+n, r, seeds = p["model"]["n_experts"], p["model"]["rank"], p["runs"]["main"]["seeds"]
+maes = [1.0 / (n * r) + s / 1e4 for s in seeds]
+mean = sum(maes) / len(maes)
+pathlib.Path("reports").mkdir(exist_ok=True)
+msa = {"mae": mean} if len(maes) == 1 else {"mae": mean, "mae_std": 0.5}
+pathlib.Path("reports/metrics.json").write_text(json.dumps({"demo": {"msa": msa}}))
+costs = {run: {"params": 100 * n * r, "flops_per_utterance": 10**6 * n} for run in p["runs"]}
+pathlib.Path("reports/costs.json").write_text(json.dumps(costs))
+"""
+STAGE = {"stages": {"score": {"cmd": "python score.py", "deps": ["score.py"], "params": ["model", "runs"],
+                              "metrics": [{"reports/metrics.json": {"cache": False}},
+                                          {"reports/costs.json": {"cache": False}}]}}}
+
+
+def study_repo(repo):
+    params = shrink(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "score.py").write_text(SCORE)
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(STAGE, sort_keys=False))
+    dvc = [sys.executable, "-m", "dvc"]
+    sh(repo, "git", "init", "-q")
+    sh(repo, *dvc, "init", "-q")
+    sh(repo, *dvc, "config", "core.analytics", "false")
+    sh(repo, *dvc, "repro", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline")
+    return repo
+
+
+def mmolre(repo, *args):
+    return subprocess.run([shutil.which("mmolre", path=tool_env()["PATH"]), *args], cwd=repo, env=tool_env(),
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_grid_values_and_names():
+    assert parse_grid(["model.rank=16,32", "model.rank_list=[8,16],[4,4]"]) == {
+        "model.rank": [16, 32], "model.rank_list": [[8, 16], [4, 4]]}
+    assert point_name("study", {"model.n_experts": 3, "model.rank": [8, 16]}, [1111, 1]) == \
+        "study-n_experts3-rank_8_16_-s1111_1"
+    assert point_name("s", {"model.dropout": 0.1, "train.dropout": 0.2}, None) == "s-model_dropout0.1-train_dropout0.2"
+
+
+@pytest.mark.slow
+def test_study_runs_a_2x2_grid_once_and_writes_its_table_and_figure(tmp_path):
+    repo = study_repo(tmp_path)
+    before = (repo / "params.yaml").read_text()
+    first = mmolre(repo, "study", "--grid", "model.n_experts=1,3", "--grid", "model.rank=4,8", "--jobs", "2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "study: 4 points, 0 already run or queued on this commit, 4 to run" in first.stderr
+    study = json.loads((repo / "reports" / "study" / "study.json").read_text())
+    got = {(p["model.n_experts"], p["model.rank"]): (p["demo.msa.mae"], p["params"]) for p in study["points"]}
+    assert got == {(n, r): (pytest.approx(1 / (n * r) + 0.1111), 100 * n * r) for n in (1, 3) for r in (4, 8)}
+    assert study["best"]["experiment"] == "study-n_experts3-rank8" and study["metric"] == "demo.msa.mae"
+    table = (repo / "reports" / "study" / "study.md").read_text()
+    assert "| model.n_experts | model.rank | demo.msa.mae | params | GFLOPs/utt | experiment |" in table
+    assert "| 3 | 8 | 0.1528 | 2,400 | 0.003 | study-n_experts3-rank8 |" in table
+    assert (repo / "reports" / "study" / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (repo / "params.yaml").read_text() == before  # the workspace is as it was
+    shown = json.loads(sh(repo, sys.executable, "-m", "dvc", "exp", "show", "--json").strip().splitlines()[-1])
+    runs = {rev["name"]: sorted(rev["data"]["params"]["params.yaml"]["data"]["runs"])
+            for e in shown[-1]["experiments"] for rev in e["revs"]}
+    assert runs == {f"study-n_experts{n}-rank{r}": ["main"] for n in (1, 3) for r in (4, 8)}  # main alone
+
+    second = mmolre(repo, "study", "--grid", "model.n_experts=1,3", "--grid", "model.rank=4,8")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "study: 4 points, 4 already run or queued on this commit, 0 to run" in second.stderr
+    assert json.loads((repo / "reports" / "study" / "study.json").read_text()) == study
+    names = sh(repo, sys.executable, "-m", "dvc", "exp", "ls", "--name-only").split()
+    assert len(names) == 4
+
+
+def test_a_bad_grid_value_is_one_line_and_queues_nothing(tmp_path, capsys, monkeypatch):
+    from mmolre.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(shrink(yaml.safe_load((ROOT / "params.yaml").read_text()))))
+    assert main(["study", "--grid", "model.rank=4,64"]) == 2
+    assert capsys.readouterr().err == ("mmolre study: error: grid point {'model.rank': 64}: params model: rank=64 "
+                                       "must be <= d_model=32 (a low-rank expert)\n")
+    assert main(["study", "--grid", "model.rank"]) == 2
+    assert "--grid 'model.rank': expected key=v1,v2,..." in capsys.readouterr().err
+    assert not (tmp_path / ".dvc").exists() and not (tmp_path / "reports").exists()
