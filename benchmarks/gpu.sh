@@ -39,7 +39,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
   | tee "$out/device.txt"
 
 if [ $smoke = 1 ]; then
-  step=(--only step --no-compile --repeats 1 --batch 2 --text-tokens 8 --audio-frames 16 --profile)
+  step=(--only step --no-compile --repeats 1 --batch 2 --text-tokens 8 --audio-frames 16 --profile --d-model 64 --n-experts 3 --rank 8)
   loader=(--utterances 60 --seconds 0.5 --step-batch 2)
   epoch=(--scale 0.0005 --batch 4 --seconds 0.5)
 else

@@ -173,17 +173,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="also profile the fused step (top operators)")
+    parser.add_argument("--d-model", type=int, default=MMoLREConfig.d_model, help="default: the paper's size")
+    parser.add_argument("--n-experts", type=int, default=MMoLREConfig.n_experts)
+    parser.add_argument("--rank", type=int, default=MMoLREConfig.rank)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or 'CPU'}, " \
                                                                        f"{torch.get_num_threads()} threads"
-    cfg = MMoLREConfig()  # the paper's size: d=768, N=15, r=128
+    cfg = MMoLREConfig(d_model=args.d_model, n_experts=args.n_experts, rank=args.rank)  # default: the paper's
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch}, text {args.text_tokens} tokens, "
           f"audio {args.audio_frames} frames, d={cfg.d_model}, N={cfg.n_experts}, r={cfg.rank}")
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
     if args.only in (None, "mixture"):
-        print("\none UniTSE mixture (15 shared + 1 task expert), fwd+bwd, input (B, audio frames, d)")
+        print(f"\none UniTSE mixture ({cfg.n_experts} shared + 1 task expert), fwd+bwd, input (B, audio frames, d)")
         print(f"{'experts':<8}{'dtype':<6}{'ms':>10}{'speed-up':>10}")
         for dname, dtype in dtypes.items():
             loop = mixture_case(dataclasses.replace(cfg, fused_experts=False), args.batch, args.audio_frames,

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import make_project_repo, set_yaml, sh, tool_env
 
@@ -20,14 +21,19 @@ def ran_stages(log: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    return make_project_repo(tmp_path_factory.mktemp("my project"))  # a path with a space, as users have
+    repo = make_project_repo(tmp_path_factory.mktemp("my project"))  # a path with a space, as users have
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["runs"] = {run: params["runs"][run] for run in ("main", "text_only")}  # two: the foreach, cheaply
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(repo, "git", "commit", "-qam", "two runs")
+    return repo
 
 
 def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches(repo):
     dvc = [sys.executable, "-m", "dvc"]
     first = sh(repo, *dvc, "repro")
-    assert ran_stages(first) == {"download", "prepare", "featurize", "train@main", "train@text_only",
-                                 "train@audio_only", "evaluate", "transfer", "report"}
+    assert ran_stages(first) == {"download", "prepare", "featurize", "train@main", "train@text_only", "evaluate",
+                                 "transfer", "report"}
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(metrics["demo"]) == {"msa", "mer"}
     assert (repo / "reports" / "report.md").is_file() and (repo / "reports" / "figures" / "routing.png").is_file()
@@ -40,7 +46,7 @@ def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches
     sh(repo, "git", "commit", "-qm", "first run")
     set_yaml(repo / "params.yaml", "train", "lr", 0.01)
     third = sh(repo, *dvc, "repro")
-    assert ran_stages(third) == {"train@main", "train@text_only", "train@audio_only", "evaluate", "transfer", "report"}
+    assert ran_stages(third) == {"train@main", "train@text_only", "evaluate", "transfer", "report"}
 
     diff = json.loads(sh(repo, *dvc, "metrics", "diff", "--json").strip().splitlines()[-1])
     changed = diff["reports/metrics.json"]
@@ -51,7 +57,7 @@ def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches
 
 def test_a_second_repro_in_the_same_workspace_is_refused_and_the_first_finishes(repo):
     assert " " in str(repo)
-    set_yaml(repo / "params.yaml", "train", "lr", 0.02)
+    set_yaml(repo / "params.yaml", "evaluate", "batch_size", 16)  # evaluate and transfer rerun: seconds of lock
     dvc = [sys.executable, "-m", "dvc", "repro"]
     log = repo.parent / "first.log"
     first = subprocess.Popen(dvc, cwd=repo, env=tool_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT)
@@ -63,8 +69,7 @@ def test_a_second_repro_in_the_same_workspace_is_refused_and_the_first_finishes(
     said = second.stdout + second.stderr  # DVC's repo lock, or its per-output read/write lock
     assert second.returncode != 0 and ("Unable to acquire lock" in said or "is busy" in said), said
     assert first.wait(600) == 0, log.read_text()
-    assert ran_stages(log.read_text()) == {"train@main", "train@text_only", "train@audio_only", "evaluate", "transfer",
-                                           "report"}
+    assert {"evaluate", "transfer"} <= ran_stages(log.read_text()) <= {"evaluate", "transfer", "report"}
     assert "Data and pipelines are up to date" in sh(repo, sys.executable, "-m", "dvc", "repro")
 
 
@@ -79,9 +84,9 @@ def test_dvclive_metrics_in_exp_show_and_curves_in_plots_diff(repo):
     for metrics in (commit["data"]["metrics"], experiment["data"]["metrics"]):  # the baseline and the experiment
         main = metrics["reports/train/main/metrics.json"]["data"]
         assert {"train", "valid", "lr", "step", "best"} <= set(main) and main["best"]["epoch"] >= 1
-        assert "reports/train/text_only/metrics.json" in metrics and "reports/train/audio_only/metrics.json" in metrics
+        assert "reports/train/text_only/metrics.json" in metrics
     assert experiment["data"]["metrics"]["reports/train/main/metrics.json"]["data"]["lr"] == 0.001
-    assert commit["data"]["metrics"]["reports/train/main/metrics.json"]["data"]["lr"] == 0.02
+    assert commit["data"]["metrics"]["reports/train/main/metrics.json"]["data"]["lr"] == 0.01
     plots = json.loads(sh(repo, *dvc, "plots", "diff", "HEAD", "lr-high", "--json").strip().splitlines()[-1])["data"]
     loss = plots["Training loss (main run)"][0]
     rows = loss["content"]["data"]["values"]
