@@ -219,31 +219,40 @@ def attend_present(attention: nn.MultiheadAttention, query: torch.Tensor, keys: 
 
 
 class TaskAdaptiveFusion(nn.Module):
-    """One task's fusion [ours]: cross-modal attention (text <-> audio), masked mean pooling,
-    and a per-sample gate (softmax over modalities) that weights the pooled modalities."""
+    """One task's fusion [ours]: cross-modal attention (each modality's positions attend to the positions of all
+    the others, one multi-head attention layer per modality: text <-> audio with two), masked mean pooling, and
+    a per-sample gate (softmax over modalities) that weights the pooled modalities."""
 
     def __init__(self, cfg: MMoLREConfig):
         super().__init__()
         d, m = cfg.d_model, len(cfg.modalities)
         self.modalities = cfg.modalities
-        if m == 2:
+        self.attending = tuple(x for x in MODALITIES if x in cfg.modalities) if m >= 2 else ()  # registry order
+        if self.attending:
             self.attend = nn.ModuleDict({q: nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout,
-                                                                  batch_first=True) for q in MODALITIES})
-            self.norms = nn.ModuleDict({q: nn.LayerNorm(d) for q in MODALITIES})
+                                                                  batch_first=True) for q in self.attending})
+            self.norms = nn.ModuleDict({q: nn.LayerNorm(d) for q in self.attending})
             self.dropout = nn.Dropout(cfg.dropout)
         self.gate = nn.Linear(m * d, m)
+
+    def cross_attended(self, xs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """x_q <- LN(x_q + Attention(x_q; the other modalities' positions, concatenated)) for every modality q
+        (with two modalities: text attends to audio and audio to text)."""
+        attended = {}
+        for q in self.attending:
+            others = [o for o in self.attending if o != q]
+            keys = torch.cat([xs[o] for o in others], 1) if len(others) > 1 else xs[others[0]]
+            key_mask = torch.cat([masks[o] for o in others], 1) if len(others) > 1 else masks[others[0]]
+            attended[q] = attend_present(self.attend[q], xs[q], keys, key_mask)
+        return {q: self.norms[q](xs[q] + self.dropout(attended[q])) for q in self.attending}
 
     def forward(self, xs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
         """modality -> (B, T_m, d) and (B, T_m) -> task vector (B, d), modality gates (B, M).
         A modality whose mask is all False in a sample is absent there [ours]: nothing attends to it, it is
         pooled to zero and its gate is 0, so its values cannot matter (each sample needs one modality)."""
         present = {m: masks[m].any(1) for m in self.modalities}  # (B,)
-        if len(self.modalities) == 2:
-            other = {"text": "audio", "audio": "text"}
-            attended = {}
-            for q, o in other.items():
-                attended[q] = attend_present(self.attend[q], xs[q], xs[o], masks[o])
-            xs = {q: self.norms[q](xs[q] + self.dropout(attended[q])) for q in MODALITIES}
+        if self.attending:
+            xs = self.cross_attended(xs, masks)
         pooled = torch.stack([torch.where(present[m][:, None], masked_mean(xs[m], masks[m]), 0.0)
                               for m in self.modalities], dim=1)  # (B, M, d)
         present_mask = torch.stack([present[m] for m in self.modalities], dim=1)  # (B, M)

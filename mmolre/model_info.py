@@ -67,7 +67,7 @@ def closed_form_params(cfg: MMoLREConfig) -> int:
     b, s = len(cfg.branches), int(cfg.task_specific)
     experts = sum(expert_params(d, r, k) for r in cfg.shared_ranks) + b * s * expert_params(d, cfg.specific_rank, k)
     block = experts + b * (d * (n + s) + n + s) + b * 2 * d
-    attention = 2 * (4 * d * d + 4 * d) + 2 * 2 * d if m == 2 else 0  # two MHA layers, two LayerNorms
+    attention = m * (4 * d * d + 4 * d + 2 * d) if m >= 2 else 0  # per modality an MHA layer and a LayerNorm
     fusion = b * (attention + m * d * m + m)
     return input_params(cfg) + m * cfg.n_blocks * block + fusion + head_params(cfg) + cfg.context_params
 
@@ -82,9 +82,15 @@ def head_flops(cfg: MMoLREConfig) -> int:
     return sum(2 * d * (d // 2) + 2 * (d // 2) * task.outputs for task in cfg.heads.values())
 
 
+def attention_flops(w: int, t_query: int, t_keys: int) -> int:
+    """Multi-head attention of width w: projections q, out (query length) and k, v (key length), scores and
+    values."""
+    return 4 * t_query * w * w + 4 * t_keys * w * w + 4 * t_query * t_keys * w
+
+
 def attention_layer_flops(w: int, t_query: int, t_keys: int) -> int:
-    """Projections q, out (query length) and k, v (key length), scores and values, the FFN of width 4w."""
-    return 4 * t_query * w * w + 4 * t_keys * w * w + 4 * t_query * t_keys * w + 16 * t_query * w * w
+    """A transformer layer: its attention and the FFN of width 4w."""
+    return attention_flops(w, t_query, t_keys) + 16 * t_query * w * w
 
 
 def fusion_flops(cfg: MMoLREConfig, lengths: dict[str, int]) -> int:
@@ -126,12 +132,8 @@ def closed_form_flops(cfg: MMoLREConfig, t_text: int, t_audio: int) -> int:
             once = shared_hidden * (1 if block == 0 else b)  # block 1: computed once for every branch
             per_branch = 2 * d * (n + s) + shared_out + s * specific  # router, gated second convs, task expert
             total += t * (once + b * per_branch)
-    if m == 2:  # per branch, text attends to audio and audio to text
-        tt, ta = t_text, t_audio
-        attention = 2 * d * d * (tt + 2 * ta + tt) + 4 * tt * ta * d  # projections q, k, v, out; scores + values
-        attention += 2 * d * d * (ta + 2 * tt + ta) + 4 * ta * tt * d
-    else:
-        attention = 0
+    attention = sum(attention_flops(d, lengths[q], sum(lengths[o] for o in cfg.modalities if o != q))
+                    for q in cfg.modalities) if m >= 2 else 0  # per branch each modality attends to the others
     total += b * (attention + 2 * m * d * m + 2 * m * d)  # gate over [p_t; p_a], weighted sum of pooled vectors
     total += head_flops(cfg)
     if cfg.context == "dialogue":  # W [h; c] per branch (the mean over k previous vectors: additions, not counted)

@@ -450,3 +450,43 @@ def test_a_model_saved_before_label_spaces_loads_as_cmu(tmp_path):
     assert loaded.config == cfg and loaded.config.label_space == "cmu"
     with pytest.raises(ValueError, match="n_emotions other than 6 without a label_space"):
         MMoLREConfig.from_saved({**model, "n_emotions": 7})
+
+
+def two_modality_fusion_by_hand(fusion, xs, masks):
+    """The task-adaptive fusion as it was written for text and audio alone: text attends to audio, audio to
+    text, then pooling and the modality gate."""
+    from mmolre.model import attend_present, masked_mean
+
+    other = {"text": "audio", "audio": "text"}
+    xs = {q: fusion.norms[q](xs[q] + attend_present(fusion.attend[q], xs[q], xs[o], masks[o]))
+          for q, o in other.items()}
+    pooled = torch.stack([masked_mean(xs[m], masks[m]) for m in ("text", "audio")], 1)
+    gates = torch.softmax(fusion.gate(pooled.flatten(1)), -1)
+    return (gates.unsqueeze(1) @ pooled).squeeze(1)
+
+
+def test_fusion_over_m_modalities_equals_the_two_modality_fusion_and_reads_a_third(monkeypatch):
+    from types import SimpleNamespace
+
+    import mmolre.model
+    from mmolre.model import TaskAdaptiveFusion
+
+    torch.manual_seed(0)
+    cfg = SimpleNamespace(d_model=8, n_heads=2, dropout=0.0, modalities=("text", "audio"))
+    fusion = TaskAdaptiveFusion(cfg).double().eval()
+    xs = {"text": torch.randn(3, 4, 8, dtype=torch.float64), "audio": torch.randn(3, 6, 8, dtype=torch.float64)}
+    masks = {"text": torch.ones(3, 4, dtype=torch.bool), "audio": torch.ones(3, 6, dtype=torch.bool)}
+    masks["audio"][1, 3:] = False
+    assert torch.allclose(fusion(xs, masks)[0], two_modality_fusion_by_hand(fusion, xs, masks), atol=1e-12, rtol=0)
+
+    monkeypatch.setattr(mmolre.model, "MODALITIES", ("text", "audio", "video"))  # a third modality's entry
+    three = TaskAdaptiveFusion(SimpleNamespace(**{**vars(cfg), "modalities": ("text", "audio", "video")})).eval()
+    d = cfg.d_model
+    assert sum(p.numel() for p in three.parameters()) == 3 * (4 * d * d + 4 * d + 2 * d) + 3 * d * 3 + 3
+    xs3 = {m: x.float() for m, x in xs.items()} | {"video": torch.randn(3, 5, 8)}
+    masks3 = masks | {"video": torch.tensor([[True] * 5, [True] * 5, [False] * 5])}  # sample 2: no video
+    with torch.no_grad():
+        before, gates = three(xs3, masks3)
+        after = three(xs3 | {"video": xs3["video"] + 5.0}, masks3)[0]
+    assert gates.shape == (3, 3) and gates[2, 2] == 0.0
+    assert torch.equal(before[2], after[2]) and not torch.allclose(before[:2], after[:2])  # absent: nothing
