@@ -12,6 +12,7 @@ reports/metrics.json and reports/costs.json, and reports/study/ gets:
   study.md     the same as a table
   study.png    the metric against each grid key (one line per value of the others), parameters on a second axis
 The metric is params `promote.metric` (and `promote.mode`) unless --metric names another key of metrics.json.
+A --set value is a key of every point with that one value (passed to each experiment and in its name).
 """
 
 from __future__ import annotations
@@ -250,7 +251,8 @@ def run(args: argparse.Namespace, params: dict) -> None:
     metric = args.metric or params.get("promote", {}).get("metric")
     if not metric:
         raise MmolreError("no metric: pass --metric (a key of reports/metrics.json) or set params promote.metric")
-    study(params, parse_grid(args.grid), seeds, args.jobs, metric, args.name, args.out, args.all_runs)
+    fixed = {key: [yaml.safe_load(raw)] for key, _, raw in (item.partition("=") for item in args.overrides)}
+    study(params, fixed | parse_grid(args.grid), seeds, args.jobs, metric, args.name, args.out, args.all_runs)
 
 
 if __name__ == "__main__":

@@ -96,3 +96,17 @@ def test_a_bad_grid_value_is_one_line_and_queues_nothing(tmp_path, capsys, monke
     assert main(["study", "--grid", "model.rank"]) == 2
     assert "--grid 'model.rank': expected key=v1,v2,..." in capsys.readouterr().err
     assert not (tmp_path / ".dvc").exists() and not (tmp_path / "reports").exists()
+
+
+def test_a_set_value_is_a_one_value_key_of_every_point(tmp_path, monkeypatch):
+    import mmolre.study
+    from mmolre.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(shrink(yaml.safe_load((ROOT / "params.yaml").read_text()))))
+    calls = []
+    monkeypatch.setattr(mmolre.study, "study", lambda *args: calls.append(args))
+    assert main(["study", "--grid", "model.rank=4,8", "--set", "model.dropout=0.2", "--seeds", "1,2"]) == 0
+    params, grid, seeds, jobs, metric = calls[0][:5]
+    assert grid == {"model.dropout": [0.2], "model.rank": [4, 8]} and seeds == [1, 2] and metric == "demo.msa.mae"
+    assert point_name("study", {"model.dropout": 0.2, "model.rank": 4}, seeds) == "study-dropout0.2-rank4-s1_2"
