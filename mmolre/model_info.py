@@ -37,7 +37,8 @@ def head_params(cfg: MMoLREConfig) -> int:
 
 
 def attention_layer_params(w: int, cross: bool) -> int:
-    """A pre-norm layer of width w (mult.AttentionLayer): attention, FFN 4w, two or three LayerNorms."""
+    """A transformer layer of width w (mult.AttentionLayer; MISA's nn.TransformerEncoderLayer): attention, FFN
+    4w, two LayerNorms (three with keys of another sequence)."""
     return (4 * w * w + 4 * w) + (8 * w * w + 5 * w) + 2 * w * (3 if cross else 2)
 
 
@@ -49,8 +50,8 @@ def fusion_params(cfg: MMoLREConfig) -> int:
         cross = m * (m - 1) * (n * attention_layer_params(d, True) + 2 * d)
         own = m * (n * attention_layer_params(sources * d, False) + 2 * sources * d)
         return cross + own + m * sources * d * d + d
-    if cfg.arch == "misa":  # E_c, the E_p^m, the decoder; a Transformer encoder layer (FFN 4f, two norms); out
-        return (m + 2) * (f * f + f) + (12 * f * f + 13 * f) + 2 * m * f * d + d
+    if cfg.arch == "misa":  # E_c, the E_p^m, the decoder; a Transformer encoder layer; out
+        return (m + 2) * (f * f + f) + attention_layer_params(f, False) + 2 * m * f * d + d
     return {"late_fusion": m * f * d + d, "tfn": (f + 1) ** m * d + d, "lmf": m * (f + 1) * r * d + r + d}[cfg.arch]
 
 
