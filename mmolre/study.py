@@ -23,6 +23,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,12 +99,19 @@ def checked_points(params: dict, grid: dict[str, list], seeds: list[int] | None)
 
 
 def dvc(*args: str) -> str:
-    """`dvc <args>` in the project (this Python's dvc); its output, or MmolreError with its last lines."""
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
+    """`dvc <args>` in the project (this Python's dvc); its output, or MmolreError with its last lines.
+    Output goes through a file, not a pipe: `dvc queue start` leaves workers behind that inherit it, and a
+    pipe would stay open (and this call wait) until they exit."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        code = subprocess.run([sys.executable, "-m", "dvc", *args], stdout=out, stderr=err).returncode
+        texts = []
+        for stream in (out, err):
+            stream.seek(0)
+            texts.append(stream.read())
+    if code != 0:
+        tail = "\n".join("".join(texts).strip().splitlines()[-8:])
         raise MmolreError(f"dvc {' '.join(args[:3])} ... failed:\n{tail}")
-    return done.stdout
+    return texts[0]
 
 
 def queue_states(names: set[str]) -> dict[str, str]:
