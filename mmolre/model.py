@@ -241,9 +241,8 @@ class TaskAdaptiveFusion(nn.Module):
         attended = {}
         for q in self.attending:
             others = [o for o in self.attending if o != q]
-            keys = torch.cat([xs[o] for o in others], 1) if len(others) > 1 else xs[others[0]]
-            key_mask = torch.cat([masks[o] for o in others], 1) if len(others) > 1 else masks[others[0]]
-            attended[q] = attend_present(self.attend[q], xs[q], keys, key_mask)
+            attended[q] = attend_present(self.attend[q], xs[q], torch.cat([xs[o] for o in others], 1),
+                                         torch.cat([masks[o] for o in others], 1))
         return {q: self.norms[q](xs[q] + self.dropout(attended[q])) for q in self.attending}
 
     def forward(self, xs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):

@@ -18,6 +18,7 @@ A --set value is a key of every point with that one value (passed to each experi
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import re
@@ -66,7 +67,8 @@ def point_name(prefix: str, point: dict, seeds: list[int] | None) -> str:
     """A git-ref-safe experiment name from the point's values (the keys' last parts, unless two collide)."""
     leaves = [key.split(".")[-1] for key in point]
     keys = leaves if len(set(leaves)) == len(leaves) else [key.replace(".", "_") for key in point]
-    parts = [f"{k}{json.dumps(v, separators=(',', ':'))}" for k, v in zip(keys, point.values())]
+    parts = [f"{k}{v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
+             for k, v in zip(keys, point.values())]
     if seeds:
         parts.append("s" + "_".join(map(str, seeds)))
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join([prefix, *parts]))
@@ -86,7 +88,7 @@ def checked_points(params: dict, grid: dict[str, list], seeds: list[int] | None)
     """Every point of the grid, each validated as the params it makes (a bad value: one line, nothing queued)."""
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     for point in points:
-        values = json.loads(json.dumps(params))
+        values = copy.deepcopy(params)
         for key, value in point.items():
             set_param(values, f"{key}={json.dumps(value)}")
         if seeds:

@@ -54,6 +54,7 @@ def test_grid_values_and_names():
     assert point_name("study", {"model.n_experts": 3, "model.rank": [8, 16]}, [1111, 1]) == \
         "study-n_experts3-rank_8_16_-s1111_1"
     assert point_name("s", {"model.dropout": 0.1, "train.dropout": 0.2}, None) == "s-model_dropout0.1-train_dropout0.2"
+    assert point_name("study", {"model.arch": "tfn", "model.rank": 8}, None) == "study-archtfn-rank8"
 
 
 @pytest.mark.slow

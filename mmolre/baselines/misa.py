@@ -59,14 +59,18 @@ def misa_losses(u: dict, invariant: dict, specific: dict, reconstructed: dict) -
 
 
 class Model(PooledBaseline):
-    def make_fusion(self, cfg):
-        f, m = cfg.fusion_dim, len(cfg.modalities)
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        f = cfg.fusion_dim
         self.invariant = nn.Sequential(nn.Linear(f, f), nn.Sigmoid())  # E_c, shared by the modalities
         self.specific = nn.ModuleDict({x: nn.Sequential(nn.Linear(f, f), nn.Sigmoid()) for x in cfg.modalities})
         self.decoder = nn.Linear(f, f)
-        self.loss_weights = {"sim": cfg.misa_sim_weight, "diff": cfg.misa_diff_weight, "recon": cfg.misa_recon_weight}
         self.transformer = nn.TransformerEncoderLayer(f, cfg.n_heads, 4 * f, cfg.dropout, batch_first=True)
-        return nn.Linear(2 * m * f, cfg.d_model)
+        self.loss_weights = {"sim": cfg.misa_sim_weight, "diff": cfg.misa_diff_weight, "recon": cfg.misa_recon_weight}
+
+    def make_fusion(self, cfg):
+        """The linear layer from the 2M attended subspace vectors to d_model."""
+        return nn.Linear(2 * len(cfg.modalities) * cfg.fusion_dim, cfg.d_model)
 
     def fuse(self, xs, masks, with_losses):
         u = self.pooled(xs, masks)
