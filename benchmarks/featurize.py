@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmolre.featurize import TextEncoder, audio_encoder, batches_by_length, featurize, load_audio, pick_device
+from mmolre.encoders import TextEncoder, audio_encoder, load_audio
+from mmolre.featurize import batches_by_length, featurize, pick_device
 from mmolre.params import FeaturizeParams, build, load_params
 
 

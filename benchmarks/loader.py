@@ -90,7 +90,7 @@ def model_demand(device: torch.device, batch: int, tokens: int, frames: int, rep
     cfg = MMoLREConfig()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     seconds = bench.train_step_case(cfg, batch, tokens, frames, device, dtype, False, 1, repeats)
-    return batch / seconds, 3 * closed_form_flops(cfg, tokens, frames)
+    return batch / seconds, 3 * closed_form_flops(cfg, {"text": tokens, "audio": frames})
 
 
 def main() -> None:

@@ -72,8 +72,8 @@ def executed_step_flops(cfg: MMoLREConfig, batch: int, tokens: int, frames: int)
     from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
     model = MMoLRE(cfg).train()
-    inputs = {"text": torch.randn(1, tokens, cfg.text_dim), "text_mask": torch.ones(1, tokens, dtype=torch.bool),
-              "audio": torch.randn(1, frames, cfg.audio_dim), "audio_mask": torch.ones(1, frames, dtype=torch.bool),
+    inputs = {"text": torch.randn(1, tokens, cfg.dims["text"]), "text_mask": torch.ones(1, tokens, dtype=torch.bool),
+              "audio": torch.randn(1, frames, cfg.dims["audio"]), "audio_mask": torch.ones(1, frames, dtype=torch.bool),
               "sentiment": torch.zeros(1), "emotions": torch.zeros(1, 6)}
     aten = torch.ops.aten  # torch's counter has no formula for the CPU flash-attention kernels
     cpu_attention = {
@@ -111,9 +111,9 @@ def training_step(cfg: MMoLREConfig, batch: int, tokens: int, frames: int, devic
     stepper = torch.compile(model) if compiled else model
     optimizer = make_optimizer(model, 1e-4, 0.01, device) if adamw is None else \
         torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, **adamw)
-    inputs = {"text": torch.randn(batch, tokens, cfg.text_dim, device=device),
+    inputs = {"text": torch.randn(batch, tokens, cfg.dims["text"], device=device),
               "text_mask": torch.ones(batch, tokens, dtype=torch.bool, device=device),
-              "audio": torch.randn(batch, frames, cfg.audio_dim, device=device),
+              "audio": torch.randn(batch, frames, cfg.dims["audio"], device=device),
               "audio_mask": torch.ones(batch, frames, dtype=torch.bool, device=device),
               "sentiment": torch.randn(batch, device=device), "emotions": torch.rand(batch, 6, device=device)}
 
@@ -196,7 +196,7 @@ def main() -> None:
             print(f"{'fused':<8}{dname:<6}{fused * 1e3:>10.1f}{loop / fused:>9.2f}x")
 
     if args.only in (None, "step"):
-        convention = 3 * closed_form_flops(cfg, args.text_tokens, args.audio_frames) * args.batch
+        convention = 3 * closed_form_flops(cfg, {"text": args.text_tokens, "audio": args.audio_frames}) * args.batch
         flops = executed_step_flops(cfg, args.batch, args.text_tokens, args.audio_frames)
         peaks = {dname: matmul_peak(device, dtype) for dname, dtype in dtypes.items()}
         print(f"\nfull training step (fwd + bwd + AdamW); FLOPs/step executed {flops / 1e12:.3f} T (counted by "

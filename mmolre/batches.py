@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Sampler
 
 from mmolre import MmolreError
 from mmolre.features import FeatureFile
-from mmolre.model_config import MODALITIES
+from mmolre.modalities import MODALITIES
 
 
 class FeatureDataset(Dataset):
@@ -126,9 +126,12 @@ class DialogueSampler(Sampler[list[int]]):
 
 
 def pad(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """[(T_i, dim)] -> (B, T_max, dim) zero-padded, and a (B, T_max) mask, True = real position."""
+    """[(T_i, dim)] -> (B, T_max, dim) zero-padded, and a (B, T_max) mask, True = real position. At least one
+    position: a batch in which every sample lacks the modality gets one padding position, all masked."""
     lengths = torch.tensor([len(s) for s in sequences])
     padded = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True)
+    if padded.shape[1] == 0:
+        padded = padded.new_zeros((len(sequences), 1, padded.shape[2]))
     return padded, torch.arange(padded.shape[1])[None] < lengths[:, None]
 
 
@@ -195,7 +198,7 @@ class FeatureStore:
     def batch(self, index: list[int] | np.ndarray) -> dict:
         """The padded batch of utterances `index`, equal to `collate` over the lazy items: per modality
         one gather of (B x T) rows."""
-        longest = {m: int(self.lengths[m][index].max()) for m in self.modalities}  # on the host: no GPU sync
+        longest = {m: max(1, int(self.lengths[m][index].max())) for m in self.modalities}  # on the host: no GPU sync
         index = torch.as_tensor(np.asarray(index), dtype=torch.long, device=self.device)
         batch = {"sentiment": self.sentiment[index], "emotions": self.emotions[index], "index": index}
         if self.dialogue is not None:

@@ -37,7 +37,7 @@ from mmolre.files import atomic_file
 from mmolre.label_spaces import Task
 from mmolre.metrics import class_index, mean_std, score
 from mmolre.inference import infer, load_checkpoint
-from mmolre.model_config import MODALITIES
+from mmolre.modalities import PAPER_MODALITIES
 from mmolre.model_info import closed_form_flops
 from mmolre.params import EvaluateParams, build, run_seeds
 
@@ -65,10 +65,11 @@ def noise(modality: str, mean: torch.Tensor, std: torch.Tensor, seed: int):
 
 def robustness(model, features: FeatureFile, indices: np.ndarray, batch_size: int, device, seed: int,
                store: FeatureStore | None = None) -> dict:
-    """{condition: {dataset: metrics}} of a text+audio model with the audio absent, the text absent, and
-    the audio replaced by noise."""
-    conditions = {"audio absent": absent("audio"), "text absent": absent("text"),
-                  "audio noise": noise("audio", model.inputs["audio"].mean, model.inputs["audio"].std, seed)}
+    """{condition: {dataset: metrics}} of a multimodal model with each of its modalities absent (the last of the
+    registry first: audio absent, then text absent for text+audio), and with audio the audio replaced by noise."""
+    conditions = {f"{m} absent": absent(m) for m in reversed(model.config.modalities)}
+    if "audio" in model.config.modalities:
+        conditions["audio noise"] = noise("audio", model.inputs["audio"].mean, model.inputs["audio"].std, seed)
     out = {}
     for name, transform in conditions.items():
         result = infer(model, features, indices, batch_size, device, transform=transform, store=store)
@@ -256,7 +257,7 @@ def score_run(params: dict, cfg: EvaluateParams, run: str, model, result: dict, 
                           other.config.tasks)
         per_seed.append(split_metrics(features, indices, again["sentiment"], again["emotions"]))
     robust = None
-    if cfg.robustness and set(model.config.modalities) == set(MODALITIES):
+    if cfg.robustness and len(model.config.modalities) >= 2:
         robust = {"full": per_seed[0], **robustness(model, features, indices, cfg.batch_size, device,
                                                     int(params["data"]["seed"]), store)}
     routing = {k: v.mean(0).tolist() for k, v in result["routing"].items()}
@@ -264,9 +265,11 @@ def score_run(params: dict, cfg: EvaluateParams, run: str, model, result: dict, 
 
 
 def costs(model, features: FeatureFile, indices: np.ndarray) -> dict:
-    """The model's parameters and forward FLOPs for one utterance of the split's mean text and audio length."""
-    lengths = {m: int(round(float(features.lengths(m)[indices].mean()))) for m in MODALITIES}
-    flops = closed_form_flops(model.config, lengths["text"], lengths["audio"])
+    """The model's parameters and forward FLOPs for one utterance of the split's mean lengths (of the paper's two
+    modalities, and of any other the run reads)."""
+    read = [m for m in features.offsets if m in PAPER_MODALITIES or m in model.config.modalities]
+    lengths = {m: int(round(float(features.lengths(m)[indices].mean()))) for m in read}
+    flops = closed_form_flops(model.config, lengths)
     return {"params": sum(p.numel() for p in model.parameters()), "flops_per_utterance": flops,
             "lengths": lengths}
 

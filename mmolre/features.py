@@ -1,8 +1,10 @@
 """The HDF5 feature file: one per dataset and encoder pair (layout in architecture.md).
 
 Root attrs: schema_version, encoders and revisions, sample_rate, created_with, params_hash.
-`text/` and `audio/`: `values` (sum of lengths x dim, float16) and `offsets` (N+1, int64);
-utterance i of modality m is m/values[offsets[i]:offsets[i+1]].
+One group per featurized modality (mmolre/modalities.py: `text/`, `audio/`, `video/`): `values` (sum of
+lengths x dim, float16) and `offsets` (N+1, int64); utterance i of modality m is m/values[offsets[i]:offsets[i+1]].
+`video/times` (float32, one per row of values) is each frame's time in seconds from the utterance's start. An
+utterance without an optional modality (a clip without a video stream) has no frames there: absent, masked.
 `meta/`: utterance_id, split, dataset (utf-8), for corpora of dialogues dialogue (utf-8) and turn (int64,
 its position in the dialogue), sentiment and emotions, float32, NaN where an utterance has
 no such label, in the dataset's label space (root attr `label_space`; absent: "cmu", as in every file
@@ -10,7 +12,8 @@ written before label spaces existed): for cmu sentiment (N,) and emotions (N, 6)
 (mmolre/label_spaces.py) the sa task's targets or class numbers and the er task's intensities or one-hot
 classes, (N, 0) for a task the space does not have.
 Each modality group carries summary statistics of its values as attributes (`stats_*`: number of
-utterances and frames, mean, std, min, max, frames per utterance min/mean/max).
+utterances and frames, utterances without frames (`stats_absent`), mean, std, min, max, frames per
+utterance min/mean/max).
 
 Validation: `block_problem` is what featurize applies to every utterance it writes (finite,
 non-empty, the encoder's width, |value| <= MAX_ABS); `FeatureFile` checks the structure when it
@@ -31,7 +34,7 @@ import torch
 
 from mmolre import SPLITS, MmolreError
 from mmolre.label_spaces import DEFAULT, LABEL_SPACES, Task
-from mmolre.model_config import MODALITIES
+from mmolre.modalities import MODALITIES, featurized
 
 SCHEMA_VERSION = 1
 MAX_ABS = 1e4  # [ours] no encoder output we know comes near it; float16 itself overflows at 65504
@@ -45,18 +48,21 @@ def encoder_tag(name: str) -> str:
 
 
 def feature_path(params: dict, root: Path = Path("data/features")) -> Path:
-    """data/features/<dataset>/<text encoder tag>__<audio encoder tag>.h5 for the params' encoders."""
+    """data/features/<dataset>/<text encoder tag>__<audio encoder tag>[__<video encoder tag>].h5: the tags of
+    the featurized modalities' encoders, in registry order."""
     section = params["featurize"]
-    tag = f"{encoder_tag(section['text_encoder'])}__{encoder_tag(section['audio_encoder'])}"
-    return root / params["data"]["dataset"] / f"{tag}.h5"
+    tags = [encoder_tag(section[MODALITIES[m].encoder_param]) for m in featurized(section)
+            if MODALITIES[m].encoder_param]
+    return root / params["data"]["dataset"] / f"{'__'.join(tags)}.h5"
 
 
-def block_problem(values: np.ndarray, dim: int, max_abs: float = MAX_ABS) -> str | None:
-    """What is wrong with one utterance's (frames, dim) features, or None."""
+def block_problem(values: np.ndarray, dim: int, max_abs: float = MAX_ABS, optional: bool = False) -> str | None:
+    """What is wrong with one utterance's (frames, dim) features, or None. No frames is no problem for an
+    `optional` modality (the utterance lacks it: absent, masked)."""
     if values.ndim != 2 or values.shape[1] != dim:
         return f"shape {values.shape}, expected (frames, {dim})"
     if len(values) == 0:
-        return "no frames"
+        return None if optional else "no frames"
     finite = np.isfinite(values)
     if not finite.all():
         return f"{int((~finite).sum())} non-finite value(s) (NaN/Inf) in frame(s) {np.flatnonzero(~finite.all(1))[:5].tolist()}"
@@ -109,11 +115,19 @@ class RunningStats:
     def attrs(self, lengths: list[int]) -> dict:
         mean = self.total / max(self.n, 1)
         lengths = np.asarray(lengths)
-        return {"stats_utterances": len(lengths), "stats_frames": int(lengths.sum()), "stats_values": self.n,
+        return {"stats_utterances": len(lengths), "stats_frames": int(lengths.sum()),
+                "stats_absent": int((lengths == 0).sum()), "stats_values": self.n,
                 "stats_mean": mean, "stats_std": float(np.sqrt(max(self.total_sq / max(self.n, 1) - mean ** 2, 0.0))),
                 "stats_min": self.low, "stats_max": self.high,
                 "stats_frames_per_utterance": [int(lengths.min()), float(lengths.mean()), int(lengths.max())]
                 if len(lengths) else [0, 0.0, 0]}
+
+
+def extend(dataset: h5py.Dataset, block: np.ndarray) -> None:
+    """Append `block` to a resizable dataset along its first axis."""
+    start = dataset.shape[0]
+    dataset.resize(start + block.shape[0], axis=0)
+    dataset[start:] = block
 
 
 class FeatureWriter:
@@ -141,13 +155,16 @@ class FeatureWriter:
                                  chunks=(min(4096, max(1, 2**20 // (2 * dim))), dim))
             self.lengths[modality] = []
 
-    def append(self, modality: str, arrays: list[np.ndarray]) -> None:
-        values = self.file[modality]["values"]
+    def append(self, modality: str, arrays: list[np.ndarray], times: list[np.ndarray] | None = None) -> None:
+        """The next utterances' (T, dim) features of `modality`, and with `times` their frames' times."""
         block = np.concatenate(arrays).astype(np.float16)
         self.stats[modality].add(block)
-        start = values.shape[0]
-        values.resize(start + block.shape[0], axis=0)
-        values[start:] = block
+        extend(self.file[modality]["values"], block)
+        if times is not None:
+            group = self.file[modality]
+            if "times" not in group:
+                group.create_dataset("times", shape=(0,), maxshape=(None,), dtype=np.float32, chunks=(4096,))
+            extend(group["times"], np.concatenate(times).astype(np.float32))
         self.lengths[modality].extend(len(a) for a in arrays)
 
     def close(self) -> None:
@@ -188,14 +205,15 @@ class FeatureFile:
                 self.stats = {m: {k[6:]: v for k, v in f[m].attrs.items() if k.startswith("stats_")}
                               for m in self.offsets}
                 rows = {m: f[m]["values"].shape[0] for m in self.offsets}
+                timed = {m: f[m]["times"].shape[0] for m in self.offsets if "times" in f[m]}
         except (OSError, KeyError) as e:  # truncated, half-copied, or not ours
             raise MmolreError(f"{self.path}: not a readable mmolre feature file ({e}); it may be truncated or "
                               "half-copied: featurize again, or fetch it again (`dvc pull`)") from None
-        self._check_structure(rows)
+        self._check_structure(rows, timed)
         self._handle: h5py.File | None = None
         self._pid = -1
 
-    def _check_structure(self, rows: dict[str, int]) -> None:
+    def _check_structure(self, rows: dict[str, int], timed: dict[str, int]) -> None:
         """Offsets start at 0, never decrease and end at the values' length; meta arrays agree; labels in range."""
         n = len(self.utterance_id)
         fail = lambda what: MmolreError(f"{self.path}: {what}; the file is damaged: featurize again")
@@ -219,6 +237,9 @@ class FeatureFile:
             if (np.diff(offsets) < 0).any():
                 i = int(np.flatnonzero(np.diff(offsets) < 0)[0])
                 raise fail(f"{modality}/offsets decrease at utterance {self.utterance_id[i]!r}")
+        for modality, n_times in timed.items():
+            if n_times != rows[modality]:
+                raise fail(f"{modality}/times has {n_times} entries, {modality}/values {rows[modality]} rows")
         bad_split = ~np.isin(self.split, SPLITS)
         if bad_split.any():
             i = int(np.flatnonzero(bad_split)[0])
@@ -262,7 +283,7 @@ class FeatureFile:
         for modality in [m for m in modalities if m in self.offsets]:
             offsets = self.offsets[modality]
             empty = np.flatnonzero(np.diff(offsets) == 0)
-            if len(empty):
+            if len(empty) and not MODALITIES[modality].optional:
                 raise self._bad(modality, int(empty[0]), "no frames")
             for start, block in self.blocks(modality, values[modality] if values else None, rows):
                 bad = ~(block.abs_().amax(1) <= max_abs)  # NaN fails every comparison, Inf this one
@@ -299,6 +320,11 @@ class FeatureFile:
     def get(self, modality: str, i: int) -> np.ndarray:
         start, end = self.offsets[modality][i], self.offsets[modality][i + 1]
         return self._file()[modality]["values"][start:end]
+
+    def times(self, modality: str, i: int) -> np.ndarray | None:
+        """The frames' times (s from the utterance's start) of utterance i, where the modality records them."""
+        group = self._file()[modality]
+        return group["times"][self.offsets[modality][i]:self.offsets[modality][i + 1]] if "times" in group else None
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)

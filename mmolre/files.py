@@ -9,6 +9,10 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
+from mmolre import MmolreError
+
 
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
@@ -67,3 +71,23 @@ def audio_problem(path: str | Path) -> str | None:
         return "unreadable"
     match = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info, re.MULTILINE)
     return "truncated" if match and int(match.group(2)) < int(match.group(1)) else None
+
+
+def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """The first audio stream of a media file as mono float32 at `sample_rate`."""
+    import av  # only media decoding needs FFmpeg
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MmolreError(f"{path}: no audio stream")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            chunks = []
+            for frame in container.decode(container.streams.audio[0]):
+                chunks += [out.to_ndarray()[0] for out in resampler.resample(frame)]
+            chunks += [out.to_ndarray()[0] for out in resampler.resample(None)]
+    except av.error.FFmpegError as e:
+        raise MmolreError(f"{path}: cannot decode ({e})") from None
+    if not chunks:
+        raise MmolreError(f"{path}: the audio stream holds no samples")
+    return np.concatenate(chunks)

@@ -19,7 +19,8 @@ from torch import nn
 
 from mmolre.hub import PretrainedMixin
 from mmolre.label_spaces import Task
-from mmolre.model_config import JOINT, MODALITIES, MMoLREConfig
+from mmolre.modalities import MODALITIES
+from mmolre.model_config import JOINT, MMoLREConfig
 
 @dataclass
 class MMoLREOutput:
@@ -259,6 +260,13 @@ class TaskAdaptiveFusion(nn.Module):
         return (gates.unsqueeze(1) @ pooled).squeeze(1), gates  # sum_m g_m p_m
 
 
+def model_input(inputs: dict, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, mask) of `modality` among a forward call's keyword inputs."""
+    if inputs.get(modality) is None or inputs.get(f"{modality}_mask") is None:
+        raise ValueError(f"this model reads {modality}: pass {modality} and {modality}_mask")
+    return inputs[modality], inputs[f"{modality}_mask"]
+
+
 class InputProjection(nn.Module):
     """Standardise encoder features with train-split statistics, then project to d when widths differ."""
 
@@ -413,27 +421,24 @@ class MMoLRE(nn.Module, PretrainedMixin, TaskHeads):
     def __init__(self, cfg: MMoLREConfig):
         super().__init__()
         self.config = cfg
-        dims = {"text": cfg.text_dim, "audio": cfg.audio_dim}
-        self.inputs = nn.ModuleDict({m: InputProjection(dims[m], cfg.d_model) for m in cfg.modalities})
+        self.inputs = nn.ModuleDict({m: InputProjection(cfg.dims[m], cfg.d_model) for m in cfg.modalities})
         self.unitse = nn.ModuleDict({m: UniTSE(cfg) for m in cfg.modalities})
         self.fusion = nn.ModuleDict({branch: TaskAdaptiveFusion(cfg) for branch in cfg.branches})
         if cfg.context == "dialogue":
             self.context = nn.ModuleDict({b: DialogueContext(cfg.d_model, cfg.context_window) for b in cfg.branches})
         self.add_heads(cfg)
 
-    def forward(self, text=None, text_mask=None, audio=None, audio_mask=None, sentiment=None, emotions=None,
-                return_routing: bool = False, dialogue=None, turn=None) -> MMoLREOutput:
-        """text (B, T_t, text_dim), audio (B, T_a, audio_dim), masks (B, T) True = real position;
-        sentiment and emotions labels (NaN where absent; for cmu (B,) and (B, 6)) give the loss;
-        dialogue and turn (B,) ints place each utterance in its dialogue (read by context=dialogue only)."""
+    def forward(self, sentiment=None, emotions=None, return_routing: bool = False, dialogue=None, turn=None,
+                **inputs) -> MMoLREOutput:
+        """inputs: per modality m of the config, m (B, T_m, dims[m]) and m_mask (B, T_m), True = real position
+        (e.g. text=..., text_mask=..., audio=..., audio_mask=...); sentiment and emotions labels (NaN where
+        absent; for cmu (B,) and (B, 6)) give the loss; dialogue and turn (B,) ints place each utterance in its
+        dialogue (read by context=dialogue only)."""
         cfg = self.config
-        inputs = {"text": (text, text_mask), "audio": (audio, audio_mask)}
         per_branch = {branch: {} for branch in cfg.branches}
         masks, routing, aux = {}, {}, 0.0
         for m in cfg.modalities:
-            x, masks[m] = inputs[m]
-            if x is None:
-                raise ValueError(f"this model reads {m}: pass {m} and {m}_mask")
+            x, masks[m] = model_input(inputs, m)
             xs, gates, modality_aux = self.unitse[m](self.inputs[m](x), masks[m])
             aux = aux + modality_aux
             for branch in cfg.branches:

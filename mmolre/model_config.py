@@ -7,12 +7,12 @@ their messages are what `mmolre <stage>` prints. Adding an ablation is one entry
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mmolre.label_spaces import DEFAULT, LABEL_SPACES, Task
+from mmolre.modalities import MODALITIES, PAPER_MODALITIES
 
 TASKS = ("sa", "er")
-MODALITIES = ("text", "audio")
 EXPERTS = ("lowrank_conv", "lowrank_linear")
 ROUTERS = ("dense", "topk", "top_p")
 ARCHS = ("mmolre", "late_fusion", "tfn", "lmf", "mult", "misa")  # the model, or a fusion baseline (mmolre/baselines/)
@@ -50,8 +50,8 @@ def one_of(key: str, value, allowed) -> str | None:
 
 @dataclass
 class MMoLREConfig:
-    text_dim: int = 768          # width of the text features (roberta-base)
-    audio_dim: int = 768         # width of the audio features (data2vec-audio-base)
+    # width of each modality's features (the paper's: roberta-base and data2vec-audio-base, 768 each)
+    dims: dict[str, int] = field(default_factory=lambda: {m.name: m.paper_dim for m in MODALITIES.values()})
     d_model: int = 768           # d [paper]
     n_experts: int = 15          # N shared low-rank experts per mixture [paper: best N = 15]
     rank: int | tuple[int, ...] = 128  # r_n: one rank for every expert, or one per shared expert [paper: best 128]
@@ -65,7 +65,7 @@ class MMoLREConfig:
     n_heads: int = 8             # heads of the cross-modal attention in fusion [ours]
     dropout: float = 0.1         # [ours]
     label_space: str = DEFAULT   # what the heads predict and the losses compare (mmolre/label_spaces.py)
-    modalities: tuple[str, ...] = MODALITIES  # a subset gives the unimodal runs
+    modalities: tuple[str, ...] = PAPER_MODALITIES  # any of mmolre/modalities.py: one gives a unimodal run
     context: str = "none"        # none [paper] | dialogue: after fusion, the k previous utterances' fused vectors [ours]
     context_window: int = 2      # k, the previous utterances of its dialogue an utterance sees [ours]
     variant: str = "mmolre"      # a key of VARIANTS: an ablation of the paper
@@ -82,6 +82,7 @@ class MMoLREConfig:
 
     def __post_init__(self):
         self.modalities = tuple(self.modalities)
+        self.dims = {m: int(d) for m, d in self.dims.items()}
         if isinstance(self.rank, (list, tuple)):
             self.rank = tuple(int(r) for r in self.rank)
         if self.emotion_pos_weight is not None:
@@ -113,6 +114,9 @@ class MMoLREConfig:
         rules += [one_of("modalities", m, MODALITIES) for m in self.modalities]
         if not self.modalities or len(set(self.modalities)) < len(self.modalities):
             rules.append(f"modalities={list(self.modalities)}: a non-empty subset of {', '.join(MODALITIES)}")
+        unsized = [m for m in self.modalities if m in MODALITIES and m not in self.dims]
+        if unsized:
+            rules.append(f"modalities={list(self.modalities)}: no feature width (dims) for {', '.join(unsized)}")
         if self.d_model % self.n_heads:
             rules.append(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
         ranks = self.rank if isinstance(self.rank, tuple) else (self.rank,)
@@ -141,10 +145,14 @@ class MMoLREConfig:
 
     @classmethod
     def from_saved(cls, values: dict) -> "MMoLREConfig":
-        """The config of a saved model; one saved before label spaces existed has n_emotions (6: cmu)."""
+        """The config of a saved model; one saved before label spaces existed has n_emotions (6: cmu), one
+        saved before the modality registry text_dim and audio_dim."""
         values = dict(values)
         if values.pop("n_emotions", 6) != 6:
             raise ValueError("n_emotions other than 6 without a label_space")
+        widths = {m: values.pop(f"{m}_dim") for m in PAPER_MODALITIES if f"{m}_dim" in values}
+        if widths:
+            values["dims"] = widths
         return cls(**values)
 
     @property

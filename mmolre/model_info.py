@@ -2,8 +2,9 @@
 
 FLOPs count multiply-adds twice (2 x MACs) in matrix products and convolutions, the
 operations torch.utils.flop_counter counts; normalisation, activations and softmax are
-left out. The count is that of the fused mixture (the default). Defaults: the paper's size (d=768, N=15, r=128, RoBERTa/Data2Vec widths) with a
-50-token text and 250 audio frames (5 s of Data2Vec frames), next to its full-rank twin.
+left out. The count is that of the fused mixture (the default). Defaults: the paper's size (d=768, N=15, r=128,
+RoBERTa/Data2Vec widths) with a 50-token text and 250 audio frames (5 s of Data2Vec frames), next to its full-rank
+twin; `--modalities text,audio,video` adds the video stream (768-d, 25 frames: 5 s at 5 fps).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import dataclasses
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from mmolre import MmolreError
 from mmolre.model import MMoLRE, MMoLREConfig, build_model
+from mmolre.modalities import MODALITIES
 from mmolre.model_config import ARCHS
 
 PAPER = MMoLREConfig()  # the defaults are the paper's size
@@ -27,7 +30,7 @@ def expert_params(d: int, r: int, k: int) -> int:
 
 def input_params(cfg: MMoLREConfig) -> int:
     """The input projections (a modality already d wide has none)."""
-    dims = {"text": cfg.text_dim, "audio": cfg.audio_dim}
+    dims = cfg.dims
     return sum(dims[x] * cfg.d_model + cfg.d_model for x in cfg.modalities if dims[x] != cfg.d_model)
 
 
@@ -74,7 +77,7 @@ def closed_form_params(cfg: MMoLREConfig) -> int:
 
 
 def input_flops(cfg: MMoLREConfig, lengths: dict[str, int]) -> int:
-    dims = {"text": cfg.text_dim, "audio": cfg.audio_dim}
+    dims = cfg.dims
     return sum(2 * dims[x] * cfg.d_model * lengths[x] for x in cfg.modalities if dims[x] != cfg.d_model)
 
 
@@ -115,9 +118,8 @@ def baseline_flops(cfg: MMoLREConfig, lengths: dict[str, int]) -> int:
     return input_flops(cfg, lengths) + pooled + fusion_flops(cfg, lengths) + head_flops(cfg)
 
 
-def closed_form_flops(cfg: MMoLREConfig, t_text: int, t_audio: int) -> int:
-    """Forward FLOPs of one utterance (batch of one, no padding)."""
-    lengths = {"text": t_text, "audio": t_audio}
+def closed_form_flops(cfg: MMoLREConfig, lengths: dict[str, int]) -> int:
+    """Forward FLOPs of one utterance (batch of one, no padding) of `lengths` (modality -> positions)."""
     if cfg.arch != "mmolre":
         return baseline_flops(cfg, lengths)
     d, k, n = cfg.d_model, cfg.expert_kernel, cfg.n_shared
@@ -135,21 +137,17 @@ def closed_form_flops(cfg: MMoLREConfig, t_text: int, t_audio: int) -> int:
             total += t * (once + b * per_branch)
     attention = sum(attention_flops(d, lengths[q], sum(lengths[o] for o in cfg.modalities if o != q))
                     for q in cfg.modalities) if m >= 2 else 0  # per branch each modality attends to the others
-    total += b * (attention + 2 * m * d * m + 2 * m * d)  # gate over [p_t; p_a], weighted sum of pooled vectors
+    total += b * (attention + 2 * m * d * m + 2 * m * d)  # gate over the pooled [p_1; ...; p_M], weighted sum
     total += head_flops(cfg)
     if cfg.context == "dialogue":  # W [h; c] per branch (the mean over k previous vectors: additions, not counted)
         total += b * 2 * (2 * d) * d
     return total
 
 
-def measured_flops(model: MMoLRE, t_text: int, t_audio: int) -> int:
-    cfg = model.config
-    given = {}
-    if "text" in cfg.modalities:
-        given |= {"text": torch.zeros(1, t_text, cfg.text_dim), "text_mask": torch.ones(1, t_text, dtype=torch.bool)}
-    if "audio" in cfg.modalities:
-        given |= {"audio": torch.zeros(1, t_audio, cfg.audio_dim),
-                  "audio_mask": torch.ones(1, t_audio, dtype=torch.bool)}
+def measured_flops(model: MMoLRE, lengths: dict[str, int]) -> int:
+    cfg, given = model.config, {}
+    for m in cfg.modalities:
+        given |= {m: torch.zeros(1, lengths[m], cfg.dims[m]), f"{m}_mask": torch.ones(1, lengths[m], dtype=torch.bool)}
     # torch's counter has no formula for the CPU flash-attention kernel that MultiheadAttention runs here
     cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
                      lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)}
@@ -164,7 +162,7 @@ def measured_flops(model: MMoLRE, t_text: int, t_audio: int) -> int:
     return counter.get_total_flops()
 
 
-def info_rows(cfg: MMoLREConfig, t_text: int, t_audio: int, measure: bool) -> list[dict]:
+def info_rows(cfg: MMoLREConfig, lengths: dict[str, int], measure: bool) -> list[dict]:
     """MMoLRE and its full-rank twin, or the one baseline of `cfg.arch` (rank: its fusion_rank, lmf only)."""
     rows = []
     models = ((("low-rank", cfg), ("full-rank twin", dataclasses.replace(cfg, variant="full_rank")))
@@ -172,11 +170,11 @@ def info_rows(cfg: MMoLREConfig, t_text: int, t_audio: int, measure: bool) -> li
     for name, variant_cfg in models:
         rank = variant_cfg.expert_rank if cfg.arch == "mmolre" else cfg.fusion_rank if cfg.arch == "lmf" else "–"
         row = {"model": name, "rank": rank, "params": closed_form_params(variant_cfg),
-               "flops": closed_form_flops(variant_cfg, t_text, t_audio)}
+               "flops": closed_form_flops(variant_cfg, lengths)}
         if measure:
             model = build_model(variant_cfg)
             row["params_measured"] = sum(p.numel() for p in model.parameters())
-            row["flops_measured"] = measured_flops(model, t_text, t_audio)
+            row["flops_measured"] = measured_flops(model, lengths)
         rows.append(row)
     return rows
 
@@ -185,10 +183,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=int, default=PAPER.d_model)
     parser.add_argument("--n-experts", type=int, default=PAPER.n_experts)
     parser.add_argument("--rank", type=int, default=PAPER.rank)
-    parser.add_argument("--text-dim", type=int, default=PAPER.text_dim)
-    parser.add_argument("--audio-dim", type=int, default=PAPER.audio_dim)
-    parser.add_argument("--text-tokens", type=int, default=50)
-    parser.add_argument("--audio-frames", type=int, default=250)
+    parser.add_argument("--modalities", default=",".join(PAPER.modalities),
+                        help=f"comma-separated, of {', '.join(MODALITIES)} (default: the paper's)")
+    for m in MODALITIES.values():  # --text-dim, --text-tokens, --audio-dim, --audio-frames, --video-dim, ...
+        parser.add_argument(f"--{m.name}-dim", type=int, default=m.paper_dim, help=f"width of the {m.name} features")
+        parser.add_argument(f"--{m.name}-{'tokens' if m.name == 'text' else 'frames'}", type=int,
+                            default=m.example_length, dest=f"{m.name}_length", help=f"{m.name} positions per utterance")
     parser.add_argument("--context", choices=("none", "dialogue"), default="none",
                         help="with the dialogue-context module after fusion (model.context)")
     parser.add_argument("--arch", choices=(*ARCHS, "all"), default="mmolre",
@@ -199,14 +199,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
-    cfg = dataclasses.replace(PAPER, d_model=args.d_model, n_experts=args.n_experts, rank=args.rank,
-                              text_dim=args.text_dim, audio_dim=args.audio_dim, context=args.context,
-                              fusion_dim=args.fusion_dim, fusion_rank=args.fusion_rank)
+    modalities = tuple(m.strip() for m in args.modalities.split(","))
+    try:
+        cfg = dataclasses.replace(PAPER, d_model=args.d_model, n_experts=args.n_experts, rank=args.rank,
+                                  dims={m: getattr(args, f"{m}_dim") for m in MODALITIES}, modalities=modalities,
+                                  context=args.context, fusion_dim=args.fusion_dim, fusion_rank=args.fusion_rank)
+    except ValueError as e:
+        raise MmolreError(f"model-info: {e}") from None
+    lengths = {m: getattr(args, f"{m}_length") for m in modalities}
     archs = ARCHS if args.arch == "all" else (args.arch,)
-    rows = [row for arch in archs for row in info_rows(dataclasses.replace(cfg, arch=arch), args.text_tokens,
-                                                       args.audio_frames, not args.no_measure)]
+    rows = [row for arch in archs for row in info_rows(dataclasses.replace(cfg, arch=arch), lengths,
+                                                       not args.no_measure)]
+    shape = " + ".join(f"{n} {m} {'tokens' if m == 'text' else 'frames'}" for m, n in lengths.items())
     print(f"MMoLRE d={cfg.d_model}, N={cfg.n_experts}, {cfg.n_blocks} blocks, context {cfg.context}; one utterance of "
-          f"{args.text_tokens} text tokens + {args.audio_frames} audio frames")
+          f"{shape}")
     print(f"{'model':<16}{'rank':>6}{'parameters':>16}{'GFLOPs/utt':>14}" + ("  measured (params, GFLOPs)" if
                                                                              not args.no_measure else ""))
     for row in rows:

@@ -140,6 +140,11 @@ class FeaturizeParams(Section):
     fbank_pool: PositiveInt = 4
     max_text_tokens: PositiveInt = 64
     max_audio_s: PositiveFloat = 20.0
+    video_encoder: str | None = None  # pixel-grid | a transformers image model; None: no video features
+    video_fps: PositiveFloat = 5.0
+    max_video_s: PositiveFloat = 20.0
+    video_size: PositiveInt = 224     # frames scaled to this shorter side before the encoder's own processor
+    pixel_grid: PositiveInt = 16      # pixel-grid: frames averaged down to grid x grid
     batch_size: PositiveInt = 32
     max_batch_audio_s: PositiveFloat | None = 320.0
     workers: Literal["auto"] | NonNegativeInt = "auto"
@@ -233,7 +238,7 @@ class PromoteParams(Section):
 class EvaluateParams(Section):
     split: Literal["valid", "test"] = "test"
     batch_size: PositiveInt = 64
-    robustness: bool = True  # also score text+audio models with a modality absent or replaced by noise
+    robustness: bool = True  # also score multimodal models with each modality absent, and audio replaced by noise
     transfer: list[str] = []  # datasets whose test split the main model is also scored on (mmolre/transfer.py)
 
 

@@ -1,10 +1,13 @@
 """`mmolre predict`: sentiment and emotion presence for new recordings, with a trained model.
 
     mmolre predict --model models/main --audio clip.wav --text "what was said"
-    mmolre predict --model models/main --inputs clips.csv    # columns audio, text[, id]
-    mmolre predict --model models/main --inputs clips/       # <name>.wav + <name>.txt pairs
+    mmolre predict --model models/trimodal --video clip.mp4 --text "what was said"  # its audio track too
+    mmolre predict --model models/main --inputs clips.csv    # columns audio, text[, id, video]
+    mmolre predict --model models/main --inputs clips/       # <name>.wav (or .mp4) + <name>.txt pairs
 
-Runs the encoders the model was trained on (recorded in its checkpoint) and the model;
+Runs the encoders the model was trained on (recorded in its checkpoint) and the model; a model that reads
+video takes the frames of `--video` (without one, the video is absent, as for a clip without a video
+stream), and a video file with no `--audio` gives the audio too (its audio track, decoded with PyAV);
 prints what the label space of its training corpus predicts (CMU and the demo: the sentiment score in
 [-3, 3] and each emotion's presence probability; other corpora: class or target values by name), or JSON
 with --json. Many inputs are batched.
@@ -25,10 +28,11 @@ import torch
 from mmolre import MmolreError
 from mmolre.batches import pad
 from mmolre.device import pick_device
-from mmolre.featurize import TextEncoder, audio_encoder, load_audio
-from mmolre.files import audio_info
+from mmolre.encoders import Frames, load_audio, load_frames
+from mmolre.files import audio_info, decode_audio
 from mmolre.inference import load_checkpoint
 from mmolre.label_spaces import Task
+from mmolre.modalities import MODALITIES
 from mmolre.model import MMoLRE, predictions
 from mmolre.params import FeaturizeParams
 
@@ -38,8 +42,7 @@ USES_PARAMS = False  # everything comes from the checkpoint
 @dataclass
 class Predictor:
     model: MMoLRE
-    text: TextEncoder
-    audio: object
+    encoders: dict  # modality -> its encoder, for the modalities the model reads
     cfg: FeaturizeParams
     device: torch.device
 
@@ -50,39 +53,42 @@ def load_predictor(model_path: Path, device: torch.device) -> Predictor:
     if "featurize_config" not in features:
         raise MmolreError(f"{model_path}: the model does not record its encoders' settings; retrain it")
     cfg = FeaturizeParams(**json.loads(features["featurize_config"]))
-    text, audio = TextEncoder(cfg.text_encoder, cfg.text_layer, cfg.max_text_tokens, device), audio_encoder(cfg, device)
-    for name, encoder, expected_dim, revision in (
-            ("text", text, model.config.text_dim, features["text_encoder_revision"]),
-            ("audio", audio, model.config.audio_dim, features["audio_encoder_revision"])):
+    encoders = {m: MODALITIES[m].load("encoder")(cfg, device) for m in model.config.modalities}
+    for m, encoder in encoders.items():
+        expected_dim, revision = model.config.dims[m], features.get(f"{MODALITIES[m].encoder_param}_revision")
         if encoder.dim != expected_dim or encoder.revision != revision:
-            raise MmolreError(f"{model_path} was trained on other {name} features: {expected_dim}-d from "
+            raise MmolreError(f"{model_path} was trained on other {m} features: {expected_dim}-d from "
                               f"{encoder.name!r} revision {revision}; that encoder now gives {encoder.dim}-d, "
                               f"revision {encoder.revision}")
-    return Predictor(model, text, audio, cfg, device)
+    return Predictor(model, encoders, cfg, device)
 
 
-def read_inputs(audio: Path | None, text: str | None, inputs: Path | None) -> pd.DataFrame:
-    """A table with columns id, audio (path), text."""
+def read_inputs(audio: Path | None, text: str | None, inputs: Path | None, video: Path | None = None) -> pd.DataFrame:
+    """A table with columns id, audio (path), text, video (path or None); a video without audio gives both."""
     if inputs is None:
-        if audio is None or text is None:
-            raise MmolreError("give --audio and --text, or --inputs (a CSV or a folder)")
-        return pd.DataFrame({"id": [audio.stem], "audio": [audio], "text": [text]})
+        if (audio is None and video is None) or text is None:
+            raise MmolreError("give --audio (or --video) and --text, or --inputs (a CSV or a folder)")
+        return pd.DataFrame({"id": [(audio or video).stem], "audio": [audio or video], "text": [text],
+                             "video": [video]})
     if inputs.is_dir():
-        wavs = sorted(p for p in inputs.iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg"))
-        missing = [w.name for w in wavs if not w.with_suffix(".txt").is_file()]
+        clips = sorted(p for p in inputs.iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp4"))
+        missing = [c.name for c in clips if not c.with_suffix(".txt").is_file()]
         if missing:
             raise MmolreError(f"{inputs}: no transcript <name>.txt beside {missing[:5]}")
-        return pd.DataFrame({"id": [w.stem for w in wavs], "audio": wavs,
-                             "text": [w.with_suffix(".txt").read_text().strip() for w in wavs]})
+        return pd.DataFrame({"id": [c.stem for c in clips], "audio": clips,
+                             "text": [c.with_suffix(".txt").read_text().strip() for c in clips],
+                             "video": [c if c.suffix.lower() == ".mp4" else None for c in clips]})
     if not inputs.is_file():
         raise MmolreError(f"--inputs {inputs}: no such file or folder")
     table = pd.read_csv(inputs, keep_default_na=False)
-    if not {"audio", "text"} <= set(table.columns):
-        raise MmolreError(f"{inputs}: needs columns audio and text (has {list(table.columns)})")
-    table["audio"] = [Path(p) if Path(p).is_absolute() else inputs.parent / p for p in table.audio]
+    if "text" not in table.columns or not {"audio", "video"} & set(table.columns):
+        raise MmolreError(f"{inputs}: needs columns audio (or video) and text (has {list(table.columns)})")
+    near = lambda p: None if not p else Path(p) if Path(p).is_absolute() else inputs.parent / p
+    table["video"] = [near(p) for p in table.get("video", [""] * len(table))]
+    table["audio"] = [near(a) or v for a, v in zip(table.get("audio", [""] * len(table)), table.video)]
     if "id" not in table:
         table["id"] = [Path(p).stem for p in table.audio]
-    return table[["id", "audio", "text"]]
+    return table[["id", "audio", "text", "video"]]
 
 
 def as_stored(features: np.ndarray) -> torch.Tensor:
@@ -120,23 +126,56 @@ def narrowband(wave: torch.Tensor, sample_rate: int) -> bool:
     return bool(sample_rate > 2 * NARROWBAND_HZ and spectrum.sum() > 0 and high / spectrum.sum() < 1e-3)
 
 
+def load_wave(path: Path, rate: int, max_s: float) -> tuple[torch.Tensor | None, str | None, list[str]]:
+    """(the recording's first max_s seconds at `rate`, or None and why it cannot be used; warnings). A file
+    soundfile cannot read (a video) is decoded with PyAV: its audio track."""
+    if audio_info(path) is None and path.is_file():
+        try:
+            wave = torch.from_numpy(decode_audio(path, rate)[:int(max_s * rate)])
+        except MmolreError as e:  # neither soundfile nor FFmpeg reads it
+            return None, f"{path}: cannot read audio (not audio, or damaged: {e})", []
+        short = len(wave) < MIN_PREDICT_S * rate
+        return (None if short else wave), (f"{path}: only {len(wave) / rate:.3f} s of audio; at least "
+                                           f"{MIN_PREDICT_S} s is needed" if short else None), []
+    problem, warnings = recording_problems(path, rate, max_s)
+    if problem is not None:
+        return None, problem, warnings
+    wave = load_audio(path, 0.0, max_s, rate, max_s)
+    if not any("Hz, below" in w for w in warnings) and narrowband(wave, rate):
+        warnings.append(f"{path}: almost no energy above {NARROWBAND_HZ} Hz (narrowband or telephone audio?); the "
+                        "encoders were trained on wideband speech, so predictions are less reliable")
+    return wave, None, warnings
+
+
+def raw_inputs(predictor: Predictor, row) -> tuple[dict, str | None, list[str]]:
+    """The row's raw input per modality the model reads ({} and why when it cannot be used; warnings)."""
+    text = str(row.text).strip()
+    if not text:
+        raise MmolreError(f"{row.id}: the text is empty; the model needs what was said")
+    raw, warnings, cfg = {"text": text}, [], predictor.cfg
+    if "audio" in predictor.encoders:
+        raw["audio"], problem, warnings = load_wave(Path(row.audio), predictor.encoders["audio"].sample_rate,
+                                                     cfg.max_audio_s)
+        if problem:
+            return {}, problem, warnings
+    if "video" in predictor.encoders:
+        video = row.video if isinstance(row.video, Path) or (isinstance(row.video, str) and row.video) else None
+        raw["video"] = (load_frames(Path(video), 0.0, float("nan"), cfg.video_fps, cfg.max_video_s, cfg.video_size)
+                        if video else Frames.none())
+        if not len(raw["video"].images):
+            warnings.append(f"{row.id}: no video frames; predicted with the video absent")
+    return raw, None, warnings
+
+
 @torch.no_grad()
 def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 16) -> list[dict]:
     """One result per input row, in order: {id, sentiment, emotions}, or {id, skipped: reason} for a recording
     that cannot be used (named on stderr; the others are still predicted). Warnings go to stderr."""
     results, usable = [None] * len(table), []  # by position: ids may repeat
-    max_s, rate = predictor.cfg.max_audio_s, predictor.audio.sample_rate  # the whole recording, up to training's
     for position, row in enumerate(table.itertuples(index=False)):
-        text = str(row.text).strip()
-        if not text:
-            raise MmolreError(f"{row.id}: the text is empty; the model needs what was said")
-        problem, warnings = recording_problems(Path(row.audio), rate, max_s)
+        raw, problem, warnings = raw_inputs(predictor, row)
         if problem is None:
-            wave = load_audio(Path(row.audio), 0.0, max_s, rate, max_s)
-            if not any("Hz, below" in w for w in warnings) and narrowband(wave, rate):
-                warnings.append(f"{row.audio}: almost no energy above {NARROWBAND_HZ} Hz (narrowband or telephone "
-                                "audio?); the encoders were trained on wideband speech, so predictions are less reliable")
-            usable.append((position, row.id, text, wave))
+            usable.append((position, row.id, raw))
         else:
             results[position] = {"id": str(row.id), "skipped": problem}
             print(f"predict: skipped {row.id}: {problem}", file=sys.stderr)
@@ -144,14 +183,14 @@ def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 1
             print(f"predict: warning: {warning}", file=sys.stderr)
     if not usable:
         raise MmolreError("; ".join(r["skipped"] for r in results if r) or "no inputs")
+    heads = predictor.model.config.heads
     for start in range(0, len(usable), batch_size):
-        positions, ids, texts, waves = zip(*usable[start:start + batch_size])
-        text, text_mask = pad([as_stored(x) for x in predictor.text.encode(list(texts))])
-        audio, audio_mask = pad([as_stored(x) for x in predictor.audio.encode(list(waves))])
-        device = predictor.device
-        out = predictor.model(text=text.to(device), text_mask=text_mask.to(device), audio=audio.to(device),
-                              audio_mask=audio_mask.to(device))
-        heads = predictor.model.config.heads
+        positions, ids, raws = zip(*usable[start:start + batch_size])
+        inputs = {}
+        for m, encoder in predictor.encoders.items():
+            values, mask = pad([as_stored(x) for x in encoder.encode([r[m] for r in raws])])
+            inputs |= {m: values.to(predictor.device), f"{m}_mask": mask.to(predictor.device)}
+        out = predictor.model(**inputs)
         read = {task: predictions(heads[task], output).cpu().numpy() for task, output
                 in (("sa", out.sentiment), ("er", out.emotions)) if output is not None}
         for k, utterance in enumerate(ids):
@@ -173,16 +212,19 @@ def named(task: Task, values: np.ndarray) -> float | dict[str, float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="models/main",
                         help="a trained model folder (model.safetensors + config.json), or a hub id when online")
-    parser.add_argument("--audio", type=Path, help="one recording (wav, flac, ogg)")
+    parser.add_argument("--audio", type=Path, help="one recording (wav, flac, ogg; or any media file FFmpeg reads)")
+    parser.add_argument("--video", type=Path, help="its video (mp4, ...), for a model that reads video; without "
+                                                   "--audio, its audio track is the recording")
     parser.add_argument("--text", help="its transcript")
-    parser.add_argument("--inputs", type=Path, help="a CSV (audio, text[, id]) or a folder of <name>.wav + <name>.txt")
+    parser.add_argument("--inputs", type=Path, help="a CSV (audio, text[, id, video]) or a folder of <name>.wav "
+                                                    "(or .mp4) + <name>.txt")
     parser.add_argument("--json", action="store_true", help="print JSON (one object per input)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
-    table = read_inputs(args.audio, args.text, args.inputs)
+    table = read_inputs(args.audio, args.text, args.inputs, args.video)
     results = predict_table(load_predictor(args.model, pick_device(args.device)), table, args.batch_size)
     if args.json:
         print(json.dumps(results if args.inputs else results[0], indent=2))

@@ -27,7 +27,6 @@ from mmolre.curves import read_curves
 from mmolre.files import atomic_dir, atomic_file  # noqa: E402
 from mmolre.label_spaces import DEFAULT, LABEL_SPACES  # noqa: E402
 from mmolre.metrics import accepted_metrics, flatten  # noqa: E402
-from mmolre.model_config import MODALITIES  # noqa: E402
 from mmolre.params import params_hash, run_spec  # noqa: E402
 
 MSA_COLUMNS = {"acc2_has0": "Acc-2 (has0)", "acc2_non0": "Acc-2 (non0)", "f1_has0": "F1 (has0)",
@@ -77,7 +76,7 @@ def plot_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
 
 
-def plot_routing(gates: dict[str, list[float]], path: Path) -> None:
+def plot_routing(gates: dict[str, list[float]], modalities: tuple[str, ...], path: Path) -> None:
     """Heatmap: rows block/modality/task, columns shared experts then the task-specific one; fusion gates beside."""
     rows = sorted(k for k in gates if k.startswith("block"))
     matrix = np.array([gates[k] for k in rows])
@@ -89,7 +88,6 @@ def plot_routing(gates: dict[str, list[float]], path: Path) -> None:
     ax.set_yticks(range(len(rows)), rows)
     ax.set_title("mean router weight per expert (test split)")
     fig.colorbar(image, ax=ax, fraction=0.03)
-    modalities = list(MODALITIES)[: len(next(iter(fusion.values()), []))]
     for i, (task, g) in enumerate(sorted(fusion.items())):
         ax2.bar(np.arange(len(g)) + 0.4 * i, g, width=0.4, label=task)
     ax2.set_xticks(np.arange(len(modalities)) + 0.2, modalities)
@@ -178,7 +176,7 @@ def read_json(path: Path):
 
 
 def robustness_section(robust: dict, runs: dict, params: dict) -> list[str]:
-    """Each text+audio model with a modality absent or broken, next to the models trained on one modality."""
+    """Each multimodal model with a modality absent or broken, next to the models trained on one modality."""
     if not robust:
         return []
     rows = []
@@ -189,8 +187,9 @@ def robustness_section(robust: dict, runs: dict, params: dict) -> list[str]:
     for run, result in unimodal.items():
         rows += [[run, "trained on one modality", dataset, *summary_cells(block)] for dataset, block in result.items()]
     return ["## Robustness: a missing or broken modality", "",
-            "The text+audio model scored with the audio absent, the text absent (masked out, not zeros) and the "
-            "audio replaced by noise of the features' own statistics, next to the models trained on one modality. "
+            "Each multimodal model scored with each of its modalities absent (masked out, not zeros: for the "
+            "text+audio+video model also the video) and the audio replaced by noise of the features' own statistics, "
+            "next to the models trained on one modality. "
             "`train.modality_dropout` trains for missing modalities.", "",
             table(["run", "condition", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)", "emotion WA", "emotion F1"], rows), ""]
 
@@ -423,7 +422,7 @@ def report(params: dict, reports: Path) -> Path:
             atomic_file(reports / "report.html") as html:
         plot_curves(curves, figures / "curves.png")
         if details["gates"]:  # a baseline of model.arch has no experts to route
-            plot_routing(details["gates"], figures / "routing.png")
+            plot_routing(details["gates"], run_spec(params, "main").modalities, figures / "routing.png")
             plot_utilization(details["top1"], figures / "utilization.png")
         plot_scatter(predictions, figures / "scatter.png")
         if predictions.filter(like="_prob").notna().any().any():

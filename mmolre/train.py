@@ -38,7 +38,7 @@ from mmolre.features import FeatureFile, feature_path
 from mmolre.inference import infer
 from mmolre.metrics import score
 from mmolre.model import MMoLRE, build_model
-from mmolre.model_config import MODALITIES, MMoLREConfig
+from mmolre.model_config import MMoLREConfig
 from mmolre.params import TrainParams, build, run_seeds, run_spec
 
 
@@ -46,9 +46,14 @@ def model_config(params: dict, run: str, cfg: TrainParams, features: FeatureFile
     """MMoLREConfig from params `model`, overridden by the run's entry in `runs`, the feature widths and the
     loss weights of `train`."""
     try:
-        return run_spec(params, run).config(text_dim=features.dims["text"], audio_dim=features.dims["audio"],
-                                            label_space=features.label_space, er_loss_weight=cfg.er_loss_weight,
-                                            emotion_pos_weight=pos_weight)
+        spec = run_spec(params, run)
+        missing = [m for m in spec.modalities if m not in features.dims]
+        if missing:
+            raise MmolreError(f"train {run}: {features.path} has no {', '.join(missing)} features; set "
+                              f"featurize.{missing[0]}_encoder and rerun `mmolre featurize` (or drop it from "
+                              f"runs.{run}.modalities)")
+        return spec.config(dims={m: features.dims[m] for m in spec.modalities}, label_space=features.label_space,
+                           er_loss_weight=cfg.er_loss_weight, emotion_pos_weight=pos_weight)
     except ValueError as e:  # a rule of the features' label space (the params alone were valid)
         raise MmolreError(f"train {run}: {e}") from None
 
@@ -82,12 +87,12 @@ def emotion_pos_weight(emotions: np.ndarray) -> tuple[float, ...] | None:
     return tuple(float((len(labelled) - p) / p) if p else 1.0 for p in positives)
 
 
-def drop_modalities(batch: dict, p: float) -> dict:
+def drop_modalities(batch: dict, p: float, modalities: tuple[str, ...]) -> dict:
     """With probability p per sample, make one of its modalities (chosen evenly) absent: an all-False mask."""
     n = len(batch["index"])
-    device = batch["text_mask"].device
-    drop, which = torch.rand(n, device=device) < p, torch.randint(0, 2, (n,), device=device)
-    for k, m in enumerate(MODALITIES):
+    device = batch["index"].device
+    drop, which = torch.rand(n, device=device) < p, torch.randint(0, len(modalities), (n,), device=device)
+    for k, m in enumerate(modalities):
         batch[f"{m}_mask"] = batch[f"{m}_mask"] & ~(drop & (which == k))[:, None]
     return batch
 
@@ -261,8 +266,8 @@ def train_epoch(ctx: RunContext, setup: SeedSetup, number: int) -> Epoch:
     pending, started, waiting = None, time.perf_counter(), 0.0
     for step, (batch, waited) in enumerate(timed_batches(setup.batches, ctx.device), start=1):
         waiting += waited
-        if ctx.cfg.modality_dropout and len(ctx.model_cfg.modalities) == 2:
-            batch = drop_modalities(batch, ctx.cfg.modality_dropout)
+        if ctx.cfg.modality_dropout and len(ctx.model_cfg.modalities) >= 2:
+            batch = drop_modalities(batch, ctx.cfg.modality_dropout, ctx.model_cfg.modalities)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device.type == "cuda"):
             out = setup.forward(**{k: v for k, v in batch.items() if k != "index"})
         setup.optimizer.zero_grad(set_to_none=True)
@@ -300,8 +305,9 @@ def validate(ctx: RunContext, model: MMoLRE) -> dict[str, float]:
     return {"valid_loss": valid["loss"], "valid_mae": mae, "valid_emotion_f1": f1}
 
 
-FEATURE_PROVENANCE = ("text_encoder", "audio_encoder", "text_encoder_revision", "audio_encoder_revision",
-                      "params_hash", "featurize_config", "text_layer", "audio_layer", "sample_rate")
+FEATURE_PROVENANCE = ("text_encoder", "audio_encoder", "video_encoder", "text_encoder_revision",
+                      "audio_encoder_revision", "video_encoder_revision", "params_hash", "featurize_config", "text_layer",
+                      "audio_layer", "sample_rate")
 
 
 def save(ctx: RunContext, params: dict, setup: SeedSetup, seed: int, epochs: list[Epoch], best_epoch: int,
@@ -312,7 +318,8 @@ def save(ctx: RunContext, params: dict, setup: SeedSetup, seed: int, epochs: lis
     setup.model.cpu().save_pretrained(
         model_dir, run=ctx.run, seed=seed, dataset=params["data"]["dataset"], best_epoch=best_epoch,
         valid_mae=best.valid["valid_mae"],
-        features={k: str(attrs[k]) if isinstance(attrs[k], str) else attrs[k].item() for k in FEATURE_PROVENANCE})
+        features={k: str(attrs[k]) if isinstance(attrs[k], str) else attrs[k].item() for k in FEATURE_PROVENANCE
+                  if k in attrs})
     if curves_dir is not None:
         lr = setup.optimizer.param_groups[0]["lr"]
         write_curves(curves_dir, [e.curve(lr) for e in epochs], {"epoch": best_epoch, **best.valid})

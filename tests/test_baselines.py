@@ -66,7 +66,7 @@ def test_lmf_is_tfn_with_a_rank_r_weight_both_ways():
 
 
 def tiny(arch: str, **given) -> MMoLREConfig:
-    return MMoLREConfig(text_dim=6, audio_dim=5, d_model=8, n_experts=2, rank=2, n_heads=2, arch=arch,
+    return MMoLREConfig(dims={"text": 6, "audio": 5}, d_model=8, n_experts=2, rank=2, n_heads=2, arch=arch,
                         fusion_dim=4, **given)
 
 
@@ -77,10 +77,10 @@ def test_mult_output_ignores_padded_positions_and_absent_modalities():
     text_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], dtype=torch.bool)
     audio_mask = torch.tensor([[1] * 4 + [0] * 3, [1] * 7, [0] * 7], dtype=torch.bool)  # sample 2: no audio
     with torch.no_grad():
-        before = model(text, text_mask, audio, audio_mask)
-        after = model(torch.where(text_mask[..., None], text, 99.0), text_mask,
-                      torch.where(audio_mask[..., None], audio, -42.0), audio_mask)
-        real = model(text, text_mask, audio + 1.0, audio_mask)
+        before = model(text=text, text_mask=text_mask, audio=audio, audio_mask=audio_mask)
+        after = model(text=torch.where(text_mask[..., None], text, 99.0), text_mask=text_mask,
+                      audio=torch.where(audio_mask[..., None], audio, -42.0), audio_mask=audio_mask)
+        real = model(text=text, text_mask=text_mask, audio=audio + 1.0, audio_mask=audio_mask)
     assert torch.equal(before.sentiment, after.sentiment) and torch.equal(before.emotions, after.emotions)
     assert real.sentiment[2] == before.sentiment[2] and not torch.equal(real.sentiment[:2], before.sentiment[:2])
 
@@ -143,7 +143,7 @@ def test_every_baseline_trains_on_the_demo_with_mmolres_heads_and_loss(arch, tin
     cost = json.loads((tmp_path / "reports" / "costs.json").read_text())["main"]
     lengths = cost["lengths"]
     assert cost["params"] == sum(p.numel() for p in model.parameters()) == closed_form_params(model.config)
-    assert cost["flops_per_utterance"] == measured_flops(model, lengths["text"], lengths["audio"])
+    assert cost["flops_per_utterance"] == measured_flops(model, lengths)
     assert 10 < lengths["text"] < 60 and lengths["audio"] > 10  # the test split's mean lengths
     text = report(params, tmp_path / "reports").read_text()  # no experts: no routing figures, the rest as ever
     assert "figures/routing.png" not in text and "figures/scatter.png" in text

@@ -11,6 +11,7 @@ import yaml
 
 from conftest import ROOT
 from mmolre.baselines import MODULES as BASELINES
+from mmolre.modalities import MODALITIES
 from mmolre.datasets import REGISTRY
 
 
@@ -22,10 +23,13 @@ def source_file(name: str) -> Path | None:
 
 def imported_modules(path: Path) -> set[Path]:
     """The mmolre source files `path` imports (at any depth in the file), the packages' __init__ included;
-    all registered dataset modules when it loads one through the registry."""
+    all registered dataset modules when it loads one through the registry, the modalities' encoder and reader
+    modules when it loads them through theirs."""
     text = path.read_text()
     found = {source_file(m) for m in REGISTRY.values()} if "datasets.load(" in text else set()
     found |= {source_file(m) for m in BASELINES.values()} if "baseline_class(" in text else set()
+    found |= ({source_file(getattr(m, what).split(":")[0]) for m in MODALITIES.values() for what in ("encoder", "reader")
+               if getattr(m, what)} if '.load("encoder")' in text else set())
     for node in ast.walk(ast.parse(text)):
         names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
                  [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])

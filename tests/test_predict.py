@@ -69,7 +69,7 @@ def test_errors_say_what_is_wrong(tiny_demo, model_path, table, tmp_path):
     broken.write_bytes(b"not audio")
     with pytest.raises(MmolreError, match="broken.wav: cannot read audio"):
         predict_table(predictor, read_inputs(broken, "hello there", None))
-    with pytest.raises(MmolreError, match="--audio and --text, or --inputs"):
+    with pytest.raises(MmolreError, match=r"--audio \(or --video\) and --text, or --inputs"):
         read_inputs(wav, None, None)
     shutil.copytree(model_path, tmp_path / "other")  # a model from another encoder revision
     config = json.loads((tmp_path / "other" / "config.json").read_text())
@@ -116,3 +116,49 @@ def test_narrowband_audio_at_the_full_rate_is_noticed():
     wide = torch.randn(32000, generator=torch.Generator().manual_seed(0))
     phone = torchaudio.functional.resample(torchaudio.functional.resample(wide, 16000, 8000), 8000, 16000)
     assert narrowband(phone, 16000) and not narrowband(wide, 16000)
+
+
+def test_a_video_file_gives_the_frames_and_without_audio_its_audio_track(tiny_demo, table, tmp_path, capsys):
+    import av
+    import soundfile as sf
+
+    from mmolre.encoders import load_audio
+
+    params = {**tiny_demo["params"], "runs": {"trimodal": {"modalities": ["text", "audio", "video"]}}}
+    model_dir = train(params, "trimodal", tiny_demo["features"], tmp_path / "models", tmp_path / "curves")
+    feats = FeatureFile(tiny_demo["h5"])
+    test = feats.indices("test")
+    expected = infer(load_checkpoint(model_dir)[0], feats, test, 8, torch.device("cpu"))
+    row = table.set_index("utterance_id").loc[feats.utterance_id[test[0]]]
+    wave = load_audio(tiny_demo["raw"] / row.audio_path, 0.0, row.end_s, 16000, 20.0).numpy()
+    sf.write(tmp_path / "voice.wav", (wave * 32767).astype(np.int16), 16000, subtype="PCM_16")
+    with av.open(str(tiny_demo["raw"] / row.video_path)) as source, av.open(str(tmp_path / "clip.mkv"), "w") as clip:
+        video = clip.add_stream_from_template(source.streams.video[0])  # the face as it is, not re-encoded
+        audio = clip.add_stream("pcm_s16le", rate=16000, layout="mono")
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                clip.mux(packet)
+        samples, _ = sf.read(tmp_path / "voice.wav", dtype="int16")
+        frame = av.AudioFrame.from_ndarray(samples[None], format="s16", layout="mono")
+        frame.sample_rate = 16000
+        clip.mux(audio.encode(frame))
+        clip.mux(audio.encode())
+
+    capsys.readouterr()  # training's lines
+
+    def predicted(*args):
+        assert main(["predict", "--model", str(model_dir), "--text", row.text, "--json", *args]) == 0
+        out = capsys.readouterr()
+        return {**json.loads(out.out), "stderr": out.err}
+
+    as_featurized = predicted("--video", str(tiny_demo["raw"] / row.video_path), "--audio",
+                              str(tiny_demo["raw"] / row.audio_path))
+    assert as_featurized["sentiment"] == pytest.approx(expected["sentiment"][0], abs=1e-4)
+    track, separate = predicted("--video", str(tmp_path / "clip.mkv")), predicted(
+        "--video", str(tiny_demo["raw"] / row.video_path), "--audio", str(tmp_path / "voice.wav"))
+    assert track["id"] == "clip" and track["sentiment"] == pytest.approx(separate["sentiment"], abs=1e-5)
+    assert list(track["emotions"].values()) == pytest.approx(list(separate["emotions"].values()), abs=1e-5)
+    no_face = predicted("--audio", str(tiny_demo["raw"] / row.audio_path))
+    assert "no video frames; predicted with the video absent" in no_face["stderr"]
+    assert no_face["sentiment"] != as_featurized["sentiment"]

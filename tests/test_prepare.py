@@ -9,8 +9,9 @@ from mmolre import MmolreError
 from mmolre import EMOTIONS
 from mmolre.prepare import Contract, dataset_table, find_violations, prepare
 
-DEMO = Contract(("demo",))  # the demo dataset's table: its corpus, the default label space
-COLUMNS = ["utterance_id", "video_id", "dataset", "split", "start_s", "end_s", "audio_path", "text", "sentiment", *EMOTIONS]
+DEMO = Contract(("demo",), extra={"video_path": str})  # the demo's table: its corpus, the default label space, faces
+COLUMNS = ["utterance_id", "video_id", "dataset", "split", "start_s", "end_s", "audio_path", "text", "sentiment", *EMOTIONS,
+           "video_path"]
 
 
 @pytest.fixture()

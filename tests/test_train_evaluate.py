@@ -108,7 +108,7 @@ def test_modality_dropout_masks_one_modality_of_about_p_of_the_samples():
     n = 4000
     batch = {"index": torch.arange(n), "text_mask": torch.ones(n, 3, dtype=torch.bool),
              "audio_mask": torch.ones(n, 5, dtype=torch.bool)}
-    out = drop_modalities(batch, 0.3)
+    out = drop_modalities(batch, 0.3, ("text", "audio"))
     text_gone, audio_gone = ~out["text_mask"].any(1), ~out["audio_mask"].any(1)
     assert not (text_gone & audio_gone).any()  # never both
     assert abs(float((text_gone | audio_gone).float().mean()) - 0.3) < 0.03

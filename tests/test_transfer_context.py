@@ -47,7 +47,7 @@ def test_the_dialogue_sampler_serves_whole_dialogues_in_turn_order():
 
 
 def context_model(window=2, **kw) -> MMoLRE:
-    cfg = MMoLREConfig(text_dim=12, audio_dim=10, d_model=16, n_experts=2, rank=4, n_heads=2, dropout=0.0,
+    cfg = MMoLREConfig(dims={"text": 12, "audio": 10}, d_model=16, n_experts=2, rank=4, n_heads=2, dropout=0.0,
                        context="dialogue", context_window=window, **kw)
     model = MMoLRE(cfg).eval()
     with torch.no_grad():  # W starts at zero (no context at first): give it weights so context shows
@@ -83,7 +83,7 @@ def test_context_never_brings_the_future_into_the_past():
 
 
 def test_context_off_is_todays_model_and_its_cost_is_exact():
-    base = dict(text_dim=12, audio_dim=10, d_model=16, n_experts=2, rank=4, n_heads=2)
+    base = dict(dims={"text": 12, "audio": 10}, d_model=16, n_experts=2, rank=4, n_heads=2)
     torch.manual_seed(0)
     plain = MMoLRE(MMoLREConfig(**base))
     assert not hasattr(plain, "context")
@@ -93,7 +93,7 @@ def test_context_off_is_todays_model_and_its_cost_is_exact():
         assert closed_form_params(cfg) == sum(p.numel() for p in model.parameters())
         assert cfg.context_params == len(cfg.branches) * (2 * 16 * 16 + 16)
         assert closed_form_params(cfg) - closed_form_params(MMoLREConfig(**base, **kw)) == cfg.context_params
-        assert closed_form_flops(cfg, 7, 9) == measured_flops(model, 7, 9)
+        assert closed_form_flops(cfg, {"text": 7, "audio": 9}) == measured_flops(model, {"text": 7, "audio": 9})
 
 
 def test_context_needs_a_corpus_of_dialogues(tiny_demo):

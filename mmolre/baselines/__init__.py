@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mmolre.hub import PretrainedMixin
-from mmolre.model import InputProjection, MMoLREOutput, TaskHeads, masked_mean
+from mmolre.model import InputProjection, MMoLREOutput, TaskHeads, masked_mean, model_input
 from mmolre.model_config import MMoLREConfig
 
 MODULES = {arch: f"mmolre.baselines.{arch}" for arch in ("late_fusion", "tfn", "lmf", "mult", "misa")}
@@ -35,8 +35,7 @@ class FusionBaseline(nn.Module, PretrainedMixin, TaskHeads):
     def __init__(self, cfg: MMoLREConfig):
         super().__init__()
         self.config = cfg
-        dims = {"text": cfg.text_dim, "audio": cfg.audio_dim}
-        self.inputs = nn.ModuleDict({m: InputProjection(dims[m], cfg.d_model) for m in cfg.modalities})
+        self.inputs = nn.ModuleDict({m: InputProjection(cfg.dims[m], cfg.d_model) for m in cfg.modalities})
         self.dropout = nn.Dropout(cfg.dropout)
         self.add_heads(cfg)
 
@@ -49,15 +48,12 @@ class FusionBaseline(nn.Module, PretrainedMixin, TaskHeads):
         (None: it has none; computed only `with_losses`)."""
         raise NotImplementedError
 
-    def forward(self, text=None, text_mask=None, audio=None, audio_mask=None, sentiment=None, emotions=None,
-                return_routing: bool = False, dialogue=None, turn=None) -> MMoLREOutput:
+    def forward(self, sentiment=None, emotions=None, return_routing: bool = False, dialogue=None, turn=None,
+                **inputs) -> MMoLREOutput:
         """As MMoLRE.forward (no routing: `return_routing` gives an empty dict; no dialogue context)."""
-        inputs = {"text": (text, text_mask), "audio": (audio, audio_mask)}
         xs, masks = {}, {}
         for m in self.config.modalities:
-            x, masks[m] = inputs[m]
-            if x is None:
-                raise ValueError(f"this model reads {m}: pass {m} and {m}_mask")
+            x, masks[m] = model_input(inputs, m)
             xs[m] = self.inputs[m](x)
         labelled = sentiment is not None and emotions is not None
         fused, own_loss = self.fuse(xs, masks, with_losses=labelled)

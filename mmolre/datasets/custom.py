@@ -30,8 +30,7 @@ from tqdm import tqdm
 
 from mmolre import SPLITS, MmolreError
 from mmolre.datasets import CorpusTable, label_space
-from mmolre.datasets.mmsa import decode_audio
-from mmolre.files import audio_duration
+from mmolre.files import audio_duration, decode_audio
 from mmolre.label_spaces import LABEL_SPACES, SENTIMENT_CLASSES, label_columns
 
 CORPORA = ("custom",)

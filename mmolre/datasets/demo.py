@@ -23,6 +23,12 @@ also written to `data/raw/demo/README.md`:
    emotion e's intensity = mean of 3 ratings clip(round(k + N(0, 0.5)), 0, 3);
    happy and sad also get 0.3 * |text valence| from positive and negative words
    (rounded ratings, so weak words leave them absent); all other intensities are 0.
+6. Face (`video/<utterance_id>.mp4`, FACE_SIZE px square at FACE_FPS, as long as the speech). A drawn face
+   whose expression carries what neither the words nor the voice do: the mouth's corners rise with the
+   mood term m ~ N(0, 0.25) of step 5's sentiment (up to 4 px at m = 0.5; a frown when m < 0), and the
+   eyebrows are raised by the strength k (1 px per step; the voice shows k only through jittered prosody).
+   The head moves by up to 1 px per frame and every pixel gets noise, so no one frame is exact. The face
+   is drawn with its own seeded generator: steps 1-5, and so the labels, are those of the corpus without it.
 
 The constants below are the whole rule; `generate` applies it.
 """
@@ -79,6 +85,7 @@ EXCLUDED_STEMS = re.compile(
     r"happ|joy|sad|sorrow|ang|rage|surpris|disgust|fear|afraid|scar|terrif|fright")
 
 SAMPLE_RATE = 22050  # what eSpeak NG produces
+FACE_SIZE, FACE_FPS = 32, 5  # the face video (step 6): pixels square, frames per second
 # eSpeak NG API constants (speak_lib.h)
 _AUDIO_OUTPUT_SYNCHRONOUS, _POS_CHARACTER = 2, 1
 _RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4
@@ -189,7 +196,8 @@ def draw_utterance(rng: np.random.Generator, cfg: DemoConfig) -> dict:
     else:
         sign = np.sign(VOICE_VALENCE[emotion]) or rng.choice([-1.0, 1.0])
         text, text_valence = lexical_text(rng, sign * rng.uniform(0.5, 3.0))
-    s = 0.6 * text_valence + 0.6 * strength * VOICE_VALENCE[emotion] + rng.normal(0, 0.25)
+    mood = rng.normal(0, 0.25)  # shown only by the face (step 6)
+    s = 0.6 * text_valence + 0.6 * strength * VOICE_VALENCE[emotion] + mood
     labels = {"sentiment": annotate(rng, s, 0.4, -3, 3)} | {e: 0.0 for e in EMOTIONS}
     if emotion != "neutral":
         labels[emotion] = annotate(rng, strength, 0.5, 0, 3)
@@ -197,7 +205,7 @@ def draw_utterance(rng: np.random.Generator, cfg: DemoConfig) -> dict:
         if valence > 0:
             labels[name] = max(labels[name], annotate(rng, 0.3 * valence, 0.3, 0, 3))
     return {"text": text, "gen_emotion": str(emotion), "gen_strength": strength,
-            "gen_text_valence": round(float(text_valence), 4)} | labels
+            "gen_text_valence": round(float(text_valence), 4), "gen_mood": round(float(mood), 4)} | labels
 
 
 def prosody(rng: np.random.Generator, baseline: dict, emotion: str, strength: int) -> dict:
@@ -259,22 +267,62 @@ def generate(cfg: DemoConfig, out_dir: Path, seed: int) -> pd.DataFrame:
     for utterance_id, samples in zip(table.utterance_id, synthesize(jobs)):
         sf.write(out_dir / "audio" / f"{utterance_id}.wav", add_noise(noise, samples, cfg.snr_db),
                  SAMPLE_RATE, subtype="PCM_16")
+    write_faces(table, out_dir / "video", np.random.default_rng([seed, 2]))
     table.to_csv(out_dir / "utterances.csv", index=False)
     (out_dir / "README.md").write_text(readme(cfg, seed, table))
     return table
+
+
+def face_frames(rng: np.random.Generator, mood: float, strength: int, frames: int) -> np.ndarray:
+    """(frames, FACE_SIZE, FACE_SIZE, 3) uint8: step 6's face, grey on grey."""
+    n = FACE_SIZE
+    y, x = np.mgrid[0:n, 0:n].astype(np.float32) / n * 32  # drawn in units of a 32 px face
+    rise = float(np.clip(mood * 8, -4, 4))  # mouth corners, px
+    out = np.empty((frames, n, n, 3), np.uint8)
+    for f in range(frames):
+        cx, cy = 16 + rng.integers(-1, 2), 16 + rng.integers(-1, 2)
+        img = np.full((n, n), 0.3, np.float32)
+        img[((x - cx) / 11) ** 2 + ((y - cy) / 14) ** 2 <= 1] = 0.8
+        for ex in (cx - 5, cx + 5):
+            img[(x - ex) ** 2 + (y - cy + 3) ** 2 <= 2.5] = 0.1
+        brow = (np.abs(y - (cy - 7 - strength)) <= 0.6) & (np.abs(x - cx) >= 2) & (np.abs(x - cx) <= 8)
+        mouth = (np.abs(y - (cy + 7 - rise * ((x - cx) / 6) ** 2)) <= 0.9) & (np.abs(x - cx) <= 6)
+        img[brow | mouth] = 0.15
+        img = np.clip(img + rng.normal(0, 0.03, img.shape), 0, 1)
+        out[f] = (img[..., None] * 255).astype(np.uint8)
+    return out
+
+
+def write_faces(table: pd.DataFrame, folder: Path, rng: np.random.Generator) -> None:
+    """video/<utterance_id>.mp4 per utterance: its face (step 6) for as long as its speech."""
+    import av
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in tqdm(table.itertuples(index=False), total=len(table), desc="demo: drawing faces", unit="utt"):
+        seconds = audio_duration(folder.parent / "audio" / f"{row.utterance_id}.wav")
+        frames = face_frames(rng, row.gen_mood, row.gen_strength, max(1, int(np.ceil(seconds * FACE_FPS))))
+        with av.open(str(folder / f"{row.utterance_id}.mp4"), "w") as container:
+            stream = container.add_stream("libx264", rate=FACE_FPS, options={"crf": "12", "preset": "veryfast"})
+            stream.width = stream.height = FACE_SIZE
+            stream.pix_fmt = "yuv420p"
+            for image in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode())
 
 
 def readme(cfg: DemoConfig, seed: int, table: pd.DataFrame) -> str:
     counts = table.split.value_counts().reindex(["train", "valid", "test"]).to_dict()
     return (f"# demo corpus (generated by `mmolre download`, seed {seed})\n\n"
             f"{cfg.speakers} speakers x {cfg.utterances_per_speaker} utterances; utterances per split: {counts}.\n"
-            "Files: `audio/<utterance_id>.wav` (16-bit PCM), `utterances.csv` (text, labels, and the latent\n"
+            "Files: `audio/<utterance_id>.wav` (16-bit PCM), `video/<utterance_id>.mp4` (the face, H.264),\n"
+            "`utterances.csv` (text, labels, and the latent\n"
             "`gen_*` variables and eSpeak settings each utterance was made from).\n\n"
             "## Generative rule\n\n" + __doc__[__doc__.index("1. Speakers"):__doc__.index("The constants below")])
 
 
 # The dataset plugin (mmolre/datasets/__init__.py)
 CORPORA = ("demo",)
+EXTRA_COLUMNS = {"video_path": str}
 
 
 def download(params: dict, target: Path, downloads: Path | None = None, archives=()) -> None:
@@ -286,8 +334,9 @@ def download(params: dict, target: Path, downloads: Path | None = None, archives
 def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
     """The utterance rows of the generated corpus (whole files: start 0, end = duration)."""
     raw = pd.read_csv(folder / "utterances.csv", keep_default_na=False, na_values=[""])
-    audio = folder.relative_to(raw_root).as_posix() + "/audio/"
-    table = raw.assign(dataset="demo", start_s=0.0, audio_path=audio + raw.utterance_id + ".wav")
+    base = folder.relative_to(raw_root).as_posix()
+    table = raw.assign(dataset="demo", start_s=0.0, audio_path=base + "/audio/" + raw.utterance_id + ".wav",
+                       video_path=base + "/video/" + raw.utterance_id + ".mp4")
     table["end_s"] = [audio_duration(raw_root / p) for p in table.audio_path]
     table["text"] = table.text.fillna("").astype(str).str.strip()
     return [CorpusTable(table)]

@@ -41,8 +41,7 @@ from tqdm import tqdm
 
 from mmolre import MmolreError
 from mmolre.datasets import CorpusTable, sdk
-from mmolre.datasets.mmsa import decode_audio
-from mmolre.files import audio_duration
+from mmolre.files import audio_duration, decode_audio
 
 CORPORA = ("meld",)
 LABEL_SPACE = "meld"

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from mmolre import EMOTIONS, SPLITS, MmolreError
 from mmolre.datasets import CorpusTable
 from mmolre.datasets.sdk import clean_transcript, combined_transcript, read_csd
-from mmolre.files import audio_duration
+from mmolre.files import audio_duration, decode_audio
 
 FOLDER = "MMSA"  # under data/raw/<dataset>[/<corpus>]: label.csv, WAV_16000/<video>_<clip>.wav, undecodable.csv
 LABEL_COLUMNS = ["video_id", "clip_id", "text", "label", "mode"]
@@ -60,26 +60,6 @@ def read_labels(path: Path) -> pd.DataFrame:
         raise MmolreError(f"{path}: missing column(s) {missing}; MMSA's label.csv has "
                           "video_id, clip_id, text, label, label_T, label_A, label_V, annotation, mode")
     return table
-
-
-def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """The first audio stream of a media file as mono float32 at `sample_rate`."""
-    import av  # only this importer needs FFmpeg
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise MmolreError(f"{path}: no audio stream")
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-            chunks = []
-            for frame in container.decode(container.streams.audio[0]):
-                chunks += [out.to_ndarray()[0] for out in resampler.resample(frame)]
-            chunks += [out.to_ndarray()[0] for out in resampler.resample(None)]
-    except av.error.FFmpegError as e:
-        raise MmolreError(f"{path}: cannot decode ({e})") from None
-    if not chunks:
-        raise MmolreError(f"{path}: the audio stream holds no samples")
-    return np.concatenate(chunks)
 
 
 def import_mmsa(source: Path, target: Path, sample_rate: int = 16000) -> None:
