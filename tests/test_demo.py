@@ -79,3 +79,17 @@ def test_pitch_setting_moves_the_measured_pitch():
 def test_split_speakers_must_add_up():
     with pytest.raises(MmolreError, match="adding up"):
         DemoConfig(speakers=5, split_speakers=(3, 1, 2))
+
+
+def test_the_face_shows_the_mood_by_its_mouth_and_the_strength_by_its_brows():
+    from mmolre.datasets.demo import face_frames
+
+    def dark_rows(mood, strength, columns, rows):
+        frames = face_frames(np.random.default_rng(0), mood, strength, 20)[..., 0] < 0.22 * 255  # brows, mouth
+        ys = [np.flatnonzero(f[rows, columns].any(1)) + rows.start for f in frames]
+        return np.mean([y.mean() for y in ys])
+
+    corners = slice(10, 13)  # left mouth corner (x = 16 - 6 +- 1 jitter), below the eyes
+    assert dark_rows(0.5, 1, corners, slice(17, 30)) < dark_rows(-0.5, 1, corners, slice(17, 30)) - 3  # smile vs frown
+    brows = slice(18, 22)  # right brow, above the eyes
+    assert dark_rows(0.0, 3, brows, slice(0, 12)) < dark_rows(0.0, 1, brows, slice(0, 12)) - 1.5  # raised by k

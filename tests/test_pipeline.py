@@ -23,7 +23,7 @@ def ran_stages(log: str) -> set[str]:
 def repo(tmp_path_factory):
     repo = make_project_repo(tmp_path_factory.mktemp("my project"))  # a path with a space, as users have
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["runs"] = {run: params["runs"][run] for run in ("main", "text_only")}  # two: the foreach, cheaply
+    params["runs"] = {run: params["runs"][run] for run in ("main", "trimodal")}  # two: the foreach, cheaply
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(repo, "git", "commit", "-qam", "two runs")
     return repo
@@ -32,12 +32,16 @@ def repo(tmp_path_factory):
 def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches(repo):
     dvc = [sys.executable, "-m", "dvc"]
     first = sh(repo, *dvc, "repro")
-    assert ran_stages(first) == {"download", "prepare", "featurize", "train@main", "train@text_only", "evaluate",
+    assert ran_stages(first) == {"download", "prepare", "featurize", "train@main", "train@trimodal", "evaluate",
                                  "transfer", "report"}
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(metrics["demo"]) == {"msa", "mer"}
     assert (repo / "reports" / "report.md").is_file() and (repo / "reports" / "figures" / "routing.png").is_file()
     assert sorted(p.name for p in (repo / "models" / "main").iterdir()) == ["config.json", "model.safetensors"]
+    report = (repo / "reports" / "report.md").read_text()  # the trimodal run in the runs and robustness tables
+    assert "| trimodal | text+audio+video |" in report and "| trimodal | video absent |" in report
+    assert list(json.loads((repo / "reports" / "robustness.json").read_text())["trimodal"]) == [
+        "full", "video absent", "audio absent", "text absent", "audio noise"]
 
     second = sh(repo, *dvc, "repro")
     assert ran_stages(second) == set() and "Data and pipelines are up to date" in second
@@ -46,7 +50,7 @@ def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches
     sh(repo, "git", "commit", "-qm", "first run")
     set_yaml(repo / "params.yaml", "train", "lr", 0.01)
     third = sh(repo, *dvc, "repro")
-    assert ran_stages(third) == {"train@main", "train@text_only", "evaluate", "transfer", "report"}
+    assert ran_stages(third) == {"train@main", "train@trimodal", "evaluate", "transfer", "report"}
 
     diff = json.loads(sh(repo, *dvc, "metrics", "diff", "--json").strip().splitlines()[-1])
     changed = diff["reports/metrics.json"]
