@@ -3,6 +3,8 @@ tiny local model, and a fourth modality added through the registry in one entry.
 
 from __future__ import annotations
 
+import json
+
 import av
 import h5py
 import numpy as np
@@ -117,10 +119,12 @@ def toy_encoder(cfg, device) -> ToyEncoder:
 
 
 def test_a_fourth_modality_needs_one_registry_entry(tiny_demo, tmp_path, monkeypatch):
+    from mmolre import MmolreError
     from mmolre.evaluate import evaluate
     from mmolre.featurize import featurize
     from mmolre.modalities import MODALITIES, Modality
     from mmolre.model_info import closed_form_flops, closed_form_params, measured_flops
+    from mmolre.inference import load_checkpoint
     from mmolre.train import train
 
     monkeypatch.setitem(MODALITIES, "words", Modality("words", "text", "test_video:toy_encoder"))  # the one entry
@@ -133,28 +137,13 @@ def test_a_fourth_modality_needs_one_registry_entry(tiny_demo, tmp_path, monkeyp
         first = f["meta/utterance_id"].asstr()[0]
     train(params, "main", tmp_path / "features", tmp_path / "models", tmp_path / "reports")
     evaluate(params, tmp_path / "features", tmp_path / "models", tmp_path / "reports")
-    import json
-
     robustness = json.loads((tmp_path / "reports" / "robustness.json").read_text())["main"]
     assert list(robustness) == ["full", "words absent", "audio absent", "text absent", "audio noise"]
-    from mmolre.inference import load_checkpoint
-
     model, _ = load_checkpoint(tmp_path / "models" / "main", torch.device("cpu"))
     assert model.config.dims["words"] == 2 and first
     lengths = {"text": 7, "audio": 9, "words": 4}
     assert closed_form_params(model.config) == sum(p.numel() for p in model.parameters())
     assert closed_form_flops(model.config, lengths) == measured_flops(model, lengths)
-
-
-@pytest.mark.parametrize("runs", [{"main": {"modalities": ["text", "video"]}}])
-def test_a_run_reading_unfeaturized_video_is_one_line_naming_the_key(tiny_demo, tmp_path, runs, capsys):
-    from mmolre.train import train
-    from mmolre import MmolreError
-
-    params = {**tiny_demo["params"], "runs": runs}
-    no_video = {**params, "featurize": {**params["featurize"], "video_encoder": None}}
-    from mmolre.featurize import featurize
-
-    featurize(no_video, tiny_demo["prepared"], tiny_demo["raw"], tmp_path / "features")
-    with pytest.raises(MmolreError, match="has no video features; set featurize.video_encoder"):
-        train(no_video, "main", tmp_path / "features", tmp_path / "models", tmp_path / "reports")
+    with pytest.raises(MmolreError, match="has no video features; set featurize.video_encoder"):  # not featurized
+        train({**params, "runs": {"main": {"modalities": ["text", "video"]}}}, "main", tmp_path / "features",
+              tmp_path / "models", tmp_path / "reports")
