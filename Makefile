@@ -37,7 +37,8 @@ LABELS_HUB ?=
 PAPER := -S data.dataset=cmu -S data.mmsa_root=$(abspath $(MMSA_ROOT)) \
 	$(if $(MOSEI_LABELS),-S 'data.archives=[$(abspath $(MOSEI_LABELS))]') \
 	$(if $(LABELS_HUB),-S data.labels_hub=$(LABELS_HUB)) -S featurize.text_encoder=roberta-base \
-	-S featurize.audio_encoder=facebook/data2vec-audio-base -S model.d_model=768 -S model.n_experts=15 \
+	-S featurize.audio_encoder=facebook/data2vec-audio-base -S featurize.video_encoder=null -S '~runs.trimodal' \
+	-S model.d_model=768 -S model.n_experts=15 \
 	-S model.rank=128 -S model.n_heads=8 -S train.lr=0.0001 -S train.epochs=40 -S train.patience=8 \
 	-S promote.metric=mosei.msa.mae -S 'runs.main.seeds=[1111,1,11]'
 

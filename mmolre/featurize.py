@@ -176,7 +176,7 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
     with process_group(ranks, "gloo"):  # coordination only: a barrier before rank 0 assembles
         todo = chunks.missing(shard)
         if todo:
-            encode_windows(table, todo, chunks, encoders, cfg, raw_root, f"featurize {params['data']['dataset']}")
+            encode_windows(table, todo, chunks, encoders, cfg, raw_root, device, f"featurize {params['data']['dataset']}")
         if ranks.world > 1:
             dist.barrier()
     if ranks.rank != 0:
@@ -269,14 +269,16 @@ def decode_workers(cfg: FeaturizeParams, device: torch.device) -> int:
     return 0 if device.type == "cpu" else max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def encode_windows(table, todo, chunks: Chunks, encoders: dict, cfg: FeaturizeParams, raw_root, desc) -> None:
+def encode_windows(table, todo, chunks: Chunks, encoders: dict, cfg: FeaturizeParams, raw_root,
+                   device: torch.device, desc: str) -> None:
     """Encode the windows `todo`, saving each as a chunk. Modalities read from files are decoded by DataLoader
     workers meanwhile, in batches by duration; a modality held in the table (text) is encoded per window in
     batches by its length."""
     rows = {w: np.arange(w * chunks.window, min((w + 1) * chunks.window, len(table))) for w in todo}
     from_files = {m: e for m, e in encoders.items() if MODALITIES[m].reader}
     durations = (np.minimum(table.end_s.fillna(cfg.max_audio_s) - table.start_s, cfg.max_audio_s)).to_numpy()
-    batches = iter(decoded_batches(table, rows, todo, from_files, durations, cfg, raw_root)) if from_files else None
+    batches = (iter(decoded_batches(table, rows, todo, from_files, durations, cfg, raw_root, device)) if from_files
+               else None)
     with tqdm(total=sum(len(r) for r in rows.values()), desc=desc, unit="utt") as progress:
         started, seconds = time.perf_counter(), 0.0
         for w in todo:
@@ -295,17 +297,18 @@ def encode_windows(table, todo, chunks: Chunks, encoders: dict, cfg: FeaturizePa
                 progress.set_postfix(media_s_per_s=f"{seconds / (time.perf_counter() - started):.1f}")
             ids = table.utterance_id.iloc[idx].tolist()
             rejected = check_window(ids, outputs, {m: e.dim for m, e in encoders.items()}, cfg.on_invalid)
+            for record, frame_times in ((r, t) for r in rejected for t in times.values()):
+                frame_times[record["row"]] = np.zeros(0, np.float32)  # emptied with the utterance's blocks
             _save_chunk(chunks.path(w), outputs, times, rejected)
 
 
-def decoded_batches(table, rows: dict, todo, encoders: dict, durations: np.ndarray, cfg: FeaturizeParams, raw_root):
+def decoded_batches(table, rows: dict, todo, encoders: dict, durations: np.ndarray, cfg: FeaturizeParams, raw_root,
+                    device: torch.device):
     """DataLoader of the file modalities' raw inputs, in batches of similar duration within each window."""
     batches = [rows[w][b] for w in todo for b in batches_by_length(durations[rows[w]], cfg.batch_size,
                                                                     cfg.max_batch_audio_s or float("inf"))]
-    device = next(iter(encoders.values()), None)
     return torch.utils.data.DataLoader(RawRows(table, raw_root, cfg, encoders), batch_sampler=batches,
-                                       num_workers=decode_workers(cfg, getattr(device, "device", torch.device("cpu"))),
-                                       collate_fn=as_decoded)
+                                       num_workers=decode_workers(cfg, device), collate_fn=as_decoded)
 
 
 def encode_in_table(values: list, idx: np.ndarray, encoder, batch_size: int, out: list) -> None:

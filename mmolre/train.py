@@ -38,6 +38,7 @@ from mmolre.features import FeatureFile, feature_path
 from mmolre.inference import infer
 from mmolre.metrics import score
 from mmolre.model import MMoLRE, build_model
+from mmolre.modalities import MODALITIES
 from mmolre.model_config import MMoLREConfig
 from mmolre.params import TrainParams, build, run_seeds, run_spec
 
@@ -47,15 +48,23 @@ def model_config(params: dict, run: str, cfg: TrainParams, features: FeatureFile
     loss weights of `train`."""
     try:
         spec = run_spec(params, run)
-        missing = [m for m in spec.modalities if m not in features.dims]
-        if missing:
-            raise MmolreError(f"train {run}: {features.path} has no {', '.join(missing)} features; set "
-                              f"featurize.{missing[0]}_encoder and rerun `mmolre featurize` (or drop it from "
-                              f"runs.{run}.modalities)")
+        for m in spec.modalities:
+            check_readable(features, run, m)
         return spec.config(dims={m: features.dims[m] for m in spec.modalities}, label_space=features.label_space,
                            er_loss_weight=cfg.er_loss_weight, emotion_pos_weight=pos_weight)
     except ValueError as e:  # a rule of the features' label space (the params alone were valid)
         raise MmolreError(f"train {run}: {e}") from None
+
+
+def check_readable(features: FeatureFile, run: str, modality: str) -> None:
+    """Refuse a run reading a modality the file does not hold, or holds for no utterance."""
+    if modality not in features.dims:
+        raise MmolreError(f"train {run}: {features.path} has no {modality} features; set featurize.{modality}_encoder "
+                          f"and rerun `mmolre featurize` (or drop {modality} from runs.{run}.modalities)")
+    if not features.lengths(modality).any():
+        raise MmolreError(f"train {run}: no utterance of {features.path} has {modality} (the dataset's table gives "
+                          f"none: no {MODALITIES[modality].source} column, or no such streams); drop {modality} from "
+                          f"runs.{run}.modalities")
 
 
 def feature_stats(features: FeatureFile, indices: np.ndarray, modality: str, values: torch.Tensor | None = None,

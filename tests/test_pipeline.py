@@ -88,7 +88,7 @@ def test_dvclive_metrics_in_exp_show_and_curves_in_plots_diff(repo):
     for metrics in (commit["data"]["metrics"], experiment["data"]["metrics"]):  # the baseline and the experiment
         main = metrics["reports/train/main/metrics.json"]["data"]
         assert {"train", "valid", "lr", "step", "best"} <= set(main) and main["best"]["epoch"] >= 1
-        assert "reports/train/text_only/metrics.json" in metrics
+        assert "reports/train/trimodal/metrics.json" in metrics
     assert experiment["data"]["metrics"]["reports/train/main/metrics.json"]["data"]["lr"] == 0.001
     assert commit["data"]["metrics"]["reports/train/main/metrics.json"]["data"]["lr"] == 0.01
     plots = json.loads(sh(repo, *dvc, "plots", "diff", "HEAD", "lr-high", "--json").strip().splitlines()[-1])["data"]

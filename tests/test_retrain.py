@@ -42,6 +42,7 @@ def test_retrain_promotes_skips_keeps_and_fails_without_serving_a_rejected_model
     repo = make_project_repo(tmp_path / "my repo")  # a path with a space: the flow quotes nothing by hand
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["runs"] = {"main": params["runs"]["main"]}  # the flow reads no other run: one model per candidate
+    params["featurize"]["video_encoder"] = None
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "commit", "-qam", "the main run alone"], cwd=repo, check=True, capture_output=True)
 
@@ -77,10 +78,21 @@ def test_retrain_promotes_skips_keeps_and_fails_without_serving_a_rejected_model
     assert line.startswith("retrain: failed: train@") and "params train.lr=-1: Input should be greater than 0" in line
     assert tag_commit(repo) == accepted and state(repo) == accepted_state
 
-    subprocess.run(["git", "tag", "-d", "mmolre-accepted"], cwd=repo, check=True, capture_output=True)
-    worse = retrain(repo=str(repo), set_params=["train.lr=0.0000001", "train.epochs=1"])  # no tag: HEAD is the bar
-    assert worse["trained"] and not worse["promoted"] and worse["accepted"] == first["new"]
-    assert worse["new"] > worse["accepted"] and state(repo) == accepted_state
+
+
+def test_the_bar_is_the_promotion_tag_else_the_committed_head(tmp_path):
+    """Before any promotion the committed HEAD is the accepted revision (so a first candidate is compared with the
+    committed baseline); checked on a bare git repository rather than by a fourth retraining."""
+    from flows.retrain import accepted_revision
+
+    git = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True)
+    git("init", "-q")
+    assert accepted_revision("mmolre-accepted", str(tmp_path)) is None  # no commit yet
+    git("commit", "-q", "--allow-empty", "-m", "baseline")
+    assert accepted_revision("mmolre-accepted", str(tmp_path)) == "HEAD"
+    git("tag", "mmolre-accepted")
+    git("commit", "-q", "--allow-empty", "-m", "later")
+    assert accepted_revision("mmolre-accepted", str(tmp_path)) == "mmolre-accepted"
 
 
 def test_schedule_builds_a_cron_deployment():

@@ -147,7 +147,7 @@ def test_evaluate_writes_contract_metrics_and_predictions(trained):
     assert set(metrics["demo"]["msa"]) == {"acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc7", "acc5", "mae", "corr"}
     assert set(metrics["demo"]["mer"]) == {*EMOTIONS, "avg"}
     runs = json.loads((reports / "runs.json").read_text())
-    assert set(runs) == {"main", "text_only", "audio_only"}
+    assert set(runs) == {"main", "text_only", "audio_only", "trimodal"}
     robust = json.loads((reports / "robustness.json").read_text())
     assert set(robust) == {"main"}  # the only text+audio model
     assert set(robust["main"]) == {"full", "audio absent", "text absent", "audio noise"}

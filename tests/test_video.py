@@ -147,3 +147,16 @@ def test_a_fourth_modality_needs_one_registry_entry(tiny_demo, tmp_path, monkeyp
     with pytest.raises(MmolreError, match="has no video features; set featurize.video_encoder"):  # not featurized
         train({**params, "runs": {"main": {"modalities": ["text", "video"]}}}, "main", tmp_path / "features",
               tmp_path / "models", tmp_path / "reports")
+
+
+def test_a_run_reading_video_that_no_utterance_has_is_refused_naming_the_column():
+    from types import SimpleNamespace
+
+    from mmolre import MmolreError
+    from mmolre.train import check_readable
+
+    features = SimpleNamespace(path="f.h5", dims={"text": 4, "video": 64},
+                               lengths=lambda m: np.array([3, 2]) if m == "text" else np.array([0, 0]))
+    check_readable(features, "main", "text")
+    with pytest.raises(MmolreError, match="no utterance of f.h5 has video .* no video_path column"):
+        check_readable(features, "trimodal", "video")
