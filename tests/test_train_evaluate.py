@@ -149,7 +149,7 @@ def test_evaluate_writes_contract_metrics_and_predictions(trained):
     runs = json.loads((reports / "runs.json").read_text())
     assert set(runs) == {"main", "text_only", "audio_only", "trimodal"}
     robust = json.loads((reports / "robustness.json").read_text())
-    assert set(robust) == {"main"}  # the only text+audio model
+    assert set(robust) == {"main", "trimodal"}  # the multimodal models
     assert set(robust["main"]) == {"full", "audio absent", "text absent", "audio noise"}
     assert robust["main"]["full"] == runs["main"]
     feats = FeatureFile(trained["h5"])
