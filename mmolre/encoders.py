@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+from av.video.reformatter import VideoReformatter
 import numpy as np
 import soundfile as sf
 import torch
@@ -208,7 +209,8 @@ def load_frames(path: Path, start_s: float, end_s: float, fps: float, max_s: flo
             container.seek(int(start_s / stream.time_base), stream=stream, backward=True)
         shown = list(frames_on_screen(container.decode(stream), stream.time_base, wanted))
         width, height = frame_size(stream, short_side)
-        images = [frame.to_ndarray(format="rgb24", width=width, height=height) for frame, _ in shown]
+        scaler = VideoReformatter()  # one for the clip: a frame's own to_ndarray builds a new scaler each time
+        images = [scaler.reformat(frame, width, height, "rgb24").to_ndarray() for frame, _ in shown]
     if not images:
         return Frames.none()
     return Frames(np.stack(images), np.asarray([t - start_s for _, t in shown], np.float32))

@@ -103,7 +103,7 @@ def test_a_transformers_vision_model_saved_locally_gives_one_pooled_vector_per_f
     with torch.no_grad():
         direct = model(pixel_values=processor(images=list(clip.images), return_tensors="pt")["pixel_values"])
     assert np.allclose(vectors[0], direct.pooler_output.numpy(), atol=1e-5)
-    assert np.array_equal(vectors[0], vectors[2])
+    assert np.allclose(vectors[0], vectors[2], atol=1e-6)  # batched differently: equal up to the CPU's rounding
 
 
 class ToyEncoder:

@@ -297,8 +297,10 @@ def face_frames(rng: np.random.Generator, mood: float, strength: int, frames: in
 def write_faces(table: pd.DataFrame, folder: Path, rng: np.random.Generator) -> None:
     """video/<utterance_id>.mp4 per utterance: its face (step 6) for as long as its speech."""
     import av
+    from av.video.reformatter import VideoReformatter
 
     folder.mkdir(parents=True, exist_ok=True)
+    to_yuv = VideoReformatter()  # one for all frames (the encoder would build a new one per frame)
     for row in tqdm(table.itertuples(index=False), total=len(table), desc="demo: drawing faces", unit="utt"):
         seconds = audio_duration(folder.parent / "audio" / f"{row.utterance_id}.wav")
         frames = face_frames(rng, row.gen_mood, row.gen_strength, max(1, int(np.ceil(seconds * FACE_FPS))))
@@ -308,7 +310,7 @@ def write_faces(table: pd.DataFrame, folder: Path, rng: np.random.Generator) -> 
             stream.width = stream.height = FACE_SIZE
             stream.pix_fmt = "yuv420p"
             for k, image in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame = to_yuv.reformat(av.VideoFrame.from_ndarray(image, format="rgb24"), format="yuv420p")
                 frame.pts, frame.time_base = k, Fraction(1, FACE_FPS)
                 container.mux(stream.encode(frame))
             container.mux(stream.encode())
