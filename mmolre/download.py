@@ -8,7 +8,8 @@ docstring says what it reads).
 
 CMU no longer distributes the raw archives (withdrawn in 2023). What researchers hold is the MMSA
 toolkit's release (label.csv beside Raw/<video_id>/<clip_id>.mp4): `--from-mmsa PATH` (or
-`data.mmsa_root`; for `cmu`, PATH holds MMSA's MOSI/ and MOSEI/) decodes its audio, and for MOSEI joins
+`data.mmsa_root`; for `cmu`, PATH holds MMSA's MOSI/ and MOSEI/) decodes its audio (and with
+`--set data.keep_video=true` keeps each clip for the video modality, as for MELD), and for MOSEI joins
 every clip to its own row of CMU_MOSEI_Labels.csd for the six emotions. The label sequences come from
 your own copy (`--from-archive PATH`, or `data.archives`), the download cache data/downloads/, the
 official host, `data.mirror` (a base URL serving the files by name) or, an unofficial copy, a Hugging

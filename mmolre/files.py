@@ -73,6 +73,12 @@ def audio_problem(path: str | Path) -> str | None:
     return "truncated" if match and int(match.group(2)) < int(match.group(1)) else None
 
 
+def copy_clip(source: Path, target: Path) -> None:
+    """A media file copied as it is (never linked: DVC may make its cache read-only, and with it a linked original)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+
+
 def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
     """The first audio stream of a media file as mono float32 at `sample_rate`."""
     import av  # only media decoding needs FFmpeg

@@ -98,6 +98,7 @@ class DataParams(Section):
     mmsa_root: str | None = None
     labels_hub: str | None = None  # <repo id>[@revision] of a Hugging Face dataset holding the SDK's .csd files
     archives: list[str] = []  # files you already have, as --from-archive
+    keep_video: bool = False  # [ours] mmsa-based and meld: keep each clip's mp4 in data/raw for the video modality
     label_space: str | None = None  # a dataset's other label space (mmolre/label_spaces.py; the dataset says which)
     test_session: Annotated[int, Field(ge=1, le=5)] = 1  # iemocap: the held-out session
 

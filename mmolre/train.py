@@ -63,8 +63,8 @@ def check_readable(features: FeatureFile, run: str, modality: str) -> None:
                           f"and rerun `mmolre featurize` (or drop {modality} from runs.{run}.modalities)")
     if not features.lengths(modality).any():
         raise MmolreError(f"train {run}: no utterance of {features.path} has {modality} (the dataset's table gives "
-                          f"none: no {MODALITIES[modality].source} column, or no such streams); drop {modality} from "
-                          f"runs.{run}.modalities")
+                          f"none: no {MODALITIES[modality].source} column, or no such streams; MMSA's and MELD's clips "
+                          f"need data.keep_video: true at download); drop {modality} from runs.{run}.modalities")
 
 
 def feature_stats(features: FeatureFile, indices: np.ndarray, modality: str, values: torch.Tensor | None = None,

@@ -7,6 +7,7 @@ import io
 import re
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -225,6 +226,22 @@ def test_meld_unpacked_in_another_layout_reads_the_same(meld_archive, tmp_path, 
     expected, _ = prepared_table(from_archive, tmp_path / "archive")
     pd.testing.assert_frame_equal(table.drop(columns=["audio_path", "end_s"]),
                                   expected.drop(columns=["audio_path", "end_s"]))
+
+
+def test_meld_keeps_each_clip_as_video_with_keep_video(meld_archive, tmp_path, tiny_params):
+    """From the archive (streamed, each clip copied as it passes): video_path per annotated clip, the clip's
+    bytes; none for the corrupt clip (its audio failed: an invalid row, quarantined)."""
+    params = params_for(tiny_params, "meld", archives=[str(meld_archive / "MELD.Raw.tar.gz")], keep_video=True)
+    params["prepare"] = {**params["prepare"], "on_invalid": "quarantine"}
+    table, counts = prepared_table(params, tmp_path)
+    videos = tmp_path / "raw" / "meld" / "MELD" / "Video"
+    assert table.set_index("utterance_id").video_path["train_dia1_utt1"] == "meld/MELD/Video/train/dia1_utt1.mp4"
+    for row in table.itertuples():
+        split = {"valid": "dev"}.get(row.split, row.split)
+        source = next((meld_archive / split / CLIP_DIRS[split]).glob(f"*{Path(row.video_path).name}"))
+        assert (tmp_path / "raw" / row.video_path).read_bytes() == source.read_bytes()
+    assert not (videos / "train" / "dia125_utt3.mp4").exists()
+    assert "video: 11 clips kept in Video/ (data.keep_video)" in counts  # the 10 rows and the unannotated extra
 
 
 def test_meld_trains_its_class_heads_and_reports_weighted_f1(meld_archive, tmp_path, tiny_params):

@@ -158,5 +158,57 @@ def test_a_run_reading_video_that_no_utterance_has_is_refused_naming_the_column(
     features = SimpleNamespace(path="f.h5", dims={"text": 4, "video": 64},
                                lengths=lambda m: np.array([3, 2]) if m == "text" else np.array([0, 0]))
     check_readable(features, "main", "text")
-    with pytest.raises(MmolreError, match="no utterance of f.h5 has video .* no video_path column"):
+    with pytest.raises(MmolreError, match="no utterance of f.h5 has video .* no video_path column.* need data.keep_video: true"):
         check_readable(features, "trimodal", "video")
+
+
+MOSI_CLIPS = [("vidA", "1", "i loved it", 2.0, "train", 1.0, True), ("vidA", "2", "it was bad", -1.5, "train", 0.8, True),
+              ("vidB", "1", "fine", 0.5, "train", 0.6, True), ("vidC", "1", "okay then", 0.0, "valid", 0.8, True),
+              ("vidD", "1", "great", 3.0, "test", 0.6, True), ("vidD", "2", "no face", -0.5, "test", 0.6, False)]
+
+
+def mmsa_folder(root):
+    """MMSA's layout (label.csv beside Raw/<video_id>/<clip_id>.mp4) whose clips carry frames; one clip has
+    an audio track only."""
+    rows = ["video_id,clip_id,text,label,label_T,label_A,label_V,annotation,mode"]
+    for video, clip, text, label, mode, seconds, has_video in MOSI_CLIPS:
+        (root / "Raw" / video).mkdir(parents=True, exist_ok=True)
+        write_clip(root / "Raw" / video / f"{clip}.mp4", seconds, video=has_video, audio=True)
+        rows.append(f"{video},{clip},{text},{label},,,,Positive,{mode}")
+    (root / "label.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_mmsa_clips_keep_their_frames_with_keep_video_and_train_a_trimodal_run(tiny_params, tmp_path):
+    from test_corpora import params_for, prepared_table
+
+    from mmolre.features import FeatureFile
+    from mmolre.featurize import featurize
+    from mmolre.inference import load_checkpoint
+    from mmolre.train import train
+
+    root = mmsa_folder(tmp_path / "MOSI")
+    params = params_for(tiny_params, "mosi", mmsa_root=str(root), keep_video=True)
+    params["runs"] = {"main": {"modalities": ["text", "audio", "video"]}}
+    table, counts = prepared_table(params, tmp_path)
+    ids = [f"{v}_{c}" for v, c, *_ in MOSI_CLIPS]
+    assert table.utterance_id.tolist() == ids and table.video_path.tolist() == [f"mosi/MMSA/Video/{u}.mp4" for u in ids]
+    assert all((tmp_path / "raw" / p).read_bytes() == (root / "Raw" / v / f"{c}.mp4").read_bytes()
+               for p, (v, c, *_) in zip(table.video_path, MOSI_CLIPS))
+    assert "video: 6 clips kept in Video/ (data.keep_video)" in counts
+
+    h5 = featurize(params, tmp_path / "prepared", tmp_path / "raw", tmp_path / "features")
+    features, fps = FeatureFile(h5), params["featurize"]["video_fps"]
+    expected = [int(np.ceil(end * fps - 1e-9)) if clip[-1] else 0 for end, clip in zip(table.end_s, MOSI_CLIPS)]
+    assert features.lengths("video").tolist() == expected
+    first = features.get("video", 0).astype(np.float64)  # frame k at k / fps: the source's frame 25 k / fps, grey 4 * that
+    grey = np.minimum(4 * 25 * np.arange(expected[0]) / fps, 4 * 24) / 255  # the last frame stays on screen
+    assert np.allclose(first, grey[:, None] * np.ones(features.dims["video"]), atol=3 / 255)
+    train(params, "main", tmp_path / "features", tmp_path / "models", tmp_path / "reports")
+    model, _ = load_checkpoint(tmp_path / "models" / "main", torch.device("cpu"))
+    assert model.config.modalities == ("text", "audio", "video")
+
+    without = params_for(tiny_params, "mosi", mmsa_root=str(root))
+    table, counts = prepared_table(without, tmp_path / "audio_only")
+    assert table.video_path.isna().all() and not (tmp_path / "audio_only" / "raw" / "mosi" / "MMSA" / "Video").exists()
+    assert "no video: data.keep_video was false at download" in counts

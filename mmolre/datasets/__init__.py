@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
+
+from mmolre.modalities import MODALITIES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,8 +69,25 @@ def label_space(params: dict) -> str:
     return chosen
 
 
+VIDEO_COLUMNS = {MODALITIES["video"].source: str}  # the column of a dataset whose clips can carry video (as audio_path)
+
+
 def extra_columns(params: dict) -> dict[str, type]:
     return getattr(load(params["data"]["dataset"]), "EXTRA_COLUMNS", {})
+
+
+def kept_video(path: Path, raw_root: Path) -> str | None:
+    """A clip's video_path (relative to raw_root) when download kept its mp4 (data.keep_video), else None."""
+    return path.relative_to(raw_root).as_posix() if path.is_file() else None
+
+
+def video_note(folder: Path) -> str:
+    """The counts line on video: how many clips download kept in `folder`, or why there are none."""
+    kept = sum(1 for _ in folder.rglob("*.mp4")) if folder.is_dir() else 0
+    if not kept:
+        return "no video: data.keep_video was false at download (set it and rerun download for the video modality)"
+    return (f"video: {kept} clips kept in {folder.name}/ (data.keep_video); one without a video stream is an absent "
+            "video in featurize's counts")
 
 
 @dataclass

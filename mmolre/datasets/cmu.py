@@ -12,6 +12,7 @@ from mmolre.datasets import CorpusTable, mosei, mosi, sdk
 
 PARTS = (mosi, mosei)
 CORPORA = tuple(part.CORPORA[0] for part in PARTS)
+EXTRA_COLUMNS = mosei.EXTRA_COLUMNS
 
 
 def download(params: dict, target: Path, downloads: Path, archives=()) -> None:

@@ -50,7 +50,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from mmolre import EMOTIONS, MmolreError
-from mmolre.datasets import CorpusTable
+from mmolre.datasets import VIDEO_COLUMNS, CorpusTable
 from mmolre.datasets.sdk import check_archive_names
 from mmolre.files import audio_duration
 from mmolre.params import build
@@ -328,7 +328,7 @@ def readme(cfg: DemoConfig, seed: int, table: pd.DataFrame) -> str:
 
 # The dataset plugin (mmolre/datasets/__init__.py)
 CORPORA = ("demo",)
-EXTRA_COLUMNS = {"video_path": str}
+EXTRA_COLUMNS = VIDEO_COLUMNS
 
 
 def download(params: dict, target: Path, downloads: Path | None = None, archives=()) -> None:

@@ -6,7 +6,8 @@ https://web.eecs.umich.edu/~mihalcea/downloads/MELD.Raw.tar.gz), or from the unp
 layouts people keep (the split CSVs beside MELD.Raw/ or inside a split folder; the inner train.tar.gz,
 dev.tar.gz, test.tar.gz packed or not): `mmolre download --set data.dataset=meld --from-archive PATH`.
 Clips are `dia<D>_utt<U>.mp4` in train_splits/, dev_splits_complete/ and output_repeated_splits_test/ (some
-test clips carry a `final_videos_test` prefix); only their audio is kept, decoded with PyAV to 16 kHz WAV.
+test clips carry a `final_videos_test` prefix); their audio is decoded with PyAV to 16 kHz WAV, and with
+`data.keep_video` each clip is copied to MELD/Video/<split>/dia<D>_utt<U>.mp4 (the video modality).
 
 The quirks of the real files (the official repository and its issues):
 - CSV header `Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,
@@ -40,13 +41,13 @@ import soundfile as sf
 from tqdm import tqdm
 
 from mmolre import MmolreError
-from mmolre.datasets import CorpusTable, sdk
-from mmolre.files import audio_duration, decode_audio
+from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, kept_video, sdk, video_note
+from mmolre.files import audio_duration, copy_clip, decode_audio
 
 CORPORA = ("meld",)
 LABEL_SPACE = "meld"
 LABEL_SPACE_CHOICES = ("meld", "meld_emotion")
-EXTRA_COLUMNS = {"dialogue_id": int, "utterance_index": int, "speaker": str}
+EXTRA_COLUMNS = {"dialogue_id": int, "utterance_index": int, "speaker": str, **VIDEO_COLUMNS}
 SPLITS = {"train": "train", "dev": "valid", "test": "test"}  # MELD's name -> mmolre's
 CLIP_FOLDERS = {"train_splits": "train", "dev_splits_complete": "dev", "output_repeated_splits_test": "test"}
 CLIP_NAME = re.compile(r"^(?:final_videos_test)?dia(\d+)_utt(\d+)\.mp4$")
@@ -54,14 +55,16 @@ COLUMNS = ["Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utter
 SENTIMENT = {"negative": -1.0, "neutral": 0.0, "positive": 1.0}
 KNOWN_WRONG_CUTS = {("test", 38, 4), ("test", 220, 0)}  # MELD issue #20
 REFERENCE_COUNTS = {"MELD's CSVs (train 9989, dev 1109, test 2610)": (9989, 1109, 2610)}
-FOLDER = "MELD"  # under data/raw/meld/: <split>_sent_emo.csv, WAV_16000/<split>/dia<D>_utt<U>.wav, undecodable.csv
+FOLDER = "MELD"  # under data/raw/meld/: <split>_sent_emo.csv, WAV_16000/<split>/dia<D>_utt<U>.wav, Video/, undecodable.csv
 
 
 @dataclass
 class Sink:
     """Where a scan of a MELD archive or folder puts what it finds: split -> CSV bytes, and each clip's audio
-    decoded at once into `folder` (an 11 GB archive is never unpacked whole); undecodable clips listed."""
+    decoded at once into `folder` (an 11 GB archive is never unpacked whole), the clip itself copied into
+    `videos` when given; undecodable clips listed."""
     folder: Path
+    videos: Path | None = None
     csvs: dict[str, bytes] = field(default_factory=dict)
     clips: int = 0
     failed: list[dict] = field(default_factory=list)
@@ -88,6 +91,8 @@ class Sink:
             return
         (self.folder / split).mkdir(parents=True, exist_ok=True)
         sf.write(self.folder / split / f"dia{dialogue}_utt{utterance}.wav", audio, 16000, subtype="PCM_16")
+        if self.videos is not None:
+            copy_clip(path, self.videos / split / f"dia{dialogue}_utt{utterance}.mp4")
 
 
 def clip_key(name: str, split: str | None) -> tuple[str, int, int] | None:
@@ -145,7 +150,7 @@ def download(params: dict, target: Path, downloads: Path, archives=()) -> None:
                           "data.dataset=meld --from-archive PATH/MELD.Raw.tar.gz` (the official README links it)")
     out = target / FOLDER
     with tqdm(desc="decode meld", unit="clip") as progress:
-        sink = Sink(out / "WAV_16000", progress=progress)
+        sink = Sink(out / "WAV_16000", out / "Video" if params["data"].get("keep_video") else None, progress=progress)
         scan(Path(archives[0]), sink)
     missing = [f"{s}_sent_emo.csv" for s in SPLITS if s not in sink.csvs]
     if missing or not sink.clips:
@@ -195,7 +200,7 @@ def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
         table = read_split_csv(folder / FOLDER / f"{split}_sent_emo.csv")
         rows += split_rows(split, table, folder, raw_root, corrupt, out, times)
     out.table = pd.DataFrame(rows)
-    out.notes += quirk_notes(out.table, folder, corrupt, times)
+    out.notes += [*quirk_notes(out.table, folder, corrupt, times), video_note(folder / FOLDER / "Video")]
     out.report = sdk.count_report("meld", out, REFERENCE_COUNTS)
     return [out]
 
@@ -228,6 +233,7 @@ def split_rows(split: str, table: pd.DataFrame, folder: Path, raw_root: Path, co
         rows.append({"utterance_id": utterance_id, "video_id": f"{split}_dia{row.dialogue}", "dataset": "meld",
                      "split": SPLITS[split], "start_s": 0.0, "end_s": seconds if seconds else np.nan,
                      "audio_path": wav.relative_to(raw_root).as_posix(), "text": " ".join(row.Utterance.split()),
+                     "video_path": kept_video(folder / FOLDER / "Video" / split / wav.with_suffix(".mp4").name, raw_root),
                      "sentiment": sentiment, "emotion": row.Emotion.strip().lower(), "dialogue_id": row.dialogue,
                      "utterance_index": row.utterance_index, "speaker": row.Speaker.strip()})
     return rows

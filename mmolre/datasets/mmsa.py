@@ -4,8 +4,10 @@ The layout: `label.csv` beside `Raw/<video_id>/<clip_id>.mp4`. MMSA's MOSI and S
 columns video_id, clip_id, text, label, label_T, label_A, label_V, annotation, mode; its MOSEI file is
 reported as video_id, clip_id, text, label, annotation, mode, label_T, label_A, label_V: columns are read
 by name. `import_mmsa` decodes each clip's audio track with PyAV (FFmpeg, bundled in its wheel) to 16 kHz
-mono WAV under `<dataset folder>/MMSA/`; `mmsa_table` turns label.csv into the utterance table: `label` is
-the sentiment, `mode` the split (MMSA's split is the standard one).
+mono WAV under `<dataset folder>/MMSA/`, and with `data.keep_video` copies the clip itself to
+`MMSA/Video/<video_id>_<clip_id>.mp4` (the table's `video_path`: the video modality; a clip without a video
+stream is an absent video there); `mmsa_table` turns label.csv into the utterance table: `label` is the
+sentiment, `mode` the split (MMSA's split is the standard one).
 
 MMSA has no emotion labels and no times. For MOSEI, `match_clips` joins every clip to its own row of the
 SDK's CMU_MOSEI_Labels.csd, using every independent signal there is and never guessing:
@@ -38,11 +40,11 @@ import soundfile as sf
 from tqdm import tqdm
 
 from mmolre import EMOTIONS, SPLITS, MmolreError
-from mmolre.datasets import CorpusTable
+from mmolre.datasets import CorpusTable, kept_video, video_note
 from mmolre.datasets.sdk import clean_transcript, combined_transcript, read_csd
-from mmolre.files import audio_duration, decode_audio
+from mmolre.files import audio_duration, copy_clip, decode_audio
 
-FOLDER = "MMSA"  # under data/raw/<dataset>[/<corpus>]: label.csv, WAV_16000/<video>_<clip>.wav, undecodable.csv
+FOLDER = "MMSA"  # under data/raw/<dataset>[/<corpus>]: label.csv, WAV_16000/<video>_<clip>.wav, Video/, undecodable.csv
 LABEL_COLUMNS = ["video_id", "clip_id", "text", "label", "mode"]
 TIME_SLACK_S = 0.01  # transcript times equal label intervals "exactly": to their printed precision
 SAME_LABEL = 1e-3  # the label files print sentiment to 4+ decimals
@@ -62,9 +64,10 @@ def read_labels(path: Path) -> pd.DataFrame:
     return table
 
 
-def import_mmsa(source: Path, target: Path, sample_rate: int = 16000) -> None:
-    """Copy label.csv and decode every clip's audio into target/MMSA/. A clip that cannot be decoded
-    is listed in undecodable.csv (and reported by `prepare`), never dropped silently."""
+def import_mmsa(source: Path, target: Path, keep_video: bool = False, sample_rate: int = 16000) -> None:
+    """Copy label.csv and decode every clip's audio into target/MMSA/ (with `keep_video`, copy the clip to
+    Video/ too). A clip that cannot be decoded is listed in undecodable.csv (and reported by `prepare`), never
+    dropped silently."""
     if not source.is_dir():
         raise MmolreError(f"data.mmsa_root: {source}: no such folder (expected MMSA's label.csv + Raw/ there)")
     labels = read_labels(source / "label.csv")
@@ -80,6 +83,8 @@ def import_mmsa(source: Path, target: Path, sample_rate: int = 16000) -> None:
             failed.append({"utterance_id": f"{row.video_id}_{row.clip_id}", "file": str(clip), "reason": str(e)})
             continue
         sf.write(out / "WAV_16000" / f"{row.video_id}_{row.clip_id}.wav", audio, sample_rate, subtype="PCM_16")
+        if keep_video:
+            copy_clip(clip, out / "Video" / f"{row.video_id}_{row.clip_id}.mp4")
     if failed:
         pd.DataFrame(failed).to_csv(out / "undecodable.csv", index=False)
         print(f"download: {len(failed)} of {len(labels)} clips could not be decoded (listed in "
@@ -253,7 +258,8 @@ def mmsa_table(folder: Path, raw_root: Path, corpus: str, evidence: Evidence | N
     out = CorpusTable(pd.DataFrame(), {"audio could not be decoded (undecodable.csv)": [], "no audio file": [],
                                        "split (mode) not train/valid/test": []},
                       notes=[f"from the MMSA raw layout ({FOLDER}/label.csv): splits from its `mode` column, "
-                             "sentiment from its `label`" + ("" if evidence else "; sentiment only (MMSA has no emotion labels)")])
+                             "sentiment from its `label`" + ("" if evidence else "; sentiment only (MMSA has no emotion labels)"),
+                             video_note(folder / FOLDER / "Video")])
     rows = []
     for row in labels.itertuples(index=False):
         utterance = f"{row.video_id}_{row.clip_id}"
@@ -268,6 +274,7 @@ def mmsa_table(folder: Path, raw_root: Path, corpus: str, evidence: Evidence | N
         rows.append({"utterance_id": utterance, "video_id": row.video_id, "dataset": corpus,
                      "split": row.mode, "start_s": 0.0, "end_s": seconds,
                      "audio_path": wav.relative_to(raw_root).as_posix(),
+                     "video_path": kept_video(folder / FOLDER / "Video" / f"{utterance}.mp4", raw_root),
                      "text": clean_transcript(str(row.text)) if isinstance(row.text, str) else "",
                      "sentiment": float(row.label), **{e: np.nan for e in EMOTIONS},
                      **{c: float(getattr(row, c, np.nan)) for c in keep}})

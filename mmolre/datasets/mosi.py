@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 
 from mmolre import EMOTIONS, MmolreError
-from mmolre.datasets import CorpusTable, mmsa, sdk
+from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, mmsa, sdk
 from mmolre.datasets.sdk import clean_transcript, find_dir, find_file, read_csd, split_of, standard_folds
 from mmolre.files import audio_duration
 from mmolre.params import PrepareParams, build
 
 CORPORA = ("mosi",)
+EXTRA_COLUMNS = VIDEO_COLUMNS  # from the MMSA release with data.keep_video; else empty
 MMSA_FOLDER = "MOSI"  # its folder in MMSA's release (for data.dataset=cmu)
 FILES = {"CMU_MOSI.zip": "raw_datasets/CMU_MOSI.zip",  # file name -> path on the official host
          "CMU_MOSI_Opinion_Labels.csd": "CMU-MOSI/labels/CMU_MOSI_Opinion_Labels.csd"}
@@ -43,7 +44,7 @@ def download(params: dict, target: Path, downloads: Path, archives=(), mmsa_root
     mmsa_root = mmsa_root or params["data"].get("mmsa_root")
     if mmsa_root:
         sdk.check_archive_names(archives, (), "mosi from the MMSA release (which holds all its labels)")
-        mmsa.import_mmsa(Path(mmsa_root), target)
+        mmsa.import_mmsa(Path(mmsa_root), target, params["data"].get("keep_video", False))
         return
     sdk.check_archive_names(archives, FILES, "mosi")
     cached, manifest, pending = sdk.get_files(FILES, params["data"], downloads, archives, NEEDED)
