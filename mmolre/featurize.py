@@ -101,11 +101,11 @@ def _chunk_rejected(path: Path) -> list[dict]:
         return json.loads(str(chunk["rejected"]))
 
 
-def check_window(ids: list[str], outputs: dict[str, list[np.ndarray]], dims: dict[str, int],
-                 on_invalid: str) -> list[dict]:
+def check_window(ids: list[str], outputs: dict[str, list[np.ndarray]], times: dict[str, list[np.ndarray]],
+                 dims: dict[str, int], on_invalid: str) -> list[dict]:
     """Validate one window's features. `fail`: raise naming the first bad utterance; `quarantine`:
-    empty the bad utterances' blocks (in place) and return them as (row in window, utterance_id,
-    modality, problem) records."""
+    empty the bad utterances' blocks and frame times (in place) and return them as (row in window,
+    utterance_id, modality, problem) records."""
     rejected = []
     for modality, blocks in outputs.items():
         for k, block in enumerate(blocks):
@@ -120,6 +120,8 @@ def check_window(ids: list[str], outputs: dict[str, list[np.ndarray]], dims: dic
     for record in rejected:
         for modality, blocks in outputs.items():
             blocks[record["row"]] = np.zeros((0, dims[modality]), np.float32)
+        for frame_times in times.values():
+            frame_times[record["row"]] = np.zeros(0, np.float32)
     return rejected
 
 
@@ -296,9 +298,7 @@ def encode_windows(table, todo, chunks: Chunks, encoders: dict, cfg: FeaturizePa
                 progress.update(len(items))
                 progress.set_postfix(media_s_per_s=f"{seconds / (time.perf_counter() - started):.1f}")
             ids = table.utterance_id.iloc[idx].tolist()
-            rejected = check_window(ids, outputs, {m: e.dim for m, e in encoders.items()}, cfg.on_invalid)
-            for record, frame_times in ((r, t) for r in rejected for t in times.values()):
-                frame_times[record["row"]] = np.zeros(0, np.float32)  # emptied with the utterance's blocks
+            rejected = check_window(ids, outputs, times, {m: e.dim for m, e in encoders.items()}, cfg.on_invalid)
             _save_chunk(chunks.path(w), outputs, times, rejected)
 
 

@@ -48,7 +48,8 @@ def dataset_table(params: dict, raw_root: Path) -> tuple[pd.DataFrame, list[dict
     corpora = module.tables(params, raw_root / name, raw_root)
     tables = [c.table for c in corpora if len(c.table)]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=contract.columns)
-    text_columns = {column: "str" for column, kind in contract.extra.items() if kind is str}  # one no corpus filled: NaN
+    # a text column no corpus filled is all NaN, a float column to pandas: cast, so that it is NaN of str
+    text_columns = {column: "str" for column, kind in contract.extra.items() if kind is str}
     return (table.reindex(columns=contract.columns).astype(text_columns), [v for c in corpora for v in c.invalid],
             [line for c in corpora for line in c.report], contract)
 

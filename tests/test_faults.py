@@ -141,6 +141,7 @@ def test_encoder_returning_nan_fails_featurize_or_is_quarantined(project, capsys
     assert main(["validate", str(project["h5"])]) == 0
     with h5py.File(project["h5"]) as f:
         ids = f["meta/utterance_id"].asstr()[:].tolist()
+        assert f["video/times"].shape[0] == f["video/values"].shape[0] > 0  # its frame times left with it
     assert len(ids) == len(table) - 1 and bad not in ids
 
 

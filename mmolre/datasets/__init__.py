@@ -76,6 +76,13 @@ def extra_columns(params: dict) -> dict[str, type]:
     return getattr(load(params["data"]["dataset"]), "EXTRA_COLUMNS", {})
 
 
+def keeps_video(params: dict) -> bool:
+    """data.keep_video (its default where params leave it out): whether download copies the clips for video."""
+    from mmolre.params import DataParams, build  # params imports this module's registry
+
+    return build(DataParams, params, "data").keep_video
+
+
 def kept_video(path: Path, raw_root: Path) -> str | None:
     """A clip's video_path (relative to raw_root) when download kept its mp4 (data.keep_video), else None."""
     return path.relative_to(raw_root).as_posix() if path.is_file() else None

@@ -41,7 +41,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from mmolre import MmolreError
-from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, kept_video, sdk, video_note
+from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, keeps_video, kept_video, sdk, video_note
 from mmolre.files import audio_duration, copy_clip, decode_audio
 
 CORPORA = ("meld",)
@@ -150,7 +150,7 @@ def download(params: dict, target: Path, downloads: Path, archives=()) -> None:
                           "data.dataset=meld --from-archive PATH/MELD.Raw.tar.gz` (the official README links it)")
     out = target / FOLDER
     with tqdm(desc="decode meld", unit="clip") as progress:
-        sink = Sink(out / "WAV_16000", out / "Video" if params["data"].get("keep_video") else None, progress=progress)
+        sink = Sink(out / "WAV_16000", out / "Video" if keeps_video(params) else None, progress=progress)
         scan(Path(archives[0]), sink)
     missing = [f"{s}_sent_emo.csv" for s in SPLITS if s not in sink.csvs]
     if missing or not sink.clips:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mmolre import EMOTIONS
-from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, mmsa, sdk
+from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, keeps_video, mmsa, sdk
 from mmolre.datasets.sdk import combined_transcript, find_dir, read_csd, split_of, standard_folds
 from mmolre.files import audio_duration
 from mmolre.params import PrepareParams, build
@@ -56,7 +56,7 @@ def download(params: dict, target: Path, downloads: Path, archives=(), mmsa_root
     files = {**MMSA_FILES, **{n: FILES[n] for n in MMSA_EVIDENCE
                               if n in {Path(a).name for a in archives} or (downloads / n).exists()}}
     cached, manifest, pending = sdk.get_files(files, data, downloads, archives)
-    mmsa.import_mmsa(Path(mmsa_root), target, data.get("keep_video", False))
+    mmsa.import_mmsa(Path(mmsa_root), target, keeps_video(params))
     sdk.unpack(cached, manifest, pending, target, TRANSCRIPTS_ONLY)
 
 

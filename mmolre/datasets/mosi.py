@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mmolre import EMOTIONS, MmolreError
-from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, mmsa, sdk
+from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, keeps_video, mmsa, sdk
 from mmolre.datasets.sdk import clean_transcript, find_dir, find_file, read_csd, split_of, standard_folds
 from mmolre.files import audio_duration
 from mmolre.params import PrepareParams, build
@@ -44,7 +44,7 @@ def download(params: dict, target: Path, downloads: Path, archives=(), mmsa_root
     mmsa_root = mmsa_root or params["data"].get("mmsa_root")
     if mmsa_root:
         sdk.check_archive_names(archives, (), "mosi from the MMSA release (which holds all its labels)")
-        mmsa.import_mmsa(Path(mmsa_root), target, params["data"].get("keep_video", False))
+        mmsa.import_mmsa(Path(mmsa_root), target, keeps_video(params))
         return
     sdk.check_archive_names(archives, FILES, "mosi")
     cached, manifest, pending = sdk.get_files(FILES, params["data"], downloads, archives, NEEDED)

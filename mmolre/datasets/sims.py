@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmolre import MmolreError
-from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, mmsa, sdk
+from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, keeps_video, mmsa, sdk
 
 CORPORA = ("sims",)
 LABEL_SPACE = "sims"
@@ -27,7 +27,7 @@ def download(params: dict, target: Path, downloads: Path, archives=()) -> None:
         raise MmolreError(f"{params['data']['dataset']}: comes from the MMSA release only: "
                           "`mmolre download --from-mmsa PATH` (the folder holding label.csv and Raw/)")
     sdk.check_archive_names(archives, (), f"{params['data']['dataset']} from the MMSA release (which holds all its labels)")
-    mmsa.import_mmsa(Path(root), target, params["data"].get("keep_video", False))
+    mmsa.import_mmsa(Path(root), target, keeps_video(params))
 
 
 def tables(params: dict, folder: Path, raw_root: Path, corpus: str = "sims",
