@@ -36,7 +36,7 @@ def download(params: dict, raw_root: Path, downloads: Path = Path("data/download
              archives: list[Path] = ()) -> Path:
     """Produce data/raw/<dataset>/ for params['data']['dataset'] (replaced as a unit); returns that folder."""
     data = params["data"]
-    dataset = datasets.load(data["dataset"])
+    dataset = datasets.source(params)
     archives = [*map(Path, data.get("archives") or ()), *archives]
     target, created = raw_root / data["dataset"], not raw_root.exists()
     try:
@@ -61,11 +61,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-mmsa", dest="mmsa_root", type=Path, default=None, metavar="PATH",
                         help="import the MMSA toolkit's raw layout (label.csv + Raw/<video>/<clip>.mp4) at PATH "
                              "instead of the CMU archives; same as --set data.mmsa_root=PATH")
+    parser.add_argument("--from-processed", dest="processed", type=Path, default=None, metavar="PATH.pkl",
+                        help="import a processed feature file instead of clips: MMSA's Processed/*.pkl or MulT's "
+                             "*_data[_noalign].pkl (recognised from its contents; read without running anything it "
+                             "names); same as --set data.processed=PATH. For mosei, --from-archive "
+                             "CMU_MOSEI_Labels.csd adds the emotions")
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
     if args.mmsa_root is not None:
         params["data"]["mmsa_root"] = str(args.mmsa_root)
+    if args.processed is not None:
+        params["data"]["processed"] = str(args.processed)
     folder = download(params, args.raw_root, args.downloads, args.archives)
     print(f"download: wrote {folder}")
 

@@ -49,7 +49,10 @@ def encoder_tag(name: str) -> str:
 
 def feature_path(params: dict, root: Path = Path("data/features")) -> Path:
     """data/features/<dataset>/<text encoder tag>__<audio encoder tag>[__<video encoder tag>].h5: the tags of
-    the featurized modalities' encoders, in registry order."""
+    the featurized modalities' encoders, in registry order; data/features/<dataset>/processed.h5 for the features of
+    a processed file (data.processed: no encoder runs)."""
+    if params["data"].get("processed"):
+        return root / params["data"]["dataset"] / "processed.h5"
     section = params["featurize"]
     tags = [encoder_tag(section[MODALITIES[m].encoder_param]) for m in featurized(section)
             if MODALITIES[m].encoder_param]

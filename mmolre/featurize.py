@@ -166,6 +166,8 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
     rank's windows are saved (the chunk folder must be one that every machine shares).
     """
     cfg = build(FeaturizeParams, params, "featurize")
+    if params["data"].get("processed"):
+        return copy_processed(params, cfg, prepared_root, raw_root, out_root)
     ranks = distributed_context()
     if ranks.world > 1:
         if shard is not None:
@@ -194,6 +196,46 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
                        for m, e in encoders.items())
     print(f"featurize: wrote {out} ({widths}; {kept} utterances)")
     return out
+
+
+def copy_processed(params: dict, cfg: FeaturizeParams, prepared_root: Path, raw_root: Path, out_root: Path) -> Path:
+    """The feature file of a processed import (data.processed): each utterance's frames copied from
+    data/raw/<dataset>/processed/ (no encoder runs), validated as an encoder's output is, assembled as any other."""
+    from mmolre.datasets.processed_frames import MODALITY_KEYS, Frames, Source
+
+    dataset = params["data"]["dataset"]
+    table, out = utterance_table(params, prepared_root), feature_path(params, out_root)
+    source, frames = Source.read(raw_root / dataset), Frames(raw_root / dataset)
+    identity = params_hash(dataset, source.sha256, pd.util.hash_pandas_object(table).sum())
+    chunks = Chunks(out_root / ".partial" / dataset / f"{out.stem}-{identity}", cfg.batch_size * 8, len(table))
+    chunks.folder.mkdir(parents=True, exist_ok=True)
+    try:
+        for w in tqdm(chunks.missing(), desc=f"featurize {dataset} (copying {source.form}'s features)", unit="window"):
+            ids = table.utterance_id.iloc[w * chunks.window:(w + 1) * chunks.window].tolist()
+            outputs = {m: [frames.get(m, u) for u in ids] for m in MODALITY_KEYS}
+            _save_chunk(chunks.path(w), outputs, {}, check_window(ids, outputs, {}, frames.dims, cfg.on_invalid))
+    finally:
+        frames.close()
+    kept, absent = assemble(table, chunks, out, frames.dims, processed_attrs(dataset, cfg, source))
+    shutil.rmtree(chunks.folder)
+    widths = ", ".join(f"{m} {source.encoders[m]} {d}-d" for m, d in frames.dims.items())
+    print(f"featurize: wrote {out} ({widths}; {kept} utterances, {absent.get('video', 0)} without video)")
+    return out
+
+
+def processed_attrs(dataset: str, cfg: FeaturizeParams, source) -> dict:
+    """A processed file's provenance as the feature file's: the form's features as its encoders, the pickle's
+    SHA-256 as their revision, the form and release (read by train, and by predict to refuse new recordings)."""
+    named = {}
+    for m, name in source.encoders.items():
+        key = MODALITIES[m].encoder_param
+        named |= {key: name, f"{key}_revision": f"sha256:{source.sha256[:16]}"}
+    provenance = {"file": Path(source.file).name, **{k: getattr(source, k) for k in (
+        "sha256", "release", "form", "aligned", "description", "encoders")}}
+    return {**named, "text_layer": -1, "audio_layer": -1, "dataset": dataset,
+            "processed": json.dumps(provenance, sort_keys=True),
+            "featurize_config": json.dumps({"processed": source.sha256, "on_invalid": cfg.on_invalid}, sort_keys=True),
+            "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, {"processed": source.sha256})}
 
 
 def utterance_table(params: dict, prepared_root: Path) -> pd.DataFrame:

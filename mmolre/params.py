@@ -96,6 +96,7 @@ class DataParams(Section):
     seed: int
     mirror: str | None = None
     mmsa_root: str | None = None
+    processed: str | None = None  # a processed feature file (MMSA's or MulT's pickle) to import instead of clips
     labels_hub: str | None = None  # <repo id>[@revision] of a Hugging Face dataset holding the SDK's .csd files
     archives: list[str] = []  # files you already have, as --from-archive
     keep_video: bool = False  # [ours] mmsa-based and meld: keep each clip's mp4 in data/raw for the video modality

@@ -50,6 +50,11 @@ class Predictor:
 def load_predictor(model_path: Path, device: torch.device) -> Predictor:
     model, meta = load_checkpoint(model_path, device)
     features = meta["features"]
+    if "processed" in features:
+        source = json.loads(features["processed"])
+        raise MmolreError(f"{model_path} was trained on the features of a processed file ({source['description']}: "
+                          + ", ".join(f"{m} {e}" for m, e in source["encoders"].items())
+                          + "); they cannot be computed from a new recording: train on clips to predict on clips")
     if "featurize_config" not in features:
         raise MmolreError(f"{model_path}: the model does not record its encoders' settings; retrain it")
     cfg = FeaturizeParams(**json.loads(features["featurize_config"]))

@@ -17,6 +17,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from mmolre import SPLITS, MmolreError, datasets
+from mmolre.datasets import leak_error, split_leaks
 from mmolre.files import atomic_dir, audio_problem
 from mmolre.label_spaces import DEFAULT, LABEL_SPACES, Task, label_columns
 from mmolre.params import PrepareParams, build
@@ -33,6 +34,7 @@ class Contract:
     corpora: tuple[str, ...]
     space: str = DEFAULT
     extra: dict[str, type] = field(default_factory=dict)
+    media: bool = True  # rows point at recordings (audio_path) and carry their text; False: processed features
 
     @property
     def columns(self) -> list[str]:
@@ -43,9 +45,9 @@ def dataset_table(params: dict, raw_root: Path) -> tuple[pd.DataFrame, list[dict
     """The rows of every corpus of data.dataset (its module in mmolre/datasets/), the rows that failed a
     cross-check, the count report, and the table's contract. Label columns a corpus does not fill are NaN."""
     name = params["data"]["dataset"]
-    module = datasets.load(name)
-    contract = Contract(module.CORPORA, datasets.label_space(params), datasets.extra_columns(params))
-    corpora = module.tables(params, raw_root / name, raw_root)
+    contract = Contract(datasets.load(name).CORPORA, datasets.label_space(params), datasets.extra_columns(params),
+                        media=not params["data"].get("processed"))
+    corpora = datasets.source(params).tables(params, raw_root / name, raw_root)
     tables = [c.table for c in corpora if len(c.table)]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=contract.columns)
     # a text column no corpus filled is all NaN, a float column to pandas: cast, so that it is NaN of str
@@ -84,14 +86,15 @@ def utterance_schema(raw_root: Path, contract: Contract) -> pa.DataFrameSchema:
             "split": pa.Column(str, pa.Check.isin(list(SPLITS), error=f"must be one of {list(SPLITS)}")),
             "start_s": pa.Column(float, pa.Check.ge(0, error="must be >= 0")),
             "end_s": pa.Column(float, nullable=True),
-            "audio_path": pa.Column(str, [readable, whole]),
+            "audio_path": pa.Column(str, [readable, whole]) if contract.media else pa.Column(object, nullable=True),
             "text": pa.Column(str, [pa.Check.str_length(min_value=1, error="must be non-empty"),
-                                    pa.Check(lambda s: s == s.str.strip(), error="must be stripped")]),
+                                    pa.Check(lambda s: s == s.str.strip(), error="must be stripped")],
+                              nullable=not contract.media),
             **labels,
             **{column: pa.Column(kind, nullable=True) for column, kind in contract.extra.items()},
         },
         checks=[
-            pa.Check(lambda df: df.end_s > df.start_s, error="end_s must be > start_s"),
+            pa.Check(lambda df: df.end_s.isna() | (df.end_s > df.start_s), error="end_s must be > start_s"),
             pa.Check(lambda df: df.groupby("video_id").split.transform("nunique") == 1,
                      error="video appears in more than one split"),
             pa.Check(lambda df: pd.Series([u.startswith(f"{v}_") for u, v in zip(df.utterance_id, df.video_id)],
@@ -146,6 +149,9 @@ def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
     table, invalid, counts_report, contract = dataset_table(params, raw_root)
     for line in counts_report:
         print(f"prepare: {line}")
+    leaks = split_leaks(table.video_id, table.split)
+    if leaks:
+        raise leak_error(f"{dataset}'s utterance table", leaks)
     violations = find_violations(table, raw_root, contract, invalid)
     bad_rows = sorted({int(r) for r in violations.row.dropna()})
     if len(violations) and (cfg.on_invalid == "fail" or violations.row.isna().any()):

@@ -316,7 +316,7 @@ def validate(ctx: RunContext, model: MMoLRE) -> dict[str, float]:
 
 FEATURE_PROVENANCE = ("text_encoder", "audio_encoder", "video_encoder", "text_encoder_revision",
                       "audio_encoder_revision", "video_encoder_revision", "params_hash", "featurize_config", "text_layer",
-                      "audio_layer", "sample_rate")
+                      "audio_layer", "sample_rate", "processed")
 
 
 def save(ctx: RunContext, params: dict, setup: SeedSetup, seed: int, epochs: list[Epoch], best_epoch: int,

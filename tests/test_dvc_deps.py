@@ -24,9 +24,12 @@ def source_file(name: str) -> Path | None:
 def imported_modules(path: Path) -> set[Path]:
     """The mmolre source files `path` imports (at any depth in the file), the packages' __init__ included;
     all registered dataset modules when it loads one through the registry, the modalities' encoder and reader
-    modules when it loads them through theirs."""
+    modules when it loads them through theirs; the registry's and the processed-features module when it reads
+the raw folder through `datasets.source`."""
     text = path.read_text()
     found = {source_file(m) for m in REGISTRY.values()} if "datasets.load(" in text else set()
+    found |= ({source_file(m) for m in [*REGISTRY.values(), "mmolre.datasets.processed"]}
+              if "datasets.source(" in text else set())
     found |= {source_file(m) for m in BASELINES.values()} if "baseline_class(" in text else set()
     found |= ({source_file(getattr(m, what).split(":")[0]) for m in MODALITIES.values() for what in ("encoder", "reader")
                if getattr(m, what)} if '.load("encoder")' in text else set())

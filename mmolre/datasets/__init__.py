@@ -54,6 +54,13 @@ def load(name: str) -> ModuleType:
     return importlib.import_module(REGISTRY[name])
 
 
+def source(params: dict) -> ModuleType:
+    """The module that downloads and reads data/raw/<dataset>/: the dataset's own, or datasets/processed.py when
+    data.processed names a processed feature file."""
+    return importlib.import_module("mmolre.datasets.processed") if params["data"].get("processed") else load(
+        params["data"]["dataset"])
+
+
 def label_space(params: dict) -> str:
     """The label space of data.dataset: `data.label_space` when set (among the dataset's choices), else its own."""
     from mmolre import MmolreError
@@ -73,7 +80,10 @@ VIDEO_COLUMNS = {MODALITIES["video"].source: str}  # the column of a dataset who
 
 
 def extra_columns(params: dict) -> dict[str, type]:
-    return getattr(load(params["data"]["dataset"]), "EXTRA_COLUMNS", {})
+    module = source(params)
+    if module.__name__.endswith(".processed"):
+        return module.extra_columns(params["data"]["dataset"])
+    return getattr(module, "EXTRA_COLUMNS", {})
 
 
 def keeps_video(params: dict) -> bool:
@@ -95,6 +105,20 @@ def video_note(folder: Path) -> str:
         return "no video: data.keep_video was false at download (set it and rerun download for the video modality)"
     return (f"video: {kept} clips kept in {folder.name}/ (data.keep_video); one without a video stream is an absent "
             "video in featurize's counts")
+
+
+def split_leaks(videos: pd.Series, splits: pd.Series) -> list[str]:
+    """The videos (speakers, dialogues) whose utterances sit in more than one split."""
+    per_video = splits.groupby(videos.to_numpy()).nunique()
+    return sorted(per_video.index[per_video > 1].astype(str))
+
+
+def leak_error(where: str, leaks: list[str]) -> Exception:
+    from mmolre import MmolreError
+
+    return MmolreError(f"{where}: {len(leaks)} video(s) have utterances in more than one split ("
+                       f"{', '.join(leaks[:10])}{' ...' if len(leaks) > 10 else ''}): the splits must be "
+                       "speaker-independent; use the standard split")
 
 
 @dataclass

@@ -189,7 +189,7 @@ def by_length(clip, features, intervals, tolerance_s: float) -> tuple[list[int],
 def by_time_order(clips: pd.DataFrame, features, intervals, tolerance_s: float) -> dict[str, int]:
     """Clip k (by segment number) -> row k (by start time), when the video's clips and rows are equally
     many and every such pair agrees in length and sentiment; else {} (the order proves nothing)."""
-    if len(clips) != len(intervals) or not clips.clip_id.str.fullmatch(r"\d+").all():
+    if len(clips) != len(intervals) or not clips.clip_id.str.fullmatch(r"\d+").all() or clips.seconds.isna().any():
         return {}
     ordered = clips.iloc[np.argsort(clips.clip_id.astype(int).to_numpy(), kind="stable")]
     rows = np.lexsort((intervals[:, 1], intervals[:, 0]))
@@ -206,6 +206,8 @@ def match_one(clip, features, intervals, evidence: Evidence, transcript, texts) 
         rows, how = by_transcript(clip, transcript, intervals)
     elif texts is not None and (rows := by_words(clip, texts)):
         how = "word timings"
+    elif np.isnan(clip.seconds):  # processed features: no audio, so no length to go by
+        return [], "no label row: no row's words read as its text" if texts is not None else "no label row: no word timings"
     else:
         return by_length(clip, features, intervals, evidence.tolerance_s)
     if len(rows) > 1:  # identical intervals or texts: the sentiment may tell them apart

@@ -303,6 +303,7 @@ def source_notes(folder: Path) -> list[str]:
     for name, entry in sorted(entries.items()):
         checks = [f"SHA-256 {entry['sha256'][:16]}..." if "sha256" in entry else entry.get("verified", "unverified")]
         checks += [f"revision {entry['revision']}"] if "revision" in entry else []
+        checks += [entry["release"]] if "release" in entry else []
         checks += [f"an unofficial copy: {entry['unofficial']}"] if "unofficial" in entry else []
         lines.append(f"source: {name} from {entry['source']} ({'; '.join(checks)})")
     return lines
