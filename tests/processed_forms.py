@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 SPLIT_VIDEOS = {"train": ["-3g5yACwYnA", "03bSnISJMiM", "_0efYOjQYRc"], "valid": ["12345"], "test": ["c5xsKMxpXnc"]}
+VOCABULARY = "a lot of sad parts movie was great really bad acting plot twist loved hated it boring fun music the".split()
 DIMS = {"mosi": (768, 5, 20), "mosei": (768, 74, 35), "sims": (768, 33, 709)}
 
 
@@ -26,7 +27,8 @@ def mmsa_split(rng, videos: list[str], dims, steps=(8, 12, 10), aligned=False, s
     audio[0, 0, 1] = -np.inf  # MOSEI's COVAREP
     audio[0, audio_len[0]:] = 0.0  # the first utterance zero-padded as it should be ...
     vision[1, 0] = 0.0  # ... and an all-zero frame inside the real span
-    arrays = {"raw_text": np.array([f" words of {i} " for i in ids]), "audio": audio, "vision": vision,
+    said = [" ".join(rng.choice(VOCABULARY, 6)) for _ in ids]  # MMSA's raw_text is not stripped
+    arrays = {"raw_text": np.array([f" {s} " for s in said]), "audio": audio, "vision": vision,
               "id": ids if lists else np.array(ids), "text": text,
               "text_bert": np.stack([rng.integers(100, 3000, (n, steps[0])) * mask, mask, 0 * mask], axis=1),
               "annotations": np.array(["Negative"] * n), "classification_labels": np.zeros(n),
@@ -59,6 +61,7 @@ def mult_split(rng, videos: list[str], dims, dataset: str, steps=(6, 9, 7), per_
     n = len(videos) * per_video
     arrays, expected = {}, {}
     starts = {m: rng.integers(0, t, n) for m, t in zip(("text", "audio", "vision"), steps)}
+    starts["vision"][1] = 0  # its dropped face (below) is then inside the span: a leading zero row is padding
     for (m, t), d in zip(zip(("text", "audio", "vision"), steps), dims):
         x = rng.normal(size=(n, t, d)).astype(np.float32)
         x[np.arange(t)[None] < starts[m][:, None]] = 0.0  # zeros at the front

@@ -231,30 +231,43 @@ def modality_batch(form: Form, arrays: dict, m: str, rows: slice, known: dict) -
     return blocks, neg_inf
 
 
-def convert_split(form: Form, dataset: str, split: str, arrays: dict, path: Path, writer: FramesWriter
-                  ) -> tuple[list[dict], dict[str, int], bool]:
-    """Write a split's frames batch by batch; returns its rows, the -inf set to 0 per modality, and whether
-    its ids named the rows."""
+@dataclass
+class SplitPlan:
+    """What a split holds before any frame is copied: its rows (ids, labels, text) and each modality's spans."""
+    rows: list[dict]
+    spans: dict[str, tuple[np.ndarray, np.ndarray]]
+    named: bool  # whether its ids named the rows
+
+
+def plan_split(form: Form, dataset: str, split: str, arrays: dict, path: Path) -> SplitPlan:
+    """A split's rows and spans, checked (counts, ids, labels, lengths) before anything is written."""
     n = len(arrays["regression_labels" if form.name == "mmsa" else "labels"])
     for key in MODALITY_KEYS.values():
         if len(arrays[key]) != n:
             raise MmolreError(f"{path}: {split}/{key} has {len(arrays[key])} utterances, its labels {n}")
     ids, named = split_ids(arrays, split, n, intervals=form.name == "mult" and dataset == "mosei")
     labels = labels_of(form, dataset, arrays, n, path, split)
-    known, neg_inf = spans(form, arrays, n, path, split), dict.fromkeys(MODALITY_KEYS, 0)
-    for start in tqdm(range(0, n, BATCH), desc=f"import {split}", unit="batch", leave=False):
-        rows = slice(start, min(n, start + BATCH))
+    texts = arrays.get("raw_text")
+    rows = [{**ids[i], "split": split, "text": as_text(texts[i]).strip() or None if texts is not None else None,
+             **{column: values[i] for column, values in labels.items()}} for i in range(n)]
+    return SplitPlan(rows, spans(form, arrays, n, path, split), named)
+
+
+def write_split(form: Form, split: str, arrays: dict, plan: SplitPlan, path: Path, writer: FramesWriter,
+                progress: tqdm) -> dict[str, int]:
+    """Write a split's frames batch by batch; returns the -inf set to 0 per modality."""
+    neg_inf = dict.fromkeys(MODALITY_KEYS, 0)
+    for start in range(0, len(plan.rows), BATCH):
+        rows = slice(start, min(len(plan.rows), start + BATCH))
         for m in MODALITY_KEYS:
             try:
-                blocks, count = modality_batch(form, arrays, m, rows, known)
+                blocks, count = modality_batch(form, arrays, m, rows, plan.spans)
             except MmolreError as e:
                 raise MmolreError(f"{path}: {split}/{e}") from None
             writer.append(m, blocks, path)
             neg_inf[m] += count
-    texts = arrays.get("raw_text")
-    records = [{**ids[i], "split": split, "text": as_text(texts[i]).strip() or None if texts is not None else None,
-                **{column: values[i] for column, values in labels.items()}} for i in range(n)]
-    return records, neg_inf, named
+        progress.update(rows.stop - rows.start)
+    return neg_inf
 
 
 def evidence_files(data: dict, archives, downloads: Path, target: Path) -> None:
@@ -289,9 +302,6 @@ def download(params: dict, target: Path, downloads: Path, archives=()) -> None:
     out = target / FOLDER
     out.mkdir(parents=True, exist_ok=True)
     rows = write_frames(form, dataset, data, path, out, source)
-    leaks = split_leaks(rows.video_id, rows.split) if source.ids_named else []
-    if leaks:
-        raise leak_error(str(path), leaks)
     rows.to_parquet(out / "utterances.parquet", index=False)
     (out / "source.json").write_text(json.dumps(source.__dict__, indent=2) + "\n")
     record_manifest(target, path, source)
@@ -300,22 +310,28 @@ def download(params: dict, target: Path, downloads: Path, archives=()) -> None:
 
 
 def write_frames(form: Form, dataset: str, data: dict, path: Path, out: Path, source: Source) -> pd.DataFrame:
-    """frames.h5 split by split, each split's arrays freed once written; returns the rows, fills `source`."""
-    writer, records = FramesWriter(out / "frames.h5"), []
+    """Every split planned and checked (its videos in no other split), then frames.h5 written split by split,
+    each split's arrays freed once written; returns the rows, fills `source`."""
+    plans = {split: plan_split(form, dataset, split, data[split], path) for split in SPLITS}
+    rows = pd.DataFrame([r for plan in plans.values() for r in plan.rows])
+    source.ids_named = all(plan.named for plan in plans.values())
+    leaks = split_leaks(rows.video_id, rows.split) if source.ids_named else []
+    if leaks:
+        raise leak_error(str(path), leaks)
+    writer = FramesWriter(out / "frames.h5")
     try:
-        for split in SPLITS:
-            arrays = data.pop(split)
-            rows, neg_inf, named = convert_split(form, dataset, split, arrays, path, writer)
-            del arrays
-            records += rows
-            source.counts[split] = len(rows)
-            source.neg_inf = {m: source.neg_inf.get(m, 0) + c for m, c in neg_inf.items()}
-            source.ids_named &= named
+        with tqdm(total=len(rows), desc=f"import {path.name}", unit="utt") as progress:
+            for split, plan in plans.items():
+                arrays = data.pop(split)
+                neg_inf = write_split(form, split, arrays, plan, path, writer, progress)
+                del arrays
+                source.counts[split] = len(plan.rows)
+                source.neg_inf = {m: source.neg_inf.get(m, 0) + c for m, c in neg_inf.items()}
     except BaseException:
         writer.file.close()
         raise
-    source.dims = writer.close([r["utterance_id"] for r in records])
-    return pd.DataFrame(records)
+    source.dims = writer.close(rows.utterance_id.tolist())
+    return rows
 
 
 def record_manifest(target: Path, path: Path, source: Source) -> None:
