@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: repro test setup clean paper gpu-wheels
+.PHONY: repro test setup clean paper standard gpu-wheels
 
 $(BIN)/mmolre: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
@@ -48,6 +48,28 @@ paper: setup
 	LABELS_HUB=<repo id>[@revision]] (README, Reproducing the paper)" >&2; exit 2; }
 	dvc config core.analytics false
 	HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 dvc exp run -n paper $(PAPER)
+
+# The field's standard comparison (README, "Processed features"): MMoLRE and the five fusion baselines on MMSA's
+# processed unaligned MOSI and MOSEI features at PROCESSED (MMSA's release: its MOSI/Processed/unaligned_50.pkl and
+# MOSEI/Processed/unaligned_50.pkl), every run on text, audio and vision over three seeds; one DVC experiment per
+# corpus, whose report sets the runs beside MMSA's published table. STANDARD_MODEL: the model's size (the paper's).
+PROCESSED ?=
+STANDARD_RUN := modalities:[text,audio,video],seeds:[1111,1,11]
+STANDARD_MODEL ?= -S model.d_model=768 -S model.n_experts=15 -S model.rank=128 -S model.n_heads=8 \
+	-S train.lr=0.0001 -S train.epochs=40 -S train.patience=8
+STANDARD := -S '~runs.text_only' -S '~runs.audio_only' -S '~runs.trimodal' -S 'runs.main={$(STANDARD_RUN)}' \
+	$(foreach arch,late_fusion tfn lmf mult misa,-S '+runs.$(arch)={arch:$(arch),$(STANDARD_RUN)}') \
+	-S evaluate.robustness=false $(STANDARD_MODEL)
+
+standard: setup
+	@for corpus in MOSI MOSEI; do test -f "$(PROCESSED)/$$corpus/Processed/unaligned_50.pkl" || { echo "make standard: \
+	PROCESSED=$(PROCESSED) must hold MMSA's $$corpus/Processed/unaligned_50.pkl: make standard PROCESSED=/path/to/MMSA \
+	(README, Processed features)" >&2; exit 2; }; done
+	dvc config core.analytics false
+	dvc exp run -n standard-mosi -S data.dataset=mosi -S promote.metric=mosi.msa.mae \
+		-S data.processed=$(abspath $(PROCESSED))/MOSI/Processed/unaligned_50.pkl $(STANDARD)
+	dvc exp run -n standard-mosei -S data.dataset=mosei -S promote.metric=mosei.msa.mae \
+		-S data.processed=$(abspath $(PROCESSED))/MOSEI/Processed/unaligned_50.pkl $(STANDARD)
 
 # Wheels that benchmarks/gpu.sh installs on a lent GPU machine, whose image lacks pydantic (params
 # validation); one pydantic_core per CPython it may run. Into .whl/ (git-ignored), carried by the run.

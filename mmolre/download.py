@@ -17,6 +17,10 @@ Face dataset repository (`data.labels_hub: <repo id>[@revision]`): the first tha
 Every file's SHA-256 (and a hub file's revision) is recorded on first success in
 data/downloads/MANIFEST.json, copied into the dataset folder, and checked on every later use.
 
+The feature files most of the field holds, MMSA's `Processed/*.pkl` and MulT's `*_data[_noalign].pkl`:
+`--from-processed PATH.pkl` (or `data.processed`) imports their features instead of clips, for mosi, mosei,
+sims, sims2 and iemocap (datasets/processed.py, docs/processed-features.md).
+
 With the raw archives (a copy you hold, or a mirror): when the server honours HTTP Range requests, only
 the members the pipeline needs (16 kHz audio, transcripts, MOSI's label table) are fetched, each checked
 against its CRC-32; otherwise the whole archive is downloaded and resumed when cut off. The standard

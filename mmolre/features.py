@@ -37,6 +37,7 @@ from mmolre.label_spaces import DEFAULT, LABEL_SPACES, Task
 from mmolre.modalities import MODALITIES, featurized
 
 SCHEMA_VERSION = 1
+PROCESSED_FILE = "processed.h5"  # the feature file of a processed file's import (data.processed)
 MAX_ABS = 1e4  # [ours] no encoder output we know comes near it; float16 itself overflows at 65504
 LABEL_ARRAYS = {"sa": "sentiment", "er": "emotions"}  # task -> its meta/ array
 _STR = h5py.string_dtype("utf-8")
@@ -50,13 +51,15 @@ def encoder_tag(name: str) -> str:
 def feature_path(params: dict, root: Path = Path("data/features")) -> Path:
     """data/features/<dataset>/<text encoder tag>__<audio encoder tag>[__<video encoder tag>].h5: the tags of
     the featurized modalities' encoders, in registry order; data/features/<dataset>/processed.h5 for the features of
-    a processed file (data.processed: no encoder runs)."""
+    a processed file (data.processed, or the only file there after `download --from-processed`: no encoder runs)."""
+    folder = root / params["data"]["dataset"]
     if params["data"].get("processed"):
-        return root / params["data"]["dataset"] / "processed.h5"
+        return folder / PROCESSED_FILE
     section = params["featurize"]
     tags = [encoder_tag(section[MODALITIES[m].encoder_param]) for m in featurized(section)
             if MODALITIES[m].encoder_param]
-    return root / params["data"]["dataset"] / f"{'__'.join(tags)}.h5"
+    encoded = folder / f"{'__'.join(tags)}.h5"
+    return folder / PROCESSED_FILE if not encoded.exists() and (folder / PROCESSED_FILE).exists() else encoded
 
 
 def block_problem(values: np.ndarray, dim: int, max_abs: float = MAX_ABS, optional: bool = False) -> str | None:

@@ -34,8 +34,9 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from mmolre import MmolreError, __version__
+from mmolre.datasets import from_processed
 from mmolre.device import distributed_context, pick_device, process_group, rank_device
-from mmolre.features import FeatureWriter, block_problem, feature_path
+from mmolre.features import PROCESSED_FILE, FeatureWriter, block_problem, feature_path
 from mmolre.files import atomic_file
 from mmolre.label_spaces import DEFAULT
 from mmolre.modalities import MODALITIES, featurized
@@ -166,7 +167,7 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
     rank's windows are saved (the chunk folder must be one that every machine shares).
     """
     cfg = build(FeaturizeParams, params, "featurize")
-    if params["data"].get("processed"):
+    if from_processed(params, raw_root):
         return copy_processed(params, cfg, prepared_root, raw_root, out_root)
     ranks = distributed_context()
     if ranks.world > 1:
@@ -204,7 +205,7 @@ def copy_processed(params: dict, cfg: FeaturizeParams, prepared_root: Path, raw_
     from mmolre.datasets.processed_frames import MODALITY_KEYS, Frames, Source
 
     dataset = params["data"]["dataset"]
-    table, out = utterance_table(params, prepared_root), feature_path(params, out_root)
+    table, out = utterance_table(params, prepared_root), out_root / dataset / PROCESSED_FILE
     source, frames = Source.read(raw_root / dataset), Frames(raw_root / dataset)
     identity = params_hash(dataset, source.sha256, pd.util.hash_pandas_object(table).sum())
     chunks = Chunks(out_root / ".partial" / dataset / f"{out.stem}-{identity}", cfg.batch_size * 8, len(table))
@@ -218,6 +219,10 @@ def copy_processed(params: dict, cfg: FeaturizeParams, prepared_root: Path, raw_
         frames.close()
     kept, absent = assemble(table, chunks, out, frames.dims, processed_attrs(dataset, cfg, source))
     shutil.rmtree(chunks.folder)
+    shadowing = feature_path(params, out_root)
+    if shadowing != out:  # data.processed unset: the stages after this one must find this file, not an older one
+        shadowing.unlink()
+        print(f"featurize: removed {shadowing}, featurized from clips before this import")
     widths = ", ".join(f"{m} {source.encoders[m]} {d}-d" for m, d in frames.dims.items())
     print(f"featurize: wrote {out} ({widths}; {kept} utterances, {absent.get('video', 0)} without video)")
     return out

@@ -45,9 +45,9 @@ def dataset_table(params: dict, raw_root: Path) -> tuple[pd.DataFrame, list[dict
     """The rows of every corpus of data.dataset (its module in mmolre/datasets/), the rows that failed a
     cross-check, the count report, and the table's contract. Label columns a corpus does not fill are NaN."""
     name = params["data"]["dataset"]
-    contract = Contract(datasets.load(name).CORPORA, datasets.label_space(params), datasets.extra_columns(params),
-                        media=not params["data"].get("processed"))
-    corpora = datasets.source(params).tables(params, raw_root / name, raw_root)
+    contract = Contract(datasets.load(name).CORPORA, datasets.label_space(params),
+                        datasets.extra_columns(params, raw_root), media=not datasets.from_processed(params, raw_root))
+    corpora = datasets.source(params, raw_root).tables(params, raw_root / name, raw_root)
     tables = [c.table for c in corpora if len(c.table)]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=contract.columns)
     # a text column no corpus filled is all NaN, a float column to pandas: cast, so that it is NaN of str

@@ -37,6 +37,38 @@ FIELD_MOSEI = {"MulT": (0.580, 0.703, None, 82.5, None, None, 51.8),
                "Self-MM": (0.530, 0.765, 82.81, 85.17, None, None, None),
                "MAG-BERT": (0.543, 0.755, 82.51, 84.82, None, None, None),
                "AOBERT": (0.515, 0.763, 84.9, 86.2, None, None, 54.5)}
+# MMSA's own models on its processed files (thuiar/MMSA results/result-stat.md @ a239548, "Regression"; the same
+# numbers @ 0f82c40), in its column order: Has0 Acc-2, Has0 F1, Non0 Acc-2, Non0 F1, Acc-5, Acc-7, MAE x 100,
+# Corr x 100, and the file it used (aligned_50 or unaligned_50.pkl).
+MMSA_SOURCE = "thuiar/MMSA, results/result-stat.md at commit a239548 (Regression)"
+MMSA_ORDER = ("acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7", "mae", "corr")
+MMSA_PUBLISHED = {
+    "mosi": {"ef_lstm": (77.38, 77.4, 78.48, 78.44, 40.15, 35.39, 94.88, 66.9, "aligned"),
+             "lf_dnn": (77.52, 77.58, 78.63, 78.63, 38.05, 34.52, 95.48, 65.84, "unaligned"),
+             "tfn": (77.99, 78.03, 79.08, 79.06, 39.39, 34.46, 94.73, 67.33, "unaligned"),
+             "lmf": (77.9, 78.0, 79.18, 79.2, 38.13, 33.82, 95.04, 65.1, "unaligned"),
+             "mfn": (77.67, 77.71, 78.87, 78.85, 40.47, 35.83, 92.68, 67.02, "aligned"),
+             "graph_mfn": (77.14, 77.21, 78.35, 78.35, 38.63, 34.64, 95.57, 64.86, "aligned"),
+             "mult": (79.71, 79.79, 80.98, 81.0, 42.68, 36.91, 87.99, 70.22, "unaligned"),
+             "misa": (81.84, 81.85, 83.54, 83.49, 47.08, 41.37, 77.65, 77.81, "unaligned"),
+             "self_mm": (83.0, 83.05, 84.82, 84.81, 52.66, 46.07, 72.44, 78.92, "unaligned")},
+    "mosei": {"ef_lstm": (73.96, 73.45, 78.55, 78.75, 51.76, 50.49, 59.28, 68.93, "aligned"),
+              "lf_dnn": (80.6, 80.35, 82.74, 82.95, 51.97, 50.83, 58.02, 70.87, "unaligned"),
+              "tfn": (78.5, 78.05, 81.89, 82.04, 53.1, 51.6, 57.26, 71.41, "unaligned"),
+              "lmf": (80.54, 80.14, 83.48, 83.6, 52.99, 51.59, 57.57, 71.69, "unaligned"),
+              "mfn": (78.94, 78.33, 82.86, 82.87, 52.76, 51.34, 57.33, 71.82, "aligned"),
+              "graph_mfn": (81.28, 81.08, 83.48, 83.74, 52.69, 51.37, 57.45, 71.33, "aligned"),
+              "mult": (81.15, 80.73, 84.63, 84.73, 54.18, 52.84, 55.93, 73.31, "unaligned"),
+              "misa": (80.67, 80.12, 84.67, 84.68, 53.63, 52.05, 55.75, 75.15, "unaligned"),
+              "self_mm": (81.94, 81.62, 84.88, 85.02, 56.06, 54.4, 53.46, 75.87, "unaligned")},
+}
+
+
+def mmsa_published(dataset: str) -> dict[str, dict]:
+    """MMSA's published MSA metrics of each of its models on `dataset`, under mmolre's metric names (MAE and Corr
+    as plain numbers), with the file it used under `file`."""
+    return {model: {**{k: v / 100 if k in ("mae", "corr") else v for k, v in zip(MMSA_ORDER, row)},
+                    "file": f"{row[-1]}_50.pkl"} for model, row in MMSA_PUBLISHED.get(dataset, {}).items()}
 
 
 def number(value, digits: int = 2) -> str:
@@ -222,6 +254,7 @@ def render(params: dict, reports: Path, prepared: Path = Path("data/prepared"), 
         lines += metrics_section(dataset, block)
     costs = reports / "costs.json"
     lines += runs_section(runs, params, read_json(costs) if costs.is_file() else {})
+    lines += standard_section(runs, params, details["features"])
     lines += data_section(prepared / params["data"]["dataset"] / "counts.txt")
     lines += robustness_section(robust, runs, params)
     lines += active_section(details.get("active", {}))
@@ -310,6 +343,24 @@ def runs_section(runs: dict, params: dict, costs: dict) -> list[str]:
             "them (benchmarks/RESULTS.md).", "",
             table(["run", "modalities", "model", "experts", "dataset", "MAE ↓", "Corr", "Acc-2 (non0)",
                    "emotion WA", "emotion F1", "params", "GFLOPs/utt"], rows), ""]
+
+
+def standard_section(runs: dict, params: dict, features: dict) -> list[str]:
+    """Every run beside MMSA's published numbers for its own models, when the features are an MMSA processed file
+    of MOSI or MOSEI (`make standard`): the same features, so the rows compare."""
+    source = json.loads(features.get("processed", "null") or "null")
+    dataset = features.get("dataset")
+    if not source or source["form"] != "mmsa" or dataset not in MMSA_PUBLISHED:
+        return []
+    specs = {run: run_spec(params, run) for run in runs}
+    ours = [[f"**{run}** ({specs[run].arch}, {'+'.join(specs[run].modalities)})", source["file"],
+             *msa_row(result[dataset]["msa"])] for run, result in runs.items() if dataset in result]
+    theirs = [[f"MMSA {model}", block["file"], *msa_row(block)] for model, block in mmsa_published(dataset).items()]
+    return [f"## Beside MMSA's table ({dataset}, MMSA's processed features)", "",
+            f"Our runs (mean ± std over their seeds) on {source['description']} features ({source['release']}), and "
+            f"the numbers MMSA publishes for its own models on its {dataset.upper()} files ({MMSA_SOURCE}). Only the "
+            "rows on the same file share features; MMSA reports one run per model.", "",
+            table(["model", "file", *MSA_COLUMNS.values()], ours + theirs), ""]
 
 
 def headline_cell(metrics: dict | None) -> str:

@@ -297,25 +297,63 @@ def test_mosei_from_mmsa_without_word_timings_says_how_to_get_emotions(tmp_path,
 
 
 @pytest.mark.slow
-def test_a_trimodal_run_trains_on_the_import_and_predict_refuses_new_recordings(tmp_path, tiny_params, capsys,
-                                                                               monkeypatch):
-    from mmolre.train import train
+def test_the_cli_stages_after_from_processed_train_a_trimodal_run_and_predict_refuses_new_recordings(
+        tmp_path, tiny_params, capsys, monkeypatch):
+    """As a user types it: download --from-processed, then prepare, featurize and train with only the dataset set."""
+    import soundfile as sf
+    import yaml
 
-    data, _ = mmsa_file("mosi")
-    params = params_for(tiny_params, "mosi", write(tmp_path / "f.pkl", data, 5))
-    out = imported(tmp_path, params)
-    train(params, "trimodal", out["features"], tmp_path / "models", tmp_path / "curves")
+    data, expected = mmsa_file("mosi")
+    pkl = write(tmp_path / "f.pkl", data, 5)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    dataset = ["--set", "data.dataset=mosi"]
+    assert main(["download", *dataset, "--from-processed", str(pkl)]) == 0
+    for stage in (["prepare"], ["featurize"], ["train", "trimodal"]):
+        assert main([*stage, *dataset]) == 0, capsys.readouterr().err
+    assert_frames(FeatureFile(tmp_path / "data/features/mosi/processed.h5"), expected)
     config = json.loads((tmp_path / "models/trimodal/config.json").read_text())
     assert config["model"]["dims"] == {"text": 768, "audio": 5, "video": 20}
     assert config["model"]["modalities"] == ["text", "audio", "video"]
     assert config["features"]["video_encoder"] == "facet" and json.loads(config["features"]["processed"])["form"] == "mmsa"
-    wav = tmp_path / "x.wav"
-    import soundfile as sf
-
-    sf.write(wav, np.zeros(16000, np.float32), 16000)
-    monkeypatch.chdir(ROOT)
+    sf.write(tmp_path / "x.wav", np.zeros(16000, np.float32), 16000)
     capsys.readouterr()
-    code = main(["predict", "--model", str(tmp_path / "models/trimodal"), "--audio", str(wav), "--text", "hello"])
+    code = main(["predict", "--model", "models/trimodal", "--audio", "x.wav", "--text", "hello"])
     err = capsys.readouterr().err
     assert code == 2 and "trained on the features of a processed file (MMSA processed, unaligned" in err
     assert "they cannot be computed from a new recording" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_report_sets_the_runs_beside_mmsas_table_only_on_mmsas_features(tiny_params):
+    from mmolre.report import mmsa_published, standard_section
+
+    published = mmsa_published("mosi")
+    assert published["tfn"]["mae"] == pytest.approx(0.9473) and published["misa"]["acc2_non0"] == 83.54
+    assert published["mfn"]["file"] == "aligned_50.pkl" and len(published) == 9
+    msa = {"acc2_has0": 80.0, "f1_has0": 79.5, "acc2_non0": 81.0, "f1_non0": 80.5, "acc7": 35.0, "acc5": 40.0,
+           "mae": 0.9, "corr": 0.7, "mae_std": 0.01}
+    runs = {"main": {"mosi": {"msa": msa}}, "text_only": {"mosi": {"msa": msa}}}
+    source = {"form": "mmsa", "file": "unaligned_50.pkl", "description": "MMSA processed, unaligned",
+              "release": "verified MMSA MOSI/Processed/unaligned_50.pkl"}
+    lines = standard_section(runs, tiny_params, {"dataset": "mosi", "processed": json.dumps(source)})
+    text = "\n".join(lines)
+    assert "## Beside MMSA's table (mosi, MMSA's processed features)" in text
+    assert "| **main** (mmolre, text+audio) | unaligned_50.pkl | 80.0 | 81.0 | 79.5 | 80.5 | 35.0 | 40.0 | 0.900 ± 0.010 | 0.700 |" in text
+    assert "| MMSA tfn | unaligned_50.pkl | 78.0 | 79.1 | 78.0 | 79.1 | 34.5 | 39.4 | 0.947 | 0.673 |" in text
+    assert standard_section(runs, tiny_params, {"dataset": "mosi", "processed": json.dumps({**source, "form": "mult"})}) == []
+    assert standard_section(runs, tiny_params, {"dataset": "demo"}) == []
+
+
+def test_make_standard_runs_both_corpora_with_every_baseline_over_three_seeds():
+    import subprocess
+
+    out = subprocess.run(["make", "-n", "standard", "PROCESSED=/data/MMSA"], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "MAKEFLAGS": ""})
+    commands = [line for line in out.stdout.replace("\\\n", "").splitlines() if line.startswith("dvc exp run")]
+    assert len(commands) == 2, out.stdout + out.stderr
+    for corpus, command in zip(("MOSI", "MOSEI"), commands):
+        assert f"-S data.processed=/data/MMSA/{corpus}/Processed/unaligned_50.pkl" in command
+        assert f"-S data.dataset={corpus.lower()}" in command
+        for arch in ("late_fusion", "tfn", "lmf", "mult", "misa"):
+            assert f"'+runs.{arch}={{arch:{arch},modalities:[text,audio,video],seeds:[1111,1,11]}}'" in command
+        assert "'runs.main={modalities:[text,audio,video],seeds:[1111,1,11]}'" in command

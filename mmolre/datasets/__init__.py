@@ -54,11 +54,21 @@ def load(name: str) -> ModuleType:
     return importlib.import_module(REGISTRY[name])
 
 
-def source(params: dict) -> ModuleType:
-    """The module that downloads and reads data/raw/<dataset>/: the dataset's own, or datasets/processed.py when
-    data.processed names a processed feature file."""
-    return importlib.import_module("mmolre.datasets.processed") if params["data"].get("processed") else load(
-        params["data"]["dataset"])
+def from_processed(params: dict, raw_root: Path | None = None) -> bool:
+    """Whether data/raw/<dataset>/ is (to be) a processed file's import: data.processed is set, or the folder under
+    `raw_root` holds one (as the MMSA layout is recognised by its folder, after `download --from-processed`)."""
+    from mmolre.datasets.processed_frames import FOLDER
+
+    folder = raw_root / params["data"]["dataset"] / FOLDER if raw_root is not None else None
+    return bool(params["data"].get("processed")) or (folder is not None and (folder / "source.json").is_file())
+
+
+def source(params: dict, raw_root: Path | None = None) -> ModuleType:
+    """The module that downloads and reads data/raw/<dataset>/: the dataset's own, or datasets/processed.py for
+    a processed file's import (`from_processed`)."""
+    if from_processed(params, raw_root):
+        return importlib.import_module("mmolre.datasets.processed")
+    return load(params["data"]["dataset"])
 
 
 def label_space(params: dict) -> str:
@@ -79,8 +89,8 @@ def label_space(params: dict) -> str:
 VIDEO_COLUMNS = {MODALITIES["video"].source: str}  # the column of a dataset whose clips can carry video (as audio_path)
 
 
-def extra_columns(params: dict) -> dict[str, type]:
-    module = source(params)
+def extra_columns(params: dict, raw_root: Path | None = None) -> dict[str, type]:
+    module = source(params, raw_root)
     if module.__name__.endswith(".processed"):
         return module.extra_columns(params["data"]["dataset"])
     return getattr(module, "EXTRA_COLUMNS", {})
