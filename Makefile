@@ -66,9 +66,9 @@ standard: setup
 	PROCESSED=$(PROCESSED) must hold MMSA's $$corpus/Processed/unaligned_50.pkl: make standard PROCESSED=/path/to/MMSA \
 	(README, Processed features)" >&2; exit 2; }; done
 	dvc config core.analytics false
-	dvc exp run -n standard-mosi -S data.dataset=mosi -S promote.metric=mosi.msa.mae \
+	dvc exp run --temp -n standard-mosi -S data.dataset=mosi -S promote.metric=mosi.msa.mae \
 		-S data.processed=$(abspath $(PROCESSED))/MOSI/Processed/unaligned_50.pkl $(STANDARD)
-	dvc exp run -n standard-mosei -S data.dataset=mosei -S promote.metric=mosei.msa.mae \
+	dvc exp run --temp -n standard-mosei -S data.dataset=mosei -S promote.metric=mosei.msa.mae \
 		-S data.processed=$(abspath $(PROCESSED))/MOSEI/Processed/unaligned_50.pkl $(STANDARD)
 
 # Wheels that benchmarks/gpu.sh installs on a lent GPU machine, whose image lacks pydantic (params

@@ -170,10 +170,7 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
     if from_processed(params, raw_root):
         return copy_processed(params, cfg, prepared_root, raw_root, out_root)
     ranks = distributed_context()
-    if ranks.world > 1:
-        if shard is not None:
-            raise MmolreError("--shard under torchrun: torchrun gives each process its shard (RANK/WORLD_SIZE)")
-        shard = (ranks.rank, ranks.world)
+    shard = rank_shard(ranks, shard)
     table, out = utterance_table(params, prepared_root), feature_path(params, out_root)
     chunks = chunks_of(params, cfg, table, out, out_root)
     device = rank_device(pick_device(cfg.device), ranks)
@@ -197,6 +194,15 @@ def featurize(params: dict, prepared_root: Path, raw_root: Path, out_root: Path,
                        for m, e in encoders.items())
     print(f"featurize: wrote {out} ({widths}; {kept} utterances)")
     return out
+
+
+def rank_shard(ranks, shard: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The windows this process computes: its rank of torchrun's world, or `--shard`."""
+    if ranks.world == 1:
+        return shard
+    if shard is not None:
+        raise MmolreError("--shard under torchrun: torchrun gives each process its shard (RANK/WORLD_SIZE)")
+    return ranks.rank, ranks.world
 
 
 def copy_processed(params: dict, cfg: FeaturizeParams, prepared_root: Path, raw_root: Path, out_root: Path) -> Path:

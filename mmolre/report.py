@@ -142,6 +142,12 @@ def plot_class_confusion(predictions: pd.DataFrame, column: str, path: Path) -> 
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
+def scored_emotions(predictions: pd.DataFrame) -> bool:
+    """Whether some utterance has an emotion label and a prediction (MOSI alone has labels for sentiment only)."""
+    labels = predictions.filter(items=[*EMOTIONS, "emotion"])
+    return bool(predictions.filter(like="_prob").notna().any().any() and labels.notna().any().any())
+
+
 def plot_confusions(predictions: pd.DataFrame, path: Path) -> None:
     """Per emotion: counts of true vs predicted presence (intensity > 0, probability > 0.5)."""
     if "emotion" in predictions:  # emotions as classes
@@ -476,7 +482,7 @@ def report(params: dict, reports: Path) -> Path:
             plot_routing(details["gates"], run_spec(params, "main").modalities, figures / "routing.png")
             plot_utilization(details["top1"], figures / "utilization.png")
         plot_scatter(predictions, figures / "scatter.png")
-        if predictions.filter(like="_prob").notna().any().any():
+        if scored_emotions(predictions):
             plot_confusions(predictions, figures / "confusion.png")
         text = render(params, reports, present={p.name for p in figures.iterdir()})
         md.write_text(text)

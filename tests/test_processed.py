@@ -17,6 +17,7 @@ from mmolre.datasets import processed
 from mmolre.datasets.pickles import RefusedPickle, safe_load
 from mmolre.download import download
 from mmolre.features import FeatureFile
+from mmolre.fetch import sha256
 from mmolre.featurize import featurize
 from mmolre.prepare import prepare
 
@@ -116,11 +117,11 @@ def test_mult_iemocap_reads_its_four_classes_without_ids(tmp_path, tiny_params):
 def test_a_known_release_is_verified_in_the_manifest_counts_and_report(tmp_path, tiny_params, monkeypatch):
     data, _ = mmsa_file("mosi")
     path = write(tmp_path / "aligned.pkl", data)
-    monkeypatch.setitem(processed.KNOWN_RELEASES, processed.sha256(path), ("mosi", "MMSA MOSI/Processed/unaligned_50.pkl"))
+    monkeypatch.setitem(processed.KNOWN_RELEASES, sha256(path), ("mosi", "MMSA MOSI/Processed/unaligned_50.pkl"))
     out = imported(tmp_path, params_for(tiny_params, "mosi", path))
     verified = "verified MMSA MOSI/Processed/unaligned_50.pkl"
     manifest = json.loads((out["raw"] / "mosi" / "MANIFEST.json").read_text())
-    assert manifest["aligned.pkl"]["release"] == verified and manifest["aligned.pkl"]["sha256"] == processed.sha256(path)
+    assert manifest["aligned.pkl"]["release"] == verified and manifest["aligned.pkl"]["sha256"] == sha256(path)
     assert verified in out["counts"]
     assert json.loads(out["h5"].attrs["processed"])["release"] == verified
     with pytest.raises(MmolreError, match="a mosi file: set data.dataset=mosi, not mosei"):
@@ -349,7 +350,7 @@ def test_make_standard_runs_both_corpora_with_every_baseline_over_three_seeds():
 
     out = subprocess.run(["make", "-n", "standard", "PROCESSED=/data/MMSA"], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "MAKEFLAGS": ""})
-    commands = [line for line in out.stdout.replace("\\\n", "").splitlines() if line.startswith("dvc exp run")]
+    commands = [line for line in out.stdout.replace("\\\n", "").splitlines() if line.startswith("dvc exp run --temp")]
     assert len(commands) == 2, out.stdout + out.stderr
     for corpus, command in zip(("MOSI", "MOSEI"), commands):
         assert f"-S data.processed=/data/MMSA/{corpus}/Processed/unaligned_50.pkl" in command

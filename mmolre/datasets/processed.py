@@ -24,7 +24,6 @@ by interval, MMSA's by their text against the word timings or transcripts when y
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from tqdm import tqdm
 from mmolre import EMOTIONS, SPLITS, MmolreError
 from mmolre.datasets import CorpusTable, leak_error, mmsa, sdk, split_leaks
 from mmolre.datasets.pickles import safe_load
+from mmolre.fetch import sha256
 from mmolre.datasets.processed_frames import FOLDER, MODALITY_KEYS, FramesWriter, Source
 
 MMSA_KEYS = {"text", "audio", "vision", "id", "regression_labels"}
@@ -77,14 +77,6 @@ class Form:
     def describe(self) -> str:
         kind = {"mmsa": "MMSA-FET output" if self.fet else "MMSA processed", "mult": "MulT"}[self.name]
         return f"{kind}, {'aligned' if self.aligned else 'unaligned'}"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def found(data) -> str:
