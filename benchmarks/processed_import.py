@@ -5,8 +5,8 @@
 
 A synthetic MMSA `unaligned_50.pkl` with MOSEI's shapes (text 50 x 768 float32, audio 500 x 74 and vision
 500 x 35 float64, MMSA's lengths, ids and labels) at a fraction of MOSEI's 16326/1871/4659 utterances is
-written to a temporary folder; `mmolre download --from-processed` then runs in a fresh process whose peak RSS
-(ru_maxrss) is read when it exits. Target (issue #33): peak RSS under 1.5x the file, so the full 13 GB file
+written to a temporary folder; `mmolre download --from-processed` then runs in a fresh process, which reports
+its peak RSS (VmHWM) when done. Target (issue #33): peak RSS under 1.5x the file, so the full 13 GB file
 imports on this 24 GB machine. Results go to benchmarks/RESULTS.md.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,8 +25,10 @@ import numpy as np
 MOSEI = {"train": 16326, "valid": 1871, "test": 4659}
 STEPS = {"text": 50, "audio": 500, "vision": 500}
 DIMS = {"text": 768, "audio": 74, "vision": 35}
+# the child's own high-water mark (VmHWM: its memory since exec, not the parent's pages it was forked with)
 IMPORT = ("from pathlib import Path; import sys, yaml; from mmolre.download import download; "
-          "p = yaml.safe_load(Path(sys.argv[1]).read_text()); download(p, Path(sys.argv[2]), Path(sys.argv[3]))")
+          "p = yaml.safe_load(Path(sys.argv[1]).read_text()); download(p, Path(sys.argv[2]), Path(sys.argv[3])); "
+          "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
 
 
 def split_arrays(rng, split: str, n: int) -> dict:
@@ -58,15 +59,11 @@ def run_import(pkl: Path, work: Path) -> tuple[float, float]:
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["data"] |= {"dataset": "mosei", "processed": str(pkl)}
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", IMPORT, str(work / "params.yaml"), str(work / "raw"), str(work / "dl")],
-                   check=True, stderr=subprocess.DEVNULL)
+    out = subprocess.run([sys.executable, "-c", IMPORT, str(work / "params.yaml"), str(work / "raw"), str(work / "dl")],
+                         check=True, stderr=subprocess.DEVNULL, capture_output=False, stdout=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
-        raise RuntimeError("the child's peak RSS did not exceed an earlier child's: run one scale per process")
-    return seconds, peak * 1024.0
+    return seconds, int(out.stdout.split()[-1]) * 1024.0  # VmHWM is in kB
 
 
 def main() -> None:
@@ -75,9 +72,9 @@ def main() -> None:
     parser.add_argument("--protocol", type=int, default=4)
     parser.add_argument("--dir", type=Path, default=None, help="where the synthetic files go (default: a temp folder)")
     args = parser.parse_args()
-    print(f"| scale of MOSEI | utterances | file (GB) | import (s) | MB/s | peak RSS (GB) | RSS / file |")
+    print("| scale of MOSEI | utterances | file (GB) | import (s) | MB/s | peak RSS (GB) | RSS / file |")
     print("|---|---|---|---|---|---|---|")
-    for scale in sorted(args.scales):  # growing, so each child's peak is its own (RUSAGE_CHILDREN is a maximum)
+    for scale in sorted(args.scales):
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             work = Path(tmp)
             pkl = work / "unaligned_50.pkl"
