@@ -119,3 +119,20 @@ def test_prepared_table_round_trips(tiny_demo):
     assert list(table.columns) == COLUMNS
     assert len(table) == 36
     assert table.utterance_id.is_unique
+
+
+@pytest.mark.parametrize("on_invalid", ["fail", "quarantine"])
+def test_a_video_in_two_splits_stops_prepare_in_one_line_naming_it(tiny_demo, tmp_path, on_invalid):
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_demo["raw"], raw)
+    csv = raw / "demo" / "utterances.csv"
+    frame = pd.read_csv(csv)
+    video = frame.video_id[0]
+    frame.loc[0, "split"] = "test" if frame.split[0] != "test" else "train"
+    frame.to_csv(csv, index=False)
+    params = {**tiny_demo["params"], "prepare": {"on_invalid": on_invalid}}
+    with pytest.raises(MmolreError) as err:
+        prepare(params, raw, tmp_path / "prepared")
+    assert str(err.value) == (f"demo's utterance table: 1 video(s) have utterances in more than one split ({video}): "
+                              "the splits must be speaker-independent; use the standard split")
+    assert not (tmp_path / "prepared").exists()

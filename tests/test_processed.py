@@ -358,3 +358,14 @@ def test_make_standard_runs_both_corpora_with_every_baseline_over_three_seeds():
         for arch in ("late_fusion", "tfn", "lmf", "mult", "misa"):
             assert f"'+runs.{arch}={{arch:{arch},modalities:[text,audio,video],seeds:[1111,1,11]}}'" in command
         assert "'runs.main={modalities:[text,audio,video],seeds:[1111,1,11]}'" in command
+
+
+def test_a_dataset_without_processed_files_is_refused_before_the_file_is_read(tmp_path, tiny_params, monkeypatch):
+    def never(path):
+        raise AssertionError("the pickle was read")
+
+    monkeypatch.setattr(processed, "safe_load", never)
+    path = write(tmp_path / "f.pkl", mmsa_file("mosi")[0])
+    with pytest.raises(MmolreError, match="read for iemocap, mosei, mosi, sims, sims2, not data.dataset=meld"):
+        download(params_for(tiny_params, "meld", path), tmp_path / "raw", tmp_path / "downloads")
+    assert not (tmp_path / "raw").exists()

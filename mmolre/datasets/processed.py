@@ -281,6 +281,10 @@ def download(params: dict, target: Path, downloads: Path, archives=()) -> None:
     dataset, path = params["data"]["dataset"], Path(params["data"]["processed"]).expanduser()
     if not path.is_file():
         raise MmolreError(f"data.processed: {path}: no such file")
+    readable = sorted({d for datasets in SUPPORTED.values() for d in datasets})
+    if dataset not in readable:
+        raise MmolreError(f"data.processed: processed feature files are read for {', '.join(readable)}, not "
+                          f"data.dataset={dataset}")
     evidence_files(params["data"], archives, downloads, target)
     print(f"download: checking {path} ({path.stat().st_size / 2**20:.0f} MiB)")
     digest = sha256(path)
