@@ -20,8 +20,6 @@ on the split (plot data for the report).
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,16 +31,13 @@ from mmolre import MmolreError
 from mmolre.batches import FeatureStore, store_device
 from mmolre.device import pick_device
 from mmolre.features import LABEL_ARRAYS, FeatureFile, feature_path
-from mmolre.files import atomic_file
+from mmolre.files import atomic_file, write_json
 from mmolre.label_spaces import Task
-from mmolre.metrics import class_index, mean_std, score
-from mmolre.inference import infer, load_checkpoint
+from mmolre.metrics import class_index, labelled, mean_std, score
+from mmolre.inference import infer, trained_model
 from mmolre.modalities import PAPER_MODALITIES
 from mmolre.model_info import closed_form_flops
-from mmolre.params import EvaluateParams, build, run_seeds
-
-MAIN_RUN = "main"
-
+from mmolre.params import MAIN_RUN, EvaluateParams, build, run_seeds
 
 def absent(modality: str):
     """A batch transform: `modality` absent in every sample (its mask all False)."""
@@ -75,11 +70,6 @@ def robustness(model, features: FeatureFile, indices: np.ndarray, batch_size: in
         result = infer(model, features, indices, batch_size, device, transform=transform, store=store)
         out[name] = split_metrics(features, indices, result["sentiment"], result["emotions"])
     return out
-
-
-def labelled(values: np.ndarray) -> np.ndarray:
-    """(N,) rows of a label or prediction array (N,) / (N, K) without NaN."""
-    return ~np.isnan(values.reshape(len(values), -1)).any(1)
 
 
 def split_metrics(features: FeatureFile, indices: np.ndarray, sentiment: np.ndarray, emotions: np.ndarray) -> dict:
@@ -159,20 +149,6 @@ def refuse_non_finite(what: str, ids: np.ndarray, result: dict, tasks) -> None:
                           "(`mmolre validate FILE`) and the model")
 
 
-def clean(value):
-    """JSON without NaN: NaN -> null, floats rounded to 6 significant digits for stable diffs."""
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, float):
-        return None if math.isnan(value) else float(f"{value:.6g}")
-    return value
-
-
-def write_json(path: Path, data) -> None:
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(clean(data), indent=2) + "\n")
-
-
 @dataclass
 class RunScores:
     """One run on `evaluate.split`: metrics (mean and std over its seeds), robustness, the main run's routing."""
@@ -216,16 +192,6 @@ def headline(block: dict) -> str:
         else:  # one block per regression target
             parts += [f"{t} MAE {m['mae']:.3f}" for t, m in metrics.items()]
     return ", ".join(parts)
-
-
-def trained_model(path: Path, run: str, features: FeatureFile, device: torch.device):
-    """The model of `path`, refused when it was trained on other features than `features`."""
-    model, meta = load_checkpoint(path, device)
-    if meta["features"]["params_hash"] != features.attrs["params_hash"]:
-        raise MmolreError(f"{path} was trained on other features "
-                          f"({meta['features']['text_encoder']} + {meta['features']['audio_encoder']}, "
-                          f"hash {meta['features']['params_hash']}); rerun `mmolre train --run {run}`")
-    return model
 
 
 def evaluate_run(params: dict, cfg: EvaluateParams, run: str, features: FeatureFile, models_root: Path,

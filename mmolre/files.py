@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import re
 import shutil
@@ -97,3 +99,17 @@ def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
     if not chunks:
         raise MmolreError(f"{path}: the audio stream holds no samples")
     return np.concatenate(chunks)
+
+
+def clean(value):
+    """JSON without NaN: NaN -> null, floats rounded to 6 significant digits for stable diffs."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return None if math.isnan(value) else float(f"{value:.6g}")
+    return value
+
+
+def write_json(path: Path, data) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(clean(data), indent=2) + "\n")

@@ -8,15 +8,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmolre import MmolreError
 from mmolre.batches import FeatureStore, loader, to_device
 from mmolre.features import FeatureFile
 from mmolre.label_spaces import LABEL_SPACES
+from mmolre.architectures import from_pretrained
 from mmolre.model import MMoLRE, predictions
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[MMoLRE, dict]:
-    """The model of a model folder (eval mode) and its provenance (mmolre/hub.py; never a pickle)."""
-    model = MMoLRE.from_pretrained(path, device)
+    """The model of a model folder, whatever its arch (eval mode), and its provenance (mmolre/hub.py; never a
+    pickle)."""
+    model = from_pretrained(path, device)
     return model, model.provenance
 
 
@@ -52,3 +55,13 @@ def infer(model: MMoLRE, features: FeatureFile, indices, batch_size: int, device
             routing.setdefault(key, np.zeros((len(indices), value.shape[-1])))[rows] = value.float().cpu().numpy()
     return {"sentiment": sentiment, "emotions": emotions, "loss": loss_sum / max(len(indices), 1),
             "routing": routing}
+
+
+def trained_model(path: Path, run: str, features: FeatureFile, device: torch.device):
+    """The model of `path`, refused when it was trained on other features than `features`."""
+    model, meta = load_checkpoint(path, device)
+    if meta["features"]["params_hash"] != features.attrs["params_hash"]:
+        raise MmolreError(f"{path} was trained on other features "
+                          f"({meta['features']['text_encoder']} + {meta['features']['audio_encoder']}, "
+                          f"hash {meta['features']['params_hash']}); rerun `mmolre train --run {run}`")
+    return model

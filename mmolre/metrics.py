@@ -178,3 +178,8 @@ def accepted_metrics(tag: str, repo: str | Path = ".", path: str = "reports/metr
     except (OSError, subprocess.TimeoutExpired):
         return None
     return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+
+def labelled(values: np.ndarray) -> np.ndarray:
+    """(N,) rows of a label or prediction array (N,) / (N, K) without NaN."""
+    return ~np.isnan(values.reshape(len(values), -1)).any(1)

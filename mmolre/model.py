@@ -399,15 +399,6 @@ class TaskHeads:
                 self.inputs[m].std.copy_(std.clamp(min=1e-5))
 
 
-def build_model(cfg: MMoLREConfig) -> nn.Module:
-    """The model of `cfg.arch`: MMoLRE, or a baseline of mmolre/baselines/ with the same heads and loss."""
-    if cfg.arch == "mmolre":
-        return MMoLRE(cfg)
-    from mmolre.baselines import baseline_class
-
-    return baseline_class(cfg.arch)(cfg)
-
-
 class MMoLRE(nn.Module, PretrainedMixin, TaskHeads):
     """Encoder features -> UniTSE per modality -> task-adaptive fusion per task -> SA and ER heads.
     Saved and loaded as a folder (`save_pretrained` / `MMoLRE.from_pretrained("models/main")`, mmolre/hub.py)."""
@@ -416,7 +407,12 @@ class MMoLRE(nn.Module, PretrainedMixin, TaskHeads):
 
     @classmethod
     def build(cls, config: MMoLREConfig) -> nn.Module:
-        return build_model(config)
+        if config.arch != "mmolre":
+            from mmolre import MmolreError
+
+            raise MmolreError(f"a saved {config.arch} baseline, not MMoLRE: load it with "
+                              "mmolre.architectures.from_pretrained")
+        return cls(config)
 
     def __init__(self, cfg: MMoLREConfig):
         super().__init__()

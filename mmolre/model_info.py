@@ -16,7 +16,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from mmolre import MmolreError
-from mmolre.model import MMoLRE, MMoLREConfig, build_model
+from mmolre.architectures import build_model
+from mmolre.model import MMoLRE, MMoLREConfig
 from mmolre.modalities import MODALITIES
 from mmolre.model_config import ARCHS
 

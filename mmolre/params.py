@@ -22,6 +22,7 @@ from mmolre import MmolreError
 from mmolre.datasets import REGISTRY
 from mmolre.model_config import MMoLREConfig
 
+MAIN_RUN = "main"  # the run of params `runs` that metrics.json reports (and transfer scores)
 T = TypeVar("T")
 S = TypeVar("S", bound="BaseModel")
 
@@ -111,6 +112,11 @@ class DataParams(Section):
             raise ValueError(f"Input should be {', '.join(names[:-1])} or {names[-1]} (the datasets of "
                              "mmolre/datasets/)")
         return name
+
+
+def keeps_video(params: dict) -> bool:
+    """data.keep_video (its default where params leave it out): whether download copies the clips for video."""
+    return build(DataParams, params, "data").keep_video
 
 
 class DemoParams(Section):

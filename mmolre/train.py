@@ -37,7 +37,8 @@ from mmolre.device import Distributed, distributed_context, pick_device, process
 from mmolre.features import FeatureFile, feature_path
 from mmolre.inference import infer
 from mmolre.metrics import score
-from mmolre.model import MMoLRE, build_model
+from mmolre.architectures import build_model
+from mmolre.model import MMoLRE
 from mmolre.modalities import MODALITIES
 from mmolre.model_config import MMoLREConfig
 from mmolre.params import TrainParams, build, run_seeds, run_spec

@@ -25,12 +25,12 @@ import numpy as np
 
 from mmolre import MmolreError
 from mmolre.device import pick_device
-from mmolre.evaluate import MAIN_RUN, add_arguments, labelled, trained_model, write_json  # noqa: F401 (its CLI's)
 from mmolre.features import FeatureFile, feature_path
-from mmolre.inference import infer
+from mmolre.files import write_json
+from mmolre.inference import infer, trained_model
 from mmolre.label_spaces import LABEL_SPACES, Task
-from mmolre.metrics import SIMS_EDGES, mean_std, mer_metrics
-from mmolre.params import EvaluateParams, build, run_seeds
+from mmolre.metrics import SIMS_EDGES, labelled, mean_std, mer_metrics
+from mmolre.params import MAIN_RUN, EvaluateParams, build, run_seeds
 
 ENCODER_KEYS = ("text_encoder", "audio_encoder", "text_layer", "audio_layer", "sample_rate")
 
@@ -146,6 +146,12 @@ def transfer(params: dict, features_root: Path, models_root: Path, reports: Path
                           for corpus, b in out[dataset].items()))
     write_json(reports / "transfer.json", out)
     return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--features-root", type=Path, default=Path("data/features"))
+    parser.add_argument("--models-root", type=Path, default=Path("models"))
+    parser.add_argument("--reports", type=Path, default=Path("reports"))
 
 
 def run(args: argparse.Namespace, params: dict) -> None:

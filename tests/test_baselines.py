@@ -14,7 +14,7 @@ from mmolre.baselines.misa import central_moment_discrepancy, misa_losses, ortho
 from mmolre.baselines.tfn import TensorFusion, tensor_fusion
 from mmolre.evaluate import evaluate
 from mmolre.inference import load_checkpoint
-from mmolre.model import build_model
+from mmolre.architectures import build_model
 from mmolre.model_config import MMoLREConfig
 from mmolre.model_info import closed_form_params, measured_flops
 from mmolre.report import report

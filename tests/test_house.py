@@ -30,3 +30,64 @@ def test_mmolre_gives_no_second_name_to_its_own_things():
                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mmolre")
                for alias in node.names if alias.asname]
     assert renamed == []
+
+
+def module_name(path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """module -> the project modules its import statements name (at any depth in the file; `from a import b`
+    names a.b when that is a module, and a package's __init__ when it is not)."""
+    graph = {}
+    for module, text in sources.items():
+        edges = set()
+        for node in ast.walk(ast.parse(text)):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                     if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            for name in names:
+                while name and name not in sources:
+                    name = name.rpartition(".")[0]
+                if name and name != module:
+                    edges.add(name)
+        graph[module] = edges
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each import circle once, as the path that closes it (depth-first from each module in order)."""
+    found, done = [], set()
+
+    def visit(module, path):
+        for nxt in sorted(graph[module]):
+            if nxt in path:
+                circle = path[path.index(nxt):]
+                if not any(set(circle) == set(c) for c in found):
+                    found.append(circle)
+            elif nxt not in done:
+                visit(nxt, path + [nxt])
+        done.add(module)
+
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    return found
+
+
+def project_sources() -> dict[str, str]:
+    return {module_name(p): p.read_text() for folder in ("mmolre", "flows") for p in sorted((ROOT / folder).rglob("*.py"))}
+
+
+def test_no_import_circle_among_the_projects_modules():
+    assert circles(import_graph(project_sources())) == []
+
+
+def test_the_circle_check_finds_a_circle_added_back():
+    sources = project_sources()
+    sources["mmolre.model"] += "\n\ndef _back():\n    from mmolre.baselines import baseline_class\n"
+    assert ["mmolre.baselines", "mmolre.model"] in [sorted(c) for c in circles(import_graph(sources))]
+    sources = project_sources()
+    sources["mmolre.datasets"] += "\nfrom mmolre.params import DataParams\n"
+    assert any({"mmolre.datasets", "mmolre.params"} <= set(c) for c in circles(import_graph(sources)))

@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from mmolre.model import MMoLRE, build_model
+from mmolre.architectures import build_model
+from mmolre.model import MMoLRE
 from mmolre.model_config import VARIANTS, MMoLREConfig, Variant
 from mmolre.model_info import closed_form_flops, closed_form_params, info_rows, measured_flops
 

@@ -13,7 +13,7 @@ import torch
 
 from mmolre.batches import collate
 from mmolre.encoders import Frames, PixelGridEncoder, TransformersVisionEncoder, load_frames, read_video
-from mmolre.model import build_model
+from mmolre.architectures import build_model
 from mmolre.model_config import MMoLREConfig
 from mmolre.params import FeaturizeParams
 

@@ -45,6 +45,9 @@ REGISTRY = {  # data.dataset -> module (imported only when used: the stages that
 }
 
 
+PROCESSED_FOLDER = "processed"  # data/raw/<dataset>/processed/: a processed file's import (datasets/processed.py)
+
+
 def load(name: str) -> ModuleType:
     """The module of dataset `name`; MmolreError naming the choices when there is none."""
     from mmolre import MmolreError
@@ -57,9 +60,7 @@ def load(name: str) -> ModuleType:
 def from_processed(params: dict, raw_root: Path | None = None) -> bool:
     """Whether data/raw/<dataset>/ is (to be) a processed file's import: data.processed is set, or the folder under
     `raw_root` holds one (as the MMSA layout is recognised by its folder, after `download --from-processed`)."""
-    from mmolre.datasets.processed_frames import FOLDER
-
-    folder = raw_root / params["data"]["dataset"] / FOLDER if raw_root is not None else None
+    folder = raw_root / params["data"]["dataset"] / PROCESSED_FOLDER if raw_root is not None else None
     return bool(params["data"].get("processed")) or (folder is not None and (folder / "source.json").is_file())
 
 
@@ -94,13 +95,6 @@ def extra_columns(params: dict, raw_root: Path | None = None) -> dict[str, type]
     if module.__name__.endswith(".processed"):
         return module.extra_columns(params["data"]["dataset"])
     return getattr(module, "EXTRA_COLUMNS", {})
-
-
-def keeps_video(params: dict) -> bool:
-    """data.keep_video (its default where params leave it out): whether download copies the clips for video."""
-    from mmolre.params import DataParams, build  # params imports this module's registry
-
-    return build(DataParams, params, "data").keep_video
 
 
 def kept_video(path: Path, raw_root: Path) -> str | None:

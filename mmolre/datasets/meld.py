@@ -41,8 +41,9 @@ import soundfile as sf
 from tqdm import tqdm
 
 from mmolre import MmolreError
-from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, keeps_video, kept_video, sdk, video_note
+from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, kept_video, sdk, video_note
 from mmolre.files import audio_duration, copy_clip, decode_audio
+from mmolre.params import keeps_video
 
 CORPORA = ("meld",)
 LABEL_SPACE = "meld"

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from mmolre import EMOTIONS, MmolreError
-from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, keeps_video, mmsa, sdk
+from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, mmsa, sdk
 from mmolre.datasets.sdk import clean_transcript, find_dir, find_file, read_csd, split_of, standard_folds
 from mmolre.files import audio_duration
-from mmolre.params import PrepareParams, build
+from mmolre.params import PrepareParams, build, keeps_video
 
 CORPORA = ("mosi",)
 EXTRA_COLUMNS = VIDEO_COLUMNS  # from the MMSA release with data.keep_video; else empty

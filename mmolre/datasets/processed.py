@@ -33,10 +33,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from mmolre import EMOTIONS, SPLITS, MmolreError
-from mmolre.datasets import CorpusTable, leak_error, mmsa, sdk, split_leaks
+from mmolre.datasets import PROCESSED_FOLDER, CorpusTable, leak_error, mmsa, sdk, split_leaks
 from mmolre.datasets.pickles import safe_load
+from mmolre.datasets.processed_frames import MODALITY_KEYS, FramesWriter, Source
 from mmolre.fetch import sha256
-from mmolre.datasets.processed_frames import FOLDER, MODALITY_KEYS, FramesWriter, Source
 
 MMSA_KEYS = {"text", "audio", "vision", "id", "regression_labels"}
 MULT_KEYS = {"text", "audio", "vision", "labels"}
@@ -295,7 +295,7 @@ def download(params: dict, target: Path, downloads: Path, archives=()) -> None:
                           f"{', '.join(SUPPORTED[form.name])}, not data.dataset={dataset}")
     source = Source(str(path.resolve()), digest, path.stat().st_size, release_of(digest, dataset, path), form.name,
                     form.aligned, form.describe(), ENCODERS[(form.name, dataset)])
-    out = target / FOLDER
+    out = target / PROCESSED_FOLDER
     out.mkdir(parents=True, exist_ok=True)
     rows = write_frames(form, dataset, data, path, out, source)
     rows.to_parquet(out / "utterances.parquet", index=False)
@@ -347,7 +347,7 @@ def extra_columns(dataset: str) -> dict[str, type]:
 def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
     """The utterance rows of an imported processed file, with MOSEI's emotions where the label sequence is there."""
     dataset, source = params["data"]["dataset"], Source.read(folder)
-    rows = pd.read_parquet(folder / FOLDER / "utterances.parquet")
+    rows = pd.read_parquet(folder / PROCESSED_FOLDER / "utterances.parquet")
     out = CorpusTable(rows.assign(dataset=dataset, start_s=rows.start.clip(lower=0).fillna(0.0), end_s=rows.end,
                                   audio_path=None, text=rows.text.astype(object)))
     out.notes += [f"from processed features: {source.description} ({Path(source.file).name}, {source.release}; "

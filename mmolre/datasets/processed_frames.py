@@ -14,8 +14,7 @@ import h5py
 import numpy as np
 
 from mmolre import MmolreError
-
-FOLDER = "processed"  # under data/raw/<dataset>/
+from mmolre.datasets import PROCESSED_FOLDER
 MODALITY_KEYS = {"text": "text", "audio": "audio", "video": "vision"}  # mmolre's modality -> the files' key
 
 
@@ -37,7 +36,7 @@ class Source:
 
     @classmethod
     def read(cls, folder: Path) -> "Source":
-        path = folder / FOLDER / "source.json"
+        path = folder / PROCESSED_FOLDER / "source.json"
         if not path.is_file():
             raise MmolreError(f"{path}: missing: run `mmolre download --from-processed PATH.pkl` first")
         return cls(**json.loads(path.read_text()))
@@ -77,7 +76,7 @@ class Frames:
     """frames.h5 read back: an utterance's own frames per modality, by utterance id."""
 
     def __init__(self, folder: Path):
-        self.file = h5py.File(folder / FOLDER / "frames.h5", "r")
+        self.file = h5py.File(folder / PROCESSED_FOLDER / "frames.h5", "r")
         self.row = {u: i for i, u in enumerate(self.file["utterance_id"].asstr()[:])}
         self.offsets = {m: self.file[m]["offsets"][:] for m in MODALITY_KEYS}
         self.dims = {m: int(self.file[m]["values"].shape[1]) for m in MODALITY_KEYS}

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmolre import MmolreError
-from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, keeps_video, mmsa, sdk
+from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, mmsa, sdk
+from mmolre.params import keeps_video
 
 CORPORA = ("sims",)
 LABEL_SPACE = "sims"
