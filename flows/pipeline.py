@@ -26,10 +26,10 @@ class DvcFailed(RuntimeError):
     pass
 
 
-@task(cache_policy=NO_CACHE, log_prints=True)
-def run_dvc(args: list[str], repo: str = ".") -> str:
-    """`dvc <args>` in `repo`, its output streamed into the run log; fails on a non-zero exit. The stages run
-    `repo`'s own code (first on PYTHONPATH: a clone's, not the installed checkout's)."""
+def dvc(args: list[str], repo: str = ".") -> tuple[int, str]:
+    """`dvc <args>` in `repo`, its output printed as it comes (into the run log, from a task that logs prints):
+    (exit code, output). The stages run `repo`'s own code (first on PYTHONPATH: a clone's, not the installed
+    checkout's)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": os.pathsep.join([str(Path(repo).resolve()), *filter(None, [os.environ.get("PYTHONPATH")])])}
     process = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, text=True,
@@ -38,9 +38,24 @@ def run_dvc(args: list[str], repo: str = ".") -> str:
     for line in process.stdout:
         print(line.rstrip())
         lines.append(line)
-    if process.wait() != 0:
-        raise DvcFailed(f"dvc {' '.join(args)} exited with {process.returncode}:\n{''.join(lines[-20:])}")
-    return "".join(lines)
+    return process.wait(), "".join(lines)
+
+
+@task(cache_policy=NO_CACHE, log_prints=True)
+def run_dvc(args: list[str], repo: str = ".") -> str:
+    """`dvc <args>` in `repo`, its output streamed into the run log; fails on a non-zero exit."""
+    code, output = dvc(args, repo)
+    if code != 0:
+        raise DvcFailed(f"dvc {' '.join(args)} exited with {code}:\n{''.join(output.splitlines(True)[-20:])}")
+    return output
+
+
+@task(cache_policy=NO_CACHE, log_prints=True)
+def try_dvc(args: list[str], repo: str = ".") -> tuple[bool, str]:
+    """`dvc <args>` where failing is an expected answer (a restore step that may find nothing): (it succeeded,
+    its output), the task itself completing either way."""
+    code, output = dvc(args, repo)
+    return code == 0, output
 
 
 @flow(name="mmolre-pipeline")

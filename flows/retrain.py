@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,8 +38,9 @@ from pathlib import Path
 import yaml
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.exceptions import MissingContextError
 
-from flows.pipeline import DvcFailed, run_dvc
+from flows.pipeline import DvcFailed, run_dvc, try_dvc
 from mmolre import EMOTIONS
 from mmolre.metrics import accepted_metrics, flatten
 
@@ -107,16 +109,27 @@ def restore(repo: str, rev: str | None) -> None:
 
 
 def bring_outputs(repo: str) -> bool:
-    """The outputs of the workspace's dvc.lock from the DVC cache, else the DVC remote; whether all came."""
-    for args in (["checkout", "--force"], ["pull", "--force"] if has_remote(repo) else None):
-        if args is None:
-            continue
-        try:
-            run_dvc(args, repo)
-            return True
-        except DvcFailed:
-            continue
-    return False
+    """The outputs of the workspace's dvc.lock from the DVC cache, else the DVC remote; whether all came. One
+    log line per step: not finding them is an answer, not a failure."""
+    logger = step_logger()
+    found, _ = try_dvc(["checkout", "--force"], repo)
+    logger.info(f"retrain: restore: dvc checkout: {'every output from the DVC cache' if found else 'not all in the DVC cache'}")
+    if found:
+        return True
+    if not has_remote(repo):
+        logger.info("retrain: restore: dvc pull: no DVC remote configured")
+        return False
+    found, _ = try_dvc(["pull", "--force"], repo)
+    logger.info(f"retrain: restore: dvc pull: {'every output from the DVC remote' if found else 'not all on the DVC remote'}")
+    return found
+
+
+def step_logger() -> logging.Logger:
+    """The flow run's logger, or this module's where `restore` is called on its own."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def has_remote(repo: str) -> bool:
@@ -150,6 +163,7 @@ def restore_accepted(repo: str, accepted_rev: str | None) -> str:
     remote, else `dvc repro` rebuilds them, kept only when byte-identical to dvc.lock (else removed)."""
     if bring_outputs(repo):
         return "retrain: restored the accepted outputs from DVC (nothing changed since the accepted revision)"
+    get_run_logger().info("retrain: restore: dvc repro: rebuilding the accepted outputs")
     try:
         run_dvc(["repro"], repo)
     except DvcFailed as e:
