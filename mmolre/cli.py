@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         uses_params = getattr(args.module, "USES_PARAMS", True)
         params = load_params(args.params, args.overrides) if uses_params else {}
-        if uses_params:
-            validate_params(params)  # before any work: nothing is written on a bad value
+        if uses_params:  # before any work: nothing is written on a bad value. Each stage validates the sections
+            validate_params(params, args.module.SECTIONS)  # it reads (SECTIONS; model and runs: in its run())
         args.module.run(args, params)
     except MmolreError as e:
         print(f"mmolre {args.command}: error: {e}", file=sys.stderr)

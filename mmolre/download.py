@@ -35,6 +35,8 @@ from pathlib import Path
 from mmolre import datasets
 from mmolre.files import atomic_dir
 
+SECTIONS = ("data", "demo")  # the params it reads
+
 
 def download(params: dict, raw_root: Path, downloads: Path = Path("data/downloads"),
              archives: list[Path] = ()) -> Path:

@@ -37,7 +37,10 @@ from mmolre.metrics import class_index, labelled, mean_std, score
 from mmolre.inference import infer, trained_model
 from mmolre.modalities import PAPER_MODALITIES
 from mmolre.model_info import closed_form_flops
-from mmolre.params import MAIN_RUN, EvaluateParams, build, run_seeds
+from mmolre.params import EvaluateParams, build
+from mmolre.runs import MAIN_RUN, run_seeds, validate_runs
+
+SECTIONS = ("data", "evaluate", "train", "model", "runs")  # the params it reads
 
 def absent(modality: str):
     """A batch transform: `modality` absent in every sample (its mask all False)."""
@@ -257,6 +260,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
+    validate_runs(params)  # before any work, as the CLI validates SECTIONS
     evaluate(params, args.features_root, args.models_root, args.reports)
 
 

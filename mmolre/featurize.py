@@ -42,6 +42,8 @@ from mmolre.label_spaces import DEFAULT
 from mmolre.modalities import MODALITIES, featurized
 from mmolre.params import FeaturizeParams, build, params_hash
 
+SECTIONS = ("data", "featurize")  # the params it reads
+
 def batches_by_length(lengths, batch_size: int, max_total: float = float("inf")) -> list[np.ndarray]:
     """Indices sorted by length, cut into batches of at most `batch_size` items whose padded size
     (items x longest) stays within `max_total` (a batch holds at least one item)."""

@@ -1,10 +1,11 @@
-"""Read params.yaml, apply `--set key=value` overrides, validate every section, build typed stage configs.
+"""Read params.yaml, apply `--set key=value` overrides, validate a stage's sections, build typed stage configs.
 
-`validate_params` checks params.yaml against one pydantic model per section (types, ranges, allowed
-values, unknown keys) before any stage starts work: each broken rule is one line naming the key, the
-value and what is allowed. The stages' configs are these models (`build(TrainParams, params, "train")`);
-the model section, and each run of `runs` (`run_spec`), is checked by building the model's
-MMoLREConfig (mmolre/model_config.py), whose rules and messages are the only ones.
+`validate_params` checks the sections a stage reads against one pydantic model per section (types, ranges,
+allowed values, unknown keys) before the stage starts work: each broken rule is one line naming the key, the
+value and what is allowed. The stages' configs are these models (`build(TrainParams, params, "train")`).
+The model section and each run of `runs` are mmolre/runs.py's, checked by building the model's MMoLREConfig
+(mmolre/model_config.py): only the stages that build or read models import them, so a new model option
+reruns those stages and no other.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mmolre import MmolreError
 from mmolre.datasets import REGISTRY
-from mmolre.model_config import MMoLREConfig
 
-MAIN_RUN = "main"  # the run of params `runs` that metrics.json reports (and transfer scores)
 T = TypeVar("T")
 S = TypeVar("S", bound="BaseModel")
 
@@ -161,64 +160,6 @@ class FeaturizeParams(Section):
     on_invalid: OnInvalid = "fail"  # quarantine: leave the utterance out, listed in <stem>.rejected.csv
 
 
-MODEL = MMoLREConfig()  # the model's defaults: the schema restates none of them
-
-
-class ModelParams(Section):
-    """Types and ranges here; the rules across keys are MMoLREConfig's (mmolre/model_config.py), checked by
-    building one, so they and their messages exist once."""
-    d_model: PositiveInt
-    n_experts: PositiveInt
-    rank: PositiveInt | list[PositiveInt]
-    n_blocks: PositiveInt = MODEL.n_blocks
-    n_heads: PositiveInt
-    dropout: Annotated[float, Field(ge=0, lt=1)] = MODEL.dropout
-    variant: str = MODEL.variant
-    fused_experts: bool = MODEL.fused_experts
-    expert: str = MODEL.expert
-    router: str = MODEL.router
-    top_k: PositiveInt = MODEL.top_k
-    top_p: float = MODEL.top_p
-    aux_loss_weight: NonNegativeFloat = MODEL.aux_loss_weight
-    modalities: list[str] = list(MODEL.modalities)
-    context: str = MODEL.context
-    arch: str = MODEL.arch
-    fusion_dim: int = MODEL.fusion_dim
-    fusion_rank: int = MODEL.fusion_rank
-    mult_layers: int = MODEL.mult_layers
-    misa_sim_weight: NonNegativeFloat = MODEL.misa_sim_weight
-    misa_diff_weight: NonNegativeFloat = MODEL.misa_diff_weight
-    misa_recon_weight: NonNegativeFloat = MODEL.misa_recon_weight
-    context_window: int = MODEL.context_window
-
-    @model_validator(mode="after")
-    def builds_the_model_config(self):
-        self.config()
-        return self
-
-    def config(self, **given) -> MMoLREConfig:
-        """The MMoLREConfig of these values (and `given`: feature widths, loss weights)."""
-        return MMoLREConfig(**self.model_dump(exclude={"seeds"}), **given)
-
-
-class RunParams(ModelParams):
-    """An entry of `runs`: the model keys it overrides, and the seeds it is trained from."""
-    seeds: Annotated[list[int], Field(min_length=1)] | None = None
-
-
-def run_spec(params: dict, run: str) -> RunParams:
-    """Run `run` of params `runs`: the `model` section with the run's keys over it, validated, defaults filled."""
-    runs = params.get("runs") or {}
-    if run not in runs:
-        raise MmolreError(f"--run {run!r}: params `runs` has {sorted(runs)}")
-    return parse(f"runs.{run}", RunParams, {**params["model"], **(runs[run] or {})})
-
-
-def run_seeds(params: dict, run: str) -> list[int]:
-    """The seeds a run trains: its `seeds` entry, else params data.seed."""
-    return run_spec(params, run).seeds or [int(params["data"]["seed"])]
-
-
 class TrainParams(Section):
     lr: PositiveFloat = 1e-4
     weight_decay: NonNegativeFloat = 0.01
@@ -251,22 +192,19 @@ class EvaluateParams(Section):
 
 
 SECTIONS = {"data": DataParams, "demo": DemoParams, "prepare": PrepareParams, "featurize": FeaturizeParams,
-            "model": ModelParams, "train": TrainParams, "promote": PromoteParams, "evaluate": EvaluateParams}
+            "train": TrainParams, "promote": PromoteParams, "evaluate": EvaluateParams}
+MODEL_SECTIONS = ("model", "runs")  # validated by mmolre/runs.py, in the stages that build or read models
 
 
-def validate_params(params: dict) -> None:
-    """Raise MmolreError with one line per broken rule (key, value, what is allowed) unless every section
-    of params, and every run of `runs` (its model keys over the `model` section), is valid."""
-    lines = [f"params: unknown section {name!r}; params.yaml has {sorted(SECTIONS) + ['runs']}"
-             for name in params if name not in SECTIONS and name != "runs"]
-    for name, schema in SECTIONS.items():
-        lines += broken_rules(lambda: parse(name, schema, params.get(name)))
-    runs = params.get("runs")
-    if not isinstance(runs, dict) or not runs:
-        lines.append("params runs: must map run names to {modalities: [...], <model keys>}, e.g. main")
-    elif not any(line.startswith("params model") for line in lines):  # a run's keys over a valid model section
-        for run in runs:
-            lines += broken_rules(lambda: run_spec(params, run))
+def validate_params(params: dict, sections=tuple(SECTIONS)) -> None:
+    """Raise MmolreError with one line per broken rule (key, value, what is allowed) unless each of `sections`
+    (a stage's: every stage validates what it reads) is valid; a section params.yaml does not have is named.
+    The model section and `runs` are mmolre/runs.py's (`validate_runs`)."""
+    lines = [f"params: unknown section {name!r}; params.yaml has {sorted([*SECTIONS, *MODEL_SECTIONS])}"
+             for name in params if name not in SECTIONS and name not in MODEL_SECTIONS]
+    for name in sections:
+        if name in SECTIONS:
+            lines += broken_rules(lambda: parse(name, SECTIONS[name], params.get(name)))
     if lines:
         raise MmolreError("\n".join(dict.fromkeys(lines)))
 

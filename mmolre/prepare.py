@@ -22,6 +22,8 @@ from mmolre.files import atomic_dir, audio_problem
 from mmolre.label_spaces import DEFAULT, LABEL_SPACES, Task, label_columns
 from mmolre.params import PrepareParams, build
 
+SECTIONS = ("data", "prepare")  # the params it reads
+
 # pandera's built-in check names, said the way a user reads them
 RULE_WORDS = {"field_uniqueness": "must be unique (duplicate id)", "not_nullable": "must not be empty (null)",
               "column_in_dataframe": "column is missing", "column_in_schema": "column is not in the contract"}

@@ -27,7 +27,10 @@ from mmolre.curves import read_curves
 from mmolre.files import atomic_dir, atomic_file  # noqa: E402
 from mmolre.label_spaces import DEFAULT, LABEL_SPACES  # noqa: E402
 from mmolre.metrics import accepted_metrics, flatten  # noqa: E402
-from mmolre.params import params_hash, run_spec  # noqa: E402
+from mmolre.params import params_hash  # noqa: E402
+from mmolre.runs import run_spec, validate_runs  # noqa: E402
+
+SECTIONS = ("data", "promote", "model", "runs")  # the params it reads
 
 MSA_COLUMNS = {"acc2_has0": "Acc-2 (has0)", "acc2_non0": "Acc-2 (non0)", "f1_has0": "F1 (has0)",
                "f1_non0": "F1 (non0)", "acc7": "Acc-7", "acc5": "Acc-5", "mae": "MAE", "corr": "Corr"}
@@ -515,6 +518,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
+    validate_runs(params)  # before any work, as the CLI validates SECTIONS
     report(params, args.reports)
 
 

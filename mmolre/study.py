@@ -34,6 +34,9 @@ from tqdm import tqdm
 from mmolre import MmolreError
 from mmolre.files import atomic_dir
 from mmolre.params import set_param, validate_params
+from mmolre.runs import validate_runs
+
+SECTIONS = ("data", "demo", "prepare", "featurize", "model", "train", "promote", "evaluate", "runs")
 
 METRICS, COSTS = "reports/metrics.json", "reports/costs.json"
 POLL_S = 3.0
@@ -95,6 +98,7 @@ def checked_points(params: dict, grid: dict[str, list], seeds: list[int] | None)
             values["runs"]["main"]["seeds"] = seeds
         try:
             validate_params(values)
+            validate_runs(values)
         except MmolreError as e:
             raise MmolreError(f"grid point {point}: {e}") from None
     return points

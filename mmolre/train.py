@@ -41,7 +41,10 @@ from mmolre.architectures import build_model
 from mmolre.model import MMoLRE
 from mmolre.modalities import MODALITIES
 from mmolre.model_config import MMoLREConfig
-from mmolre.params import TrainParams, build, run_seeds, run_spec
+from mmolre.params import TrainParams, build
+from mmolre.runs import run_seeds, run_spec, validate_runs
+
+SECTIONS = ("data", "train", "model", "runs")  # the params it reads
 
 
 def model_config(params: dict, run: str, cfg: TrainParams, features: FeatureFile, pos_weight=None) -> MMoLREConfig:
@@ -360,6 +363,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
+    validate_runs(params)  # before any work, as the CLI validates SECTIONS
     train(params, args.run or args.run_name or "main", args.features_root, args.models_root, args.curves_root)
 
 

@@ -30,7 +30,10 @@ from mmolre.files import write_json
 from mmolre.inference import infer, trained_model
 from mmolre.label_spaces import LABEL_SPACES, Task
 from mmolre.metrics import SIMS_EDGES, labelled, mean_std, mer_metrics
-from mmolre.params import MAIN_RUN, EvaluateParams, build, run_seeds
+from mmolre.params import EvaluateParams, build
+from mmolre.runs import MAIN_RUN, run_seeds, validate_runs
+
+SECTIONS = ("data", "evaluate", "train", "model", "runs")  # the params it reads
 
 ENCODER_KEYS = ("text_encoder", "audio_encoder", "text_layer", "audio_layer", "sample_rate")
 
@@ -155,6 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
+    validate_runs(params)  # before any work, as the CLI validates SECTIONS
     transfer(params, args.features_root, args.models_root, args.reports)
 
 

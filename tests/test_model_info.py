@@ -57,12 +57,13 @@ def test_a_new_variant_is_one_table_entry(monkeypatch):
     expert) is taken by params validation, built, trained a step and counted, with no other change."""
     import torch
 
-    from mmolre.params import load_params, run_spec, validate_params
+    from mmolre.params import load_params
+    from mmolre.runs import run_spec, validate_runs
     from conftest import ROOT
 
     monkeypatch.setitem(VARIANTS, "full_rank_no_specific", Variant(specific=False, full_rank=True))
     params = load_params(ROOT / "params.yaml", ["model.variant=full_rank_no_specific"])
-    validate_params(params)
+    validate_runs(params)
     cfg = run_spec(params, "main").config(dims={"text": 24, "audio": 12})
     assert (cfg.n_shared, cfg.task_specific, cfg.shared_ranks) == (4, False, (128,) * 4)
     model = MMoLRE(cfg)

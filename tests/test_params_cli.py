@@ -123,7 +123,7 @@ MODEL_RULES = [
 def test_each_model_rule_is_one_line_from_params_validation(tmp_path, capsys, monkeypatch, settings, section, rule):
     """The same sentence the model's config raises, prefixed with the section, exit 2, nothing written."""
     from mmolre.model_config import MMoLREConfig
-    from mmolre.params import run_spec
+    from mmolre.runs import run_spec
 
     monkeypatch.chdir(ROOT)
     args = [a for setting in settings for a in ("--set", setting)]
@@ -161,11 +161,12 @@ def test_schema_and_dataclasses_name_the_same_keys():
 
     from mmolre.datasets.demo import DemoConfig
     from mmolre.model_config import MMoLREConfig
-    from mmolre.params import SECTIONS
+    from mmolre.params import MODEL_SECTIONS, SECTIONS
+    from mmolre.runs import ModelParams
 
     assert set(SECTIONS["demo"].model_fields) == {f.name for f in dataclasses.fields(DemoConfig)}
-    assert set(SECTIONS["model"].model_fields) <= {f.name for f in dataclasses.fields(MMoLREConfig)}
-    assert yaml.safe_load((ROOT / "params.yaml").read_text()).keys() == set(SECTIONS) | {"runs"}
+    assert set(ModelParams.model_fields) <= {f.name for f in dataclasses.fields(MMoLREConfig)}
+    assert yaml.safe_load((ROOT / "params.yaml").read_text()).keys() == set(SECTIONS) | set(MODEL_SECTIONS)
 
 
 def test_values_reach_the_stages_converted_by_the_schema():

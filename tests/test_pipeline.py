@@ -59,6 +59,24 @@ def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches
     assert "reports/runs.json" in diff
 
 
+def test_a_new_model_option_reruns_the_model_stages_and_leaves_the_data_stages_up_to_date(repo):
+    """An ablation added as one VARIANTS entry (mmolre/model_config.py) and a model option (a field of the model
+    section, mmolre/runs.py): download, prepare and featurize stay up to date, training is what reruns."""
+    dvc = [sys.executable, "-m", "dvc"]
+    assert "Data and pipelines are up to date" in sh(repo, *dvc, "status")
+    config, runs = repo / "mmolre" / "model_config.py", repo / "mmolre" / "runs.py"
+    config.write_text(config.read_text() + '\nVARIANTS["no_shared_twice"] = VARIANTS["no_shared"]\n')
+    runs.write_text(runs.read_text().replace("class RunParams(ModelParams):",
+                                             "class RunParams(ModelParams):\n    new_option: int = 0"))
+    try:
+        changed = json.loads(sh(repo, *dvc, "status", "--json").strip().splitlines()[-1])
+        assert {"download", "prepare", "featurize"}.isdisjoint(changed)
+        assert {"train@main", "evaluate", "report"} <= set(changed)
+    finally:
+        sh(repo, "git", "checkout", "--", "mmolre/model_config.py", "mmolre/runs.py")
+    assert "Data and pipelines are up to date" in sh(repo, *dvc, "status")
+
+
 def test_a_second_repro_in_the_same_workspace_is_refused_and_the_first_finishes(repo):
     assert " " in str(repo)
     set_yaml(repo / "params.yaml", "evaluate", "batch_size", 16)  # evaluate and transfer rerun: seconds of lock
