@@ -27,7 +27,7 @@ test: setup
 clean:
 	rm -rf data/raw data/prepared data/features models
 
-# The paper's setting (README, "Reproducing the paper"): CMU-MOSI + CMU-MOSEI from the MMSA release at
+# The paper's setting (docs/reproducing-the-paper.md): CMU-MOSI + CMU-MOSEI from the MMSA release at
 # MMSA_ROOT (its MOSI/ and MOSEI/), the MOSEI label sequence from MOSEI_LABELS (your CMU_MOSEI_Labels.csd) or
 # else the official host, data.mirror or LABELS_HUB (a Hugging Face dataset repo); RoBERTa + Data2Vec,
 # d=768, N=15, r=128. Needs the internet for the encoders and, in practice, a GPU.
@@ -45,11 +45,11 @@ PAPER := -S data.dataset=cmu -S data.mmsa_root=$(abspath $(MMSA_ROOT)) \
 paper: setup
 	@test -d "$(MMSA_ROOT)/MOSI" -a -d "$(MMSA_ROOT)/MOSEI" || { echo "make paper: MMSA_ROOT=$(MMSA_ROOT) must hold \
 	MMSA's MOSI/ and MOSEI/ folders: make paper MMSA_ROOT=/path [MOSEI_LABELS=/path/CMU_MOSEI_Labels.csd | \
-	LABELS_HUB=<repo id>[@revision]] (README, Reproducing the paper)" >&2; exit 2; }
+	LABELS_HUB=<repo id>[@revision]] (docs/reproducing-the-paper.md)" >&2; exit 2; }
 	dvc config core.analytics false
 	HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 dvc exp run -n paper $(PAPER)
 
-# The field's standard comparison (README, "Processed features"): MMoLRE and the five fusion baselines on MMSA's
+# The field's standard comparison (docs/processed-features.md): MMoLRE and the five fusion baselines on MMSA's
 # processed unaligned MOSI and MOSEI features at PROCESSED (MMSA's release: its MOSI/Processed/unaligned_50.pkl and
 # MOSEI/Processed/unaligned_50.pkl), every run on text, audio and vision over three seeds; one DVC experiment per
 # corpus, whose report sets the runs beside MMSA's published table. STANDARD_MODEL: the model's size (the paper's).
@@ -64,7 +64,7 @@ STANDARD := -S '~runs.text_only' -S '~runs.audio_only' -S '~runs.trimodal' -S 'r
 standard: setup
 	@for corpus in MOSI MOSEI; do test -f "$(PROCESSED)/$$corpus/Processed/unaligned_50.pkl" || { echo "make standard: \
 	PROCESSED=$(PROCESSED) must hold MMSA's $$corpus/Processed/unaligned_50.pkl: make standard PROCESSED=/path/to/MMSA \
-	(README, Processed features)" >&2; exit 2; }; done
+	(docs/processed-features.md)" >&2; exit 2; }; done
 	dvc config core.analytics false
 	dvc exp run --temp -n standard-mosi -S data.dataset=mosi -S promote.metric=mosi.msa.mae \
 		-S data.processed=$(abspath $(PROCESSED))/MOSI/Processed/unaligned_50.pkl $(STANDARD)

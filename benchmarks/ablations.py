@@ -9,7 +9,7 @@ routing with a load-balancing loss, per-expert ranks, top-p routing), each on to
 --archs: the full model and each baseline of mmolre/baselines/.
 
 The same table (without seconds per epoch, a wall-clock figure kept out of the pipeline's reproducible
-outputs) comes out of the pipeline when the runs are listed in params `runs` (README); this script keeps the
+outputs) comes out of the pipeline when the runs are listed in params `runs` (docs/model.md); this script keeps the
 workspace's pipeline outputs untouched (it writes to a temp dir). Seconds per epoch are what `mmolre train`
 reports for the run (the mean over its epochs, validation included).
 """

@@ -5,7 +5,7 @@ with `prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`. This proces
 and runs `flows.retrain` at every tick; stop it with Ctrl-C. With `--pool NAME` it instead deploys
 the schedule on that Prefect work pool and returns: the pool's workers run it (the checkout at
 `--repo` must exist where they run, as it is the one retrained and tagged). Without a server, let
-the system's cron call `python -m flows.retrain` instead (README).
+the system's cron call `python -m flows.retrain` instead (docs/retraining.md).
 """
 
 from __future__ import annotations

@@ -226,8 +226,9 @@ def add_noise(rng: np.random.Generator, samples: np.ndarray, snr_db: float) -> n
     return np.clip(x, -1.0, 1.0)
 
 
-def synthesize(jobs: list[dict]) -> list[np.ndarray]:
-    """Speak each job (Speech.say's arguments) in a fresh process.
+def synthesize(jobs: list[dict], paths: list[Path], noise: np.random.Generator, snr_db: float) -> None:
+    """Speak each job (Speech.say's arguments) in a fresh process, which adds the noise and writes each clip to
+    its path as it is made (memory stays flat however many there are).
 
     eSpeak NG's output depends on every call made before in the same process (it keeps
     internal state), so the corpus is only reproducible when one new process speaks
@@ -235,12 +236,13 @@ def synthesize(jobs: list[dict]) -> list[np.ndarray]:
     """
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_speak_all, jobs).result()
+        pool.submit(_speak_all, jobs, paths, noise, snr_db).result()
 
 
-def _speak_all(jobs: list[dict]) -> list[np.ndarray]:
+def _speak_all(jobs: list[dict], paths: list[Path], noise: np.random.Generator, snr_db: float) -> None:
     tts = speech()
-    return [tts.say(**job) for job in tqdm(jobs, desc="demo: synthesizing", unit="utt")]
+    for job, path in zip(tqdm(jobs, desc="demo: synthesizing", unit="utt"), paths, strict=True):
+        sf.write(path, add_noise(noise, tts.say(**job), snr_db), SAMPLE_RATE, subtype="PCM_16")
 
 
 def generate(cfg: DemoConfig, out_dir: Path, seed: int) -> pd.DataFrame:
@@ -263,11 +265,9 @@ def generate(cfg: DemoConfig, out_dir: Path, seed: int) -> pd.DataFrame:
             jobs.append({"text": utt["text"], "voice": VOICES[spk], "noise_seed": (seed * 7919 + len(jobs)) % 2**31,
                          **settings})
     table = pd.DataFrame(rows)
-    noise = np.random.default_rng([seed, 1])
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
-    for utterance_id, samples in zip(table.utterance_id, synthesize(jobs)):
-        sf.write(out_dir / "audio" / f"{utterance_id}.wav", add_noise(noise, samples, cfg.snr_db),
-                 SAMPLE_RATE, subtype="PCM_16")
+    synthesize(jobs, [out_dir / "audio" / f"{u}.wav" for u in table.utterance_id], np.random.default_rng([seed, 1]),
+               cfg.snr_db)
     write_faces(table, out_dir / "video", np.random.default_rng([seed, 2]))
     table.to_csv(out_dir / "utterances.csv", index=False)
     (out_dir / "README.md").write_text(readme(cfg, seed, table))

@@ -37,8 +37,8 @@ from mmolre.fetch import Manifest, fetch, fetch_members, import_archive, safe_ex
 HOST = "http://immortal.multicomp.cs.cmu.edu"  # tests point it at 127.0.0.1 (conftest)
 MARKUP = re.compile(r"\([^)]*\)|\[[^\]]*\]|<[^>]*>|\{[^}]*\}")
 WITHDRAWN = ("CMU no longer distributes the raw archives (withdrawn in 2023; CMU-MultimodalSDK issue #3): "
-             "import the MMSA release you hold with `mmolre download --from-mmsa PATH` (README, \"Reproducing the "
-             "paper\"), or a copy of the archive with --from-archive PATH")
+             "import the MMSA release you hold with `mmolre download --from-mmsa PATH` (docs/reproducing-the-"
+             "paper.md), or a copy of the archive with --from-archive PATH")
 
 
 def official_url(path: str) -> str:
