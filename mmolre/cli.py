@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from mmolre import MmolreError, __version__
 from mmolre.params import load_params, validate_params
@@ -22,6 +23,13 @@ STAGES = {
     "validate": "mmolre.validate",
     "study": "mmolre.study",
 }
+
+
+def add_scoring_roots(parser: argparse.ArgumentParser) -> None:
+    """Where the stages that score trained models (evaluate, transfer) read features and models and write reports."""
+    parser.add_argument("--features-root", type=Path, default=Path("data/features"))
+    parser.add_argument("--models-root", type=Path, default=Path("models"))
+    parser.add_argument("--reports", type=Path, default=Path("reports"))
 
 
 def parser(only: str | None = None) -> argparse.ArgumentParser:

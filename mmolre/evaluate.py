@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from mmolre import MmolreError
+from mmolre.cli import add_scoring_roots
 from mmolre.batches import FeatureStore, store_device
 from mmolre.device import pick_device
 from mmolre.features import LABEL_ARRAYS, FeatureFile, feature_path
@@ -254,9 +255,7 @@ def write_details(path: Path, split: str, features: FeatureFile, routing: dict) 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--features-root", type=Path, default=Path("data/features"))
-    parser.add_argument("--models-root", type=Path, default=Path("models"))
-    parser.add_argument("--reports", type=Path, default=Path("reports"))
+    add_scoring_roots(parser)
 
 
 def run(args: argparse.Namespace, params: dict) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mmolre import MmolreError
+from mmolre.cli import add_scoring_roots
 from mmolre.device import pick_device
 from mmolre.features import FeatureFile, feature_path
 from mmolre.files import write_json
@@ -152,9 +153,7 @@ def transfer(params: dict, features_root: Path, models_root: Path, reports: Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--features-root", type=Path, default=Path("data/features"))
-    parser.add_argument("--models-root", type=Path, default=Path("models"))
-    parser.add_argument("--reports", type=Path, default=Path("reports"))
+    add_scoring_roots(parser)
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
