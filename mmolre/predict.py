@@ -2,8 +2,10 @@
 
     mmolre predict --model models/main --audio clip.wav --text "what was said"
     mmolre predict --model models/trimodal --video clip.mp4 --text "what was said"  # its audio track too
-    mmolre predict --model models/main --inputs clips.csv    # columns audio, text[, id, video]
-    mmolre predict --model models/main --inputs clips/       # <name>.wav (or .mp4) + <name>.txt pairs
+    mmolre predict --model models/main --inputs clips.csv    # columns audio[, text, id, video]
+    mmolre predict --model models/main --audio clip.wav      # no --text: a speech recogniser transcribes it
+    mmolre predict --model models/main --audio clip.wav --no-text   # scored with the text absent
+    mmolre predict --model models/main --inputs clips/       # <name>.wav (or .mp4) [+ <name>.txt]
 
 Runs the encoders the model was trained on (recorded in its checkpoint) and the model; a model that reads
 video takes the frames of `--video` (without one, the video is absent, as for a clip without a video
@@ -35,6 +37,7 @@ from mmolre.label_spaces import Task
 from mmolre.modalities import MODALITIES
 from mmolre.model import MMoLRE, predictions
 from mmolre.params import FeaturizeParams
+from mmolre.transcribe import DEFAULT_ASR, Transcriber, load_transcriber, transcribe
 
 USES_PARAMS = False  # everything comes from the checkpoint
 
@@ -69,28 +72,27 @@ def load_predictor(model_path: Path, device: torch.device) -> Predictor:
 
 
 def read_inputs(audio: Path | None, text: str | None, inputs: Path | None, video: Path | None = None) -> pd.DataFrame:
-    """A table with columns id, audio (path), text, video (path or None); a video without audio gives both."""
+    """A table with columns id, audio (path), text (None: to be transcribed), video (path or None); a video without
+    audio gives both."""
     if inputs is None:
-        if (audio is None and video is None) or text is None:
-            raise MmolreError("give --audio (or --video) and --text, or --inputs (a CSV or a folder)")
+        if audio is None and video is None:
+            raise MmolreError("give --audio (or --video) [--text], or --inputs (a CSV or a folder)")
         return pd.DataFrame({"id": [(audio or video).stem], "audio": [audio or video], "text": [text],
                              "video": [video]})
     if inputs.is_dir():
         clips = sorted(p for p in inputs.iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp4"))
-        missing = [c.name for c in clips if not c.with_suffix(".txt").is_file()]
-        if missing:
-            raise MmolreError(f"{inputs}: no transcript <name>.txt beside {missing[:5]}")
-        return pd.DataFrame({"id": [c.stem for c in clips], "audio": clips,
-                             "text": [c.with_suffix(".txt").read_text().strip() for c in clips],
+        given = lambda c: c.with_suffix(".txt").read_text().strip() if c.with_suffix(".txt").is_file() else None
+        return pd.DataFrame({"id": [c.stem for c in clips], "audio": clips, "text": [given(c) for c in clips],
                              "video": [c if c.suffix.lower() == ".mp4" else None for c in clips]})
     if not inputs.is_file():
         raise MmolreError(f"--inputs {inputs}: no such file or folder")
     table = pd.read_csv(inputs, keep_default_na=False)
-    if "text" not in table.columns or not {"audio", "video"} & set(table.columns):
-        raise MmolreError(f"{inputs}: needs columns audio (or video) and text (has {list(table.columns)})")
+    if not {"audio", "video"} & set(table.columns):
+        raise MmolreError(f"{inputs}: needs a column audio (or video) [and text] (has {list(table.columns)})")
     near = lambda p: None if not p else Path(p) if Path(p).is_absolute() else inputs.parent / p
     table["video"] = [near(p) for p in table.get("video", [""] * len(table))]
     table["audio"] = [near(a) or v for a, v in zip(table.get("audio", [""] * len(table)), table.video)]
+    table["text"] = [str(t).strip() or None for t in table["text"]] if "text" in table else None
     if "id" not in table:
         table["id"] = [Path(p).stem for p in table.audio]
     return table[["id", "audio", "text", "video"]]
@@ -101,6 +103,8 @@ def as_stored(features: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(features.astype(np.float16).astype(np.float32))
 
 
+ASR_RATE = 16000  # what speech recognisers take
+MAX_ASR_S = 3600.0  # a recording to transcribe is read up to an hour (in chunks); the model still scores max_audio_s
 MIN_PREDICT_S = 0.1  # shorter recordings hold too little speech to judge: skipped, by name
 NARROWBAND_HZ = 4000  # telephone audio carries nothing above this
 
@@ -152,12 +156,35 @@ def load_wave(path: Path, rate: int, max_s: float) -> tuple[torch.Tensor | None,
     return wave, None, warnings
 
 
-def raw_inputs(predictor: Predictor, row) -> tuple[dict, str | None, list[str]]:
-    """The row's raw input per modality the model reads ({} and why when it cannot be used; warnings)."""
-    text = str(row.text).strip()
-    if not text:
-        raise MmolreError(f"{row.id}: the text is empty; the model needs what was said")
-    raw, warnings, cfg = {"text": text}, [], predictor.cfg
+def resolve_texts(table: pd.DataFrame, transcriber: Transcriber | None, absent: bool
+                  ) -> tuple[list[str | None], list[str], dict[int, str]]:
+    """Each row's text (None: absent) and where it came from ("given", the recogniser's `asr:...`, "absent"), and
+    the rows that cannot be used (position -> why): every row without a transcript goes through the recogniser
+    in one batch; a recording in which it hears nothing is named."""
+    if absent:
+        return [None] * len(table), ["absent"] * len(table), {}
+    texts = [None if pd.isna(t) else t for t in table.text]  # pandas may hold a missing text as NaN
+    sources, problems, waves = ["given"] * len(table), {}, {}
+    for i, (text, audio) in enumerate(zip(texts, table.audio)):
+        if text is None:
+            waves[i], problems[i], _ = load_wave(Path(audio), ASR_RATE, MAX_ASR_S)
+    waves = {i: wave for i, wave in waves.items() if wave is not None}
+    problems = {i: p for i, p in problems.items() if p is not None}
+    for i, heard in zip(waves, transcribe(transcriber, [w.numpy() for w in waves.values()], ASR_RATE) if waves else ()):
+        if heard:
+            texts[i], sources[i] = heard, transcriber.source
+        else:
+            problems[i] = f"{table.audio.iloc[i]}: no speech recognised in it (silent or empty?); give its --text"
+    return texts, sources, problems
+
+
+def raw_inputs(predictor: Predictor, row, text: str | None) -> tuple[dict, str | None, list[str]]:
+    """The row's raw input per modality the model reads, `text` None when absent ({} and why when it cannot be
+    used; warnings)."""
+    if text is not None and not text.strip():
+        raise MmolreError(f"{row.id}: the text is empty; give what was said, leave --text out to transcribe the "
+                          "recording, or --no-text to score without it")
+    raw, warnings, cfg = {"text": None if text is None else text.strip()}, [], predictor.cfg
     if "audio" in predictor.encoders:
         raw["audio"], problem, warnings = load_wave(Path(row.audio), predictor.encoders["audio"].sample_rate,
                                                      cfg.max_audio_s)
@@ -172,15 +199,17 @@ def raw_inputs(predictor: Predictor, row) -> tuple[dict, str | None, list[str]]:
     return raw, None, warnings
 
 
-@torch.no_grad()
-def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 16) -> list[dict]:
-    """One result per input row, in order: {id, sentiment, emotions}, or {id, skipped: reason} for a recording
-    that cannot be used (named on stderr; the others are still predicted). Warnings go to stderr."""
+def usable_rows(predictor: Predictor, table: pd.DataFrame, texts: list, sources: list[str], problems: dict
+                ) -> tuple[list, list]:
+    """The rows that can be predicted as (position, result so far, raw inputs), and the results list with each
+    row that cannot be used named in it (and on stderr, the others still predicted). Warnings go to stderr."""
     results, usable = [None] * len(table), []  # by position: ids may repeat
     for position, row in enumerate(table.itertuples(index=False)):
-        raw, problem, warnings = raw_inputs(predictor, row)
+        raw, problem, warnings = ({}, problems[position], []) if position in problems else \
+            raw_inputs(predictor, row, texts[position])
         if problem is None:
-            usable.append((position, row.id, raw))
+            text = {"text": texts[position]} if sources[position] not in ("given", "absent") else {}
+            usable.append((position, {"id": str(row.id), **text, "text_source": sources[position]}, raw))
         else:
             results[position] = {"id": str(row.id), "skipped": problem}
             print(f"predict: skipped {row.id}: {problem}", file=sys.stderr)
@@ -188,18 +217,35 @@ def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 1
             print(f"predict: warning: {warning}", file=sys.stderr)
     if not usable:
         raise MmolreError("; ".join(r["skipped"] for r in results if r) or "no inputs")
+    return usable, results
+
+
+def encoded(encoder, items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, dim) features and mask of a batch's raw inputs; an absent one (None) has no frames (masked)."""
+    present = [k for k, x in enumerate(items) if x is not None]
+    features = dict(zip(present, encoder.encode([items[k] for k in present]) if present else ()))
+    return pad([as_stored(features[k]) if k in features else torch.zeros(0, encoder.dim) for k in range(len(items))])
+
+
+@torch.no_grad()
+def predict_table(predictor: Predictor, table: pd.DataFrame, batch_size: int = 16,
+                  transcriber: Transcriber | None = None, text_absent: bool = False) -> list[dict]:
+    """One result per input row, in order: {id, [text,] text_source, sentiment, emotions}, or {id, skipped: reason}
+    for a recording that cannot be used. Rows without a transcript are transcribed by `transcriber`; with
+    `text_absent`, every row is scored with the text absent (masked)."""
+    usable, results = usable_rows(predictor, table, *resolve_texts(table, transcriber, text_absent))
     heads = predictor.model.config.heads
     for start in range(0, len(usable), batch_size):
-        positions, ids, raws = zip(*usable[start:start + batch_size])
+        positions, partial, raws = zip(*usable[start:start + batch_size])
         inputs = {}
         for m, encoder in predictor.encoders.items():
-            values, mask = pad([as_stored(x) for x in encoder.encode([r[m] for r in raws])])
+            values, mask = encoded(encoder, [r[m] for r in raws])
             inputs |= {m: values.to(predictor.device), f"{m}_mask": mask.to(predictor.device)}
         out = predictor.model(**inputs)
         read = {task: predictions(heads[task], output).cpu().numpy() for task, output
                 in (("sa", out.sentiment), ("er", out.emotions)) if output is not None}
-        for k, utterance in enumerate(ids):
-            result = {"id": str(utterance), "sentiment": named(heads["sa"], read["sa"][k]) if "sa" in read else None}
+        for k, result in enumerate(partial):
+            result = {**result, "sentiment": named(heads["sa"], read["sa"][k]) if "sa" in read else None}
             if "er" in read:
                 result["emotions"] = named(heads["er"], read["er"][k])
             results[positions[k]] = result
@@ -220,17 +266,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio", type=Path, help="one recording (wav, flac, ogg; or any media file FFmpeg reads)")
     parser.add_argument("--video", type=Path, help="its video (mp4, ...), for a model that reads video; without "
                                                    "--audio, its audio track is the recording")
-    parser.add_argument("--text", help="its transcript")
-    parser.add_argument("--inputs", type=Path, help="a CSV (audio, text[, id, video]) or a folder of <name>.wav "
-                                                    "(or .mp4) + <name>.txt")
+    parser.add_argument("--text", help="its transcript; without it, a speech recogniser transcribes the recording "
+                                       "(--asr-model) and the transcript is printed with its source")
+    parser.add_argument("--no-text", action="store_true", help="score with the text absent (masked, as the report's "
+                                                               "'text absent' robustness row), no transcript needed")
+    parser.add_argument("--asr-model", default=DEFAULT_ASR, help="a transformers automatic-speech-recognition model "
+                        f"id or local folder, for recordings without a transcript (default: {DEFAULT_ASR})")
+    parser.add_argument("--asr-language", default=None, help="the spoken language for a Whisper recogniser (e.g. "
+                                                              "english, chinese); default: it detects it")
+    parser.add_argument("--inputs", type=Path, help="a CSV (audio[, text, id, video]) or a folder of <name>.wav "
+                                                    "(or .mp4) [+ <name>.txt]; rows without text are transcribed")
     parser.add_argument("--json", action="store_true", help="print JSON (one object per input)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
 
 
 def run(args: argparse.Namespace, params: dict) -> None:
+    if args.no_text and args.text is not None:
+        raise MmolreError("--text and --no-text: give one of them")
     table = read_inputs(args.audio, args.text, args.inputs, args.video)
-    results = predict_table(load_predictor(args.model, pick_device(args.device)), table, args.batch_size)
+    device = pick_device(args.device)
+    predictor = load_predictor(args.model, device)
+    needs_asr = not args.no_text and table.text.isna().any()
+    transcriber = load_transcriber(args.asr_model, args.asr_language, device) if needs_asr else None
+    results = predict_table(predictor, table, args.batch_size, transcriber, args.no_text)
     if args.json:
         print(json.dumps(results if args.inputs else results[0], indent=2))
         return
@@ -238,6 +297,10 @@ def run(args: argparse.Namespace, params: dict) -> None:
         if "skipped" in r:
             print(f"{r['id']}: skipped ({r['skipped']})")
             continue
+        if r["text_source"] == "absent":
+            print(f"{r['id']}: text absent (--no-text): scored from the other modalities alone")
+        elif "text" in r:
+            print(f"{r['id']}: transcript ({r['text_source']}): {r['text']}")
         emotions = "  ".join(f"{e} {p:.2f}" for e, p in r.get("emotions", {}).items())
         sentiment = ("" if r["sentiment"] is None else f"sentiment {r['sentiment']:+.3f}  "
                      if isinstance(r["sentiment"], float) else
