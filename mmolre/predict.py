@@ -286,9 +286,9 @@ def run(args: argparse.Namespace, params: dict) -> None:
         raise MmolreError("--text and --no-text: give one of them")
     table = read_inputs(args.audio, args.text, args.inputs, args.video)
     device = pick_device(args.device)
-    predictor = load_predictor(args.model, device)
-    needs_asr = not args.no_text and table.text.isna().any()
+    needs_asr = not args.no_text and table.text.isna().any()  # the recogniser first: a bad one fails before the model
     transcriber = load_transcriber(args.asr_model, args.asr_language, device) if needs_asr else None
+    predictor = load_predictor(args.model, device)
     results = predict_table(predictor, table, args.batch_size, transcriber, args.no_text)
     if args.json:
         print(json.dumps(results if args.inputs else results[0], indent=2))
