@@ -215,13 +215,11 @@ def copy_processed(params: dict, cfg: FeaturizeParams, prepared_root: Path, raw_
     dataset = params["data"]["dataset"]
     table, out = utterance_table(params, prepared_root), out_root / dataset / PROCESSED_FILE
     source, frames = Source.read(raw_root / dataset), Frames(raw_root / dataset)
-    identity = params_hash(dataset, source.sha256, pd.util.hash_pandas_object(table).sum())
-    chunks = Chunks(out_root / ".partial" / dataset / f"{out.stem}-{identity}", cfg.batch_size * 8, len(table))
-    chunks.folder.mkdir(parents=True, exist_ok=True)
+    chunks = chunks_of(params, cfg, table, out, out_root, source.sha256)
     try:
         for w in tqdm(chunks.missing(), desc=f"featurize {dataset} (copying {source.form}'s features)", unit="window"):
             ids = table.utterance_id.iloc[w * chunks.window:(w + 1) * chunks.window].tolist()
-            outputs = {m: [frames.get(m, u) for u in ids] for m in MODALITY_KEYS}
+            outputs = {m: frames.window(m, ids) for m in MODALITY_KEYS}
             _save_chunk(chunks.path(w), outputs, {}, check_window(ids, outputs, {}, frames.dims, cfg.on_invalid))
     finally:
         frames.close()
@@ -263,11 +261,14 @@ def identity_of(cfg: FeaturizeParams) -> dict:
     return {k: v for k, v in cfg.model_dump().items() if k not in ("workers", "partial_dir")}
 
 
-def chunks_of(params: dict, cfg: FeaturizeParams, table: pd.DataFrame, out: Path, out_root: Path) -> Chunks:
-    """The chunk folder of this table and these settings (another table or setting: another folder)."""
+def chunks_of(params: dict, cfg: FeaturizeParams, table: pd.DataFrame, out: Path, out_root: Path,
+              source: str = "") -> Chunks:
+    """The chunk folder of this table and these settings (another table, setting or `source`, the processed file's
+    SHA-256: another folder)."""
     dataset = params["data"]["dataset"]
     chunk_identity = {k: v for k, v in identity_of(cfg).items() if k != "on_invalid"}  # chunks hold every utterance
-    config_hash = params_hash(dataset, chunk_identity, pd.util.hash_pandas_object(table).sum())
+    config_hash = params_hash(dataset, chunk_identity, pd.util.hash_pandas_object(table).sum(),
+                              *([source] if source else []))
     root = Path(cfg.partial_dir) if cfg.partial_dir else out_root / ".partial"
     chunks = Chunks(root / dataset / f"{out.stem}-{config_hash}", cfg.batch_size * 8, len(table))
     chunks.folder.mkdir(parents=True, exist_ok=True)

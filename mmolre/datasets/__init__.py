@@ -91,10 +91,10 @@ VIDEO_COLUMNS = {MODALITIES["video"].source: str}  # the column of a dataset who
 
 
 def extra_columns(params: dict, raw_root: Path | None = None) -> dict[str, type]:
-    module = source(params, raw_root)
-    if module.__name__.endswith(".processed"):
-        return module.extra_columns(params["data"]["dataset"])
-    return getattr(module, "EXTRA_COLUMNS", {})
+    """The corpus columns of the utterance table: the dataset's, or those a processed file fills."""
+    if from_processed(params, raw_root):
+        return source(params, raw_root).extra_columns(params["data"]["dataset"])
+    return getattr(load(params["data"]["dataset"]), "EXTRA_COLUMNS", {})
 
 
 def kept_video(path: Path, raw_root: Path) -> str | None:

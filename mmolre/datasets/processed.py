@@ -169,8 +169,7 @@ def text_steps(arrays: dict, n: int) -> np.ndarray:
     if "text_bert" in arrays:
         return np.asarray(arrays["text_bert"])[:, 1, :].astype(bool).sum(1).astype(np.int64)
     text = np.asarray(arrays["text"])
-    nonzero = np.any(text != 0, axis=2)
-    return np.where(nonzero.any(1), text.shape[1] - nonzero[:, ::-1].argmax(1), 0)
+    return text.shape[1] - first_nonzero(text[:, ::-1])  # the padding is at the end: read from it
 
 
 def spans(form: Form, arrays: dict, n: int, path: Path, split: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -81,9 +81,13 @@ class Frames:
         self.offsets = {m: self.file[m]["offsets"][:] for m in MODALITY_KEYS}
         self.dims = {m: int(self.file[m]["values"].shape[1]) for m in MODALITY_KEYS}
 
-    def get(self, modality: str, utterance: str) -> np.ndarray:
-        i, offsets = self.row[utterance], self.offsets[modality]
-        return self.file[modality]["values"][offsets[i]:offsets[i + 1]]
+    def window(self, modality: str, utterances: list[str]) -> list[np.ndarray]:
+        """The frames of each of `utterances`, read in one slice spanning them (a window of the prepared table is
+        a run of consecutive rows here, less any quarantined by prepare)."""
+        rows, offsets = [self.row[u] for u in utterances], self.offsets[modality]
+        first, last = offsets[min(rows)], offsets[max(rows) + 1]
+        values = self.file[modality]["values"][first:last]
+        return [values[offsets[i] - first:offsets[i + 1] - first] for i in rows]
 
     def close(self) -> None:
         self.file.close()
