@@ -97,8 +97,6 @@ def utterance_schema(raw_root: Path, contract: Contract) -> pa.DataFrameSchema:
         },
         checks=[
             pa.Check(lambda df: df.end_s.isna() | (df.end_s > df.start_s), error="end_s must be > start_s"),
-            pa.Check(lambda df: df.groupby("video_id").split.transform("nunique") == 1,
-                     error="video appears in more than one split"),
             pa.Check(lambda df: pd.Series([u.startswith(f"{v}_") for u, v in zip(df.utterance_id, df.video_id)],
                                           index=df.index),
                      error="utterance_id must be <video_id>_<clip>"),

@@ -72,15 +72,6 @@ def test_duplicate_id_flags_both_rows(table, tiny_demo):
     assert rules_for(violations, 1) == {"must be unique (duplicate id)"}
 
 
-def test_video_in_two_splits_flags_its_rows(table, tiny_demo):
-    video = table.video_id[0]
-    other = "test" if table.split[0] != "test" else "train"
-    bad = broken(table, 0, split=other)
-    violations = find_violations(bad, tiny_demo["raw"], DEMO)
-    assert set(violations.row) == set(table.index[table.video_id == video])
-    assert rules_for(violations, 1) == {"video appears in more than one split"}
-
-
 def corrupt_raw(tiny_demo, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(tiny_demo["raw"], raw)
