@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mmolre.baselines import baseline_class
-from mmolre.hub import CONFIG_NAME, resolve
+from mmolre.hub import CONFIG_NAME, origin, resolve
 from mmolre.model import MMoLRE
 from mmolre.model_config import MMoLREConfig
 
@@ -36,4 +36,6 @@ def saved_arch(folder: Path) -> str:
 def from_pretrained(name_or_path: str | Path, device: torch.device | str = "cpu", revision: str | None = None):
     """The model (eval mode) of a folder written by save_pretrained, or of a hub repository id, whatever its arch."""
     folder = resolve(name_or_path, revision)
-    return model_class(saved_arch(folder)).from_pretrained(folder, device)
+    model = model_class(saved_arch(folder)).from_pretrained(folder, device)
+    model.provenance |= origin(name_or_path, folder)
+    return model

@@ -1,28 +1,28 @@
-"""`mmolre <stage>`: each pipeline stage as a command that reads its params.yaml section."""
+"""`mmolre <command>`: each pipeline stage as a command that reads its params.yaml section, and the tools around
+them (predict, publish, model-info, ...). The commands are entry points of the group `mmolre.commands`
+(pyproject.toml), so adding one leaves this file, which every stage imports, unchanged."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from mmolre import MmolreError, __version__
 from mmolre.params import load_params, validate_params
 
-STAGES = {
-    "download": "mmolre.download",
-    "prepare": "mmolre.prepare",
-    "featurize": "mmolre.featurize",
-    "train": "mmolre.train",
-    "evaluate": "mmolre.evaluate",
-    "transfer": "mmolre.transfer",
-    "report": "mmolre.report",
-    "model-info": "mmolre.model_info",
-    "predict": "mmolre.predict",
-    "validate": "mmolre.validate",
-    "study": "mmolre.study",
-}
+COMMANDS = "mmolre.commands"  # the entry-point group naming each command's module (pyproject.toml)
+
+
+def commands() -> dict[str, str]:
+    """`mmolre <command>` -> its module, as pyproject.toml declares them (the installed package's metadata)."""
+    found = {ep.name: ep.value for ep in entry_points(group=COMMANDS)}
+    if not found:
+        raise SystemExit("mmolre: no commands found: the package is not installed; run `make setup` "
+                         "(pip install -e .)")
+    return found
 
 
 def add_scoring_roots(parser: argparse.ArgumentParser) -> None:
@@ -36,17 +36,17 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
     """The CLI; with `only`, just that stage's module is imported (stages import torch: seconds each)."""
     root = argparse.ArgumentParser(
         prog="mmolre",
-        description="MMoLRE pipeline stages. `dvc repro` runs them in order; each also runs alone.",
+        description="MMoLRE pipeline stages and tools. `dvc repro` runs the stages in order; each also runs alone.",
         epilog="Every stage reads params.yaml; override any value with --set section.key=value.")
     root.add_argument("--version", action="version", version=f"mmolre {__version__}")
-    commands = root.add_subparsers(dest="command", required=True, metavar="STAGE")
-    for name, module_name in STAGES.items():
+    subparsers = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in commands().items():
         if only is not None and name != only:
-            commands.add_parser(name)
+            subparsers.add_parser(name)
             continue
         module = importlib.import_module(module_name)
         doc = (module.__doc__ or "").strip()
-        sub = commands.add_parser(name, help=doc.splitlines()[0] if doc else name, description=doc,
+        sub = subparsers.add_parser(name, help=doc.splitlines()[0] if doc else name, description=doc,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         if getattr(module, "USES_PARAMS", True):
             sub.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
@@ -59,7 +59,7 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser(only=argv[0] if argv and argv[0] in STAGES else None).parse_args(argv)
+    args = parser(only=argv[0] if argv and argv[0] in commands() else None).parse_args(argv)
     try:
         uses_params = getattr(args.module, "USES_PARAMS", True)
         params = load_params(args.params, args.overrides) if uses_params else {}

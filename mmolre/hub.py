@@ -56,8 +56,16 @@ class PretrainedMixin:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise MmolreError(f"{folder / WEIGHTS_NAME}: not loadable ({reason}); the file is corrupt, truncated "
                               "or from another model: train again or fetch it again") from None
-        model.provenance = {k: v for k, v in config.items() if k != "model"}
+        model.provenance = {k: v for k, v in config.items() if k != "model"} | origin(name_or_path, folder)
         return model.to(device).eval()
+
+
+def origin(name_or_path: str | Path, folder: Path) -> dict:
+    """{"hub": {"repo", "revision"}} for a model downloaded from the hub (its snapshot folder is named by the
+    commit), else {}."""
+    if Path(name_or_path).is_dir():
+        return {}
+    return {"hub": {"repo": str(name_or_path), "revision": folder.name}}
 
 
 def resolve(name_or_path: str | Path, revision: str | None = None) -> Path:

@@ -16,10 +16,11 @@ from mmolre.architectures import from_pretrained
 from mmolre.model import MMoLRE, predictions
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[MMoLRE, dict]:
-    """The model of a model folder, whatever its arch (eval mode), and its provenance (mmolre/hub.py; never a
-    pickle)."""
-    model = from_pretrained(path, device)
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", revision: str | None = None
+                    ) -> tuple[MMoLRE, dict]:
+    """The model of a model folder or hub id (at `revision`), whatever its arch (eval mode), and its provenance
+    (mmolre/hub.py; never a pickle)."""
+    model = from_pretrained(path, device, revision)
     return model, model.provenance
 
 

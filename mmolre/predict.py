@@ -6,13 +6,15 @@
     mmolre predict --model models/main --audio clip.wav      # no --text: a speech recogniser transcribes it
     mmolre predict --model models/main --audio clip.wav --no-text   # scored with the text absent
     mmolre predict --model models/main --inputs clips/       # <name>.wav (or .mp4) [+ <name>.txt]
+    mmolre predict --model you/mmolre-demo --audio clip.wav  # a model `mmolre publish` put on the hub
 
 Runs the encoders the model was trained on (recorded in its checkpoint) and the model; a model that reads
 video takes the frames of `--video` (without one, the video is absent, as for a clip without a video
 stream), and a video file with no `--audio` gives the audio too (its audio track, decoded with PyAV);
 prints what the label space of its training corpus predicts (CMU and the demo: the sentiment score in
 [-3, 3] and each emotion's presence probability; other corpora: class or target values by name), or JSON
-with --json. Many inputs are batched.
+with --json. Many inputs are batched. Each result names the model: its folder, or `<hub id>@<commit>` (pass
+that commit as --revision to get the same model again).
 """
 
 from __future__ import annotations
@@ -48,10 +50,12 @@ class Predictor:
     encoders: dict  # modality -> its encoder, for the modalities the model reads
     cfg: FeaturizeParams
     device: torch.device
+    source: str      # the model folder, or <hub id>@<commit> of a hub model (the revision pinned)
 
 
-def load_predictor(model_path: Path, device: torch.device) -> Predictor:
-    model, meta = load_checkpoint(model_path, device)
+def load_predictor(model_path: Path | str, device: torch.device, revision: str | None = None) -> Predictor:
+    """The model of a folder or hub id (at `revision`; the hub commit it got is in `source`) and its encoders."""
+    model, meta = load_checkpoint(model_path, device, revision)
     features = meta["features"]
     if "processed" in features:
         source = json.loads(features["processed"])
@@ -68,7 +72,8 @@ def load_predictor(model_path: Path, device: torch.device) -> Predictor:
             raise MmolreError(f"{model_path} was trained on other {m} features: {expected_dim}-d from "
                               f"{encoder.name!r} revision {revision}; that encoder now gives {encoder.dim}-d, "
                               f"revision {encoder.revision}")
-    return Predictor(model, encoders, cfg, device)
+    hub = meta.get("hub")
+    return Predictor(model, encoders, cfg, device, f"{hub['repo']}@{hub['revision']}" if hub else str(model_path))
 
 
 def read_inputs(audio: Path | None, text: str | None, inputs: Path | None, video: Path | None = None) -> pd.DataFrame:
@@ -209,7 +214,8 @@ def usable_rows(predictor: Predictor, table: pd.DataFrame, texts: list, sources:
             raw_inputs(predictor, row, texts[position])
         if problem is None:
             text = {"text": texts[position]} if sources[position] not in ("given", "absent") else {}
-            usable.append((position, {"id": str(row.id), **text, "text_source": sources[position]}, raw))
+            usable.append((position, {"id": str(row.id), **text, "text_source": sources[position],
+                                      "model": predictor.source}, raw))
         else:
             results[position] = {"id": str(row.id), "skipped": problem}
             print(f"predict: skipped {row.id}: {problem}", file=sys.stderr)
@@ -262,7 +268,10 @@ def named(task: Task, values: np.ndarray) -> float | dict[str, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="models/main",
-                        help="a trained model folder (model.safetensors + config.json), or a hub id when online")
+                        help="a trained model folder (model.safetensors + config.json), or a hub id (owner/name, "
+                             "as `mmolre publish` uploads it; downloaded once, then cached)")
+    parser.add_argument("--revision", default=None, help="the hub commit (or branch, tag) of a hub --model; "
+                                                         "default: its newest. The commit used is printed")
     parser.add_argument("--audio", type=Path, help="one recording (wav, flac, ogg; or any media file FFmpeg reads)")
     parser.add_argument("--video", type=Path, help="its video (mp4, ...), for a model that reads video; without "
                                                    "--audio, its audio track is the recording")
@@ -288,11 +297,12 @@ def run(args: argparse.Namespace, params: dict) -> None:
     device = pick_device(args.device)
     needs_asr = not args.no_text and table.text.isna().any()  # the recogniser first: a bad one fails before the model
     transcriber = load_transcriber(args.asr_model, args.asr_language, device) if needs_asr else None
-    predictor = load_predictor(args.model, device)
+    predictor = load_predictor(args.model, device, args.revision)
     results = predict_table(predictor, table, args.batch_size, transcriber, args.no_text)
     if args.json:
         print(json.dumps(results if args.inputs else results[0], indent=2))
         return
+    print(f"model: {predictor.source}")
     for r in results:
         if "skipped" in r:
             print(f"{r['id']}: skipped ({r['skipped']})")

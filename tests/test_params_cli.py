@@ -1,5 +1,6 @@
 """params.yaml loading, --set overrides, and the CLI's messages."""
 
+import importlib
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -38,10 +39,25 @@ def test_build_names_the_unknown_key():
 def test_every_stage_has_help():
     out = subprocess.run([sys.executable, "-m", "mmolre", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0
-    for stage in ("download", "prepare", "featurize", "train", "evaluate", "report"):
+    for stage in ("download", "prepare", "featurize", "train", "evaluate", "report", "predict", "publish"):
         assert stage in out.stdout
     out = subprocess.run([sys.executable, "-m", "mmolre", "train", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert "--run" in out.stdout and "--set" in out.stdout and "early stopping" in out.stdout
+
+
+def test_the_commands_are_entry_points_so_a_new_one_leaves_cli_py_unchanged():
+    """Every stage imports cli.py: a command list there would make a new command rerun every stage."""
+    import tomllib
+
+    from mmolre.cli import commands
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["mmolre.commands"]
+    assert commands() == declared  # the installed metadata is the file's (else: make setup)
+    cli = (ROOT / "mmolre" / "cli.py").read_text()
+    assert not [name for name in declared if f'"{name}"' in cli or f"'{name}'" in cli]
+    for module in declared.values():
+        imported = importlib.import_module(module)
+        assert callable(imported.add_arguments) and callable(imported.run), module
 
 
 @pytest.mark.parametrize("dataset, first_file", [("mosi", "CMU_MOSI.zip"), ("mosei", "CMU_MOSEI.zip")])

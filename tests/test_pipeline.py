@@ -139,3 +139,91 @@ def test_a_fresh_clone_pulls_every_output_from_the_remote_and_recomputes_nothing
     assert "Data and pipelines are up to date" in sh(clone, *dvc, "status")
     log = sh(clone, *dvc, "repro")
     assert ran_stages(log) == set() and "Data and pipelines are up to date" in log
+
+
+def hub_env(hub, home: Path, **extra) -> dict:
+    """The tools' environment pointed at the hub on 127.0.0.1 (HF_ENDPOINT), with its token and a fresh cache."""
+    from fake_hub import TOKEN
+
+    return {**tool_env(), "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": TOKEN, "HF_HOME": str(home),
+            "HF_HUB_OFFLINE": "0", **extra}
+
+
+def run_in(repo: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_publish_uploads_card_weights_and_config_in_one_commit_and_predict_from_the_hub_equals_the_folder(
+        repo, tmp_path, monkeypatch, capsys):
+    """Publish and predict from the hub run as the user runs them (HF_ENDPOINT is read when huggingface_hub is
+    imported); the dry run and the folder's predictions in this process."""
+    from huggingface_hub import ModelCard
+
+    from fake_hub import FakeHub
+    from mmolre.cli import main
+    from mmolre.metrics import flatten
+
+    sh(repo, sys.executable, "-m", "dvc", "repro")  # up to date (a no-op after the tests above)
+    wav = str(repo / "data/raw/demo/audio" / sorted(p.name for p in (repo / "data/raw/demo/audio").iterdir())[0])
+    with FakeHub() as hub:
+        env = hub_env(hub, tmp_path / "hf")
+        out = run_in(repo, env, "mmolre", "publish", "models/main", "--repo", "tester/mmolre-demo", "--private",
+                     "--license", "apache-2.0")
+        assert out.returncode == 0, out.stderr
+        repository = hub.repos["tester/mmolre-demo"]
+        (oid, summary, files), = repository.commits[1:]  # one commit after the hub's initial one
+        assert repository.private and summary == "mmolre publish: run main"
+        assert sorted(files) == [".gitattributes", "README.md", "config.json", "model.safetensors"]
+        for name in ("config.json", "model.safetensors"):
+            assert files[name] == (repo / "models/main" / name).read_bytes()
+        assert f"mmolre predict --model tester/mmolre-demo --revision {oid} --audio clip.wav" in out.stdout
+        data = ModelCard(files["README.md"].decode()).data
+        metrics = flatten(json.loads((repo / "reports/metrics.json").read_text())["demo"])
+        defined = {key: value for key, value in metrics.items() if value is not None}  # null: undefined (NaN)
+        assert {r.metric_type: r.metric_value for r in data.eval_results} == defined and "msa.mae" in defined
+        assert all(r.metric_args == {"seeds": [1111]} for r in data.eval_results)  # one seed: no std
+        assert data.library_name == "mmolre" and data.base_model == ["sentence-transformers/all-MiniLM-L6-v2"]
+
+        monkeypatch.chdir(repo)
+        capsys.readouterr()
+        assert main(["publish", "models/main", "--repo", "tester/mmolre-demo", "--private", "--license",
+                     "apache-2.0", "--dry-run", str(tmp_path / "staged")]) == 0
+        assert "nothing uploaded" in capsys.readouterr().out and len(repository.commits) == 2
+        assert (tmp_path / "staged" / "README.md").read_bytes() == files["README.md"]
+
+        predict = ("predict", "--audio", wav, "--text", "what a lovely day", "--json")
+        assert main([*predict, "--model", "models/main"]) == 0
+        from_folder = json.loads(capsys.readouterr().out)
+        got = run_in(repo, env, "mmolre", *predict, "--model", "tester/mmolre-demo")
+        assert got.returncode == 0, got.stderr
+        from_hub = json.loads(got.stdout)
+        assert from_hub.pop("model") == f"tester/mmolre-demo@{oid}" and from_folder.pop("model") == "models/main"
+        assert from_hub == from_folder
+        hub.shutdown()  # the pinned revision comes from the cache now
+        cached = run_in(repo, {**env, "HF_HUB_OFFLINE": "1"}, "mmolre", *predict, "--model", "tester/mmolre-demo",
+                        "--revision", oid)
+        assert cached.returncode == 0, cached.stderr
+        assert json.loads(cached.stdout) == {**from_folder, "model": f"tester/mmolre-demo@{oid}"}
+
+
+def test_publish_refuses_a_dirty_workspace_and_a_missing_token_in_one_line(repo, tmp_path, monkeypatch, capsys):
+    from mmolre.cli import main
+
+    monkeypatch.chdir(repo)
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no login" / "token"))
+    assert main(["publish", "models/main", "--repo", "tester/x"]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said == ["mmolre publish: error: no Hugging Face token: run `hf auth login` (a token with write access) "
+                    "or set HF_TOKEN; --dry-run DIR writes the files without uploading"]
+    set_yaml(repo / "params.yaml", "train", "lr", 0.002)
+    try:
+        assert main(["publish", "models/main", "--repo", "tester/x", "--dry-run", str(tmp_path / "d")]) == 2
+    finally:
+        sh(repo, "git", "checkout", "--", "params.yaml")
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("mmolre publish: error: dvc status: train@main, train@trimodal "
+                                                 "changed since the last `dvc repro`, so the model, its metrics")
+    assert not (tmp_path / "d").exists()
