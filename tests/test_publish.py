@@ -141,3 +141,20 @@ def test_outside_a_project_and_a_copy_of_a_model_are_refused(tmp_path):
     with pytest.raises(MmolreError, match=r"publish takes the pipeline's output of run 'main', models/main \(the one "
                                           r"dvc.lock and the reports vouch for\), not a copy"):
         gather(model, tmp_path)
+
+
+def test_the_commit_holds_the_card_the_model_and_each_further_seeds_model(evidence):
+    from mmolre.publish import stage
+
+    folder = evidence.folder
+    for sub, content in (("", b"first"), ("seeds/1/", b"second")):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        (folder / f"{sub}config.json").write_text('{"seed": "%s"}' % sub)
+        (folder / f"{sub}model.safetensors").write_bytes(content)
+    dest = folder.parent / "commit"
+    dest.mkdir()
+    files = stage(evidence, "tester/m", None, dest)
+    assert [str(f) for f in files] == ["README.md", "config.json", "model.safetensors", "seeds/1/config.json",
+                                       "seeds/1/model.safetensors"]
+    assert (dest / "seeds/1/model.safetensors").read_bytes() == b"second"
+    assert (dest / "model.safetensors").read_bytes() == b"first"
