@@ -21,8 +21,9 @@ repro: setup
 	dvc config core.analytics false
 	dvc repro
 
+# Test files in parallel, one per worker (module fixtures are shared within a file), a thread each (conftest).
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 clean:
 	rm -rf data/raw data/prepared data/features models

@@ -120,7 +120,7 @@ def gather(folder: Path, root: Path = Path(".")) -> Evidence:
     if changed:
         raise MmolreError(f"dvc status: {', '.join(changed)} changed since the last `dvc repro`, so the model, "
                           "its metrics and its params may not belong together: run `dvc repro`, then publish")
-    manifest = Path(root / "data" / "raw" / config["dataset"] / "MANIFEST.json")
+    manifest = root / "data" / "raw" / config["dataset"] / "MANIFEST.json"
     return Evidence(run, folder, config, params, metrics, metrics_file, run_seeds(params, run), lock_hashes(root),
                     json.loads(manifest.read_text()) if manifest.is_file() else {}, git_commit(root))
 

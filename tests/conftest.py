@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `make test`'s parallel workers: one thread each, as the CPUs
+    for _key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # are shared among them (before torch is imported)
+        os.environ.setdefault(_key, "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
