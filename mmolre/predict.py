@@ -293,6 +293,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: dict) -> None:
     if args.no_text and args.text is not None:
         raise MmolreError("--text and --no-text: give one of them")
+    if args.revision is not None and Path(args.model).is_dir():
+        raise MmolreError(f"--revision {args.revision}: {args.model} is a local folder; a revision pins a hub id")
     table = read_inputs(args.audio, args.text, args.inputs, args.video)
     device = pick_device(args.device)
     needs_asr = not args.no_text and table.text.isna().any()  # the recogniser first: a bad one fails before the model

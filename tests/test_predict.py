@@ -60,7 +60,7 @@ def test_csv_and_folder_inputs_are_batched_and_agree(tiny_demo, model_path, tabl
     assert one[0]["sentiment"] == pytest.approx(by_csv[3]["sentiment"], abs=1e-4)
 
 
-def test_errors_say_what_is_wrong(tiny_demo, model_path, table, tmp_path):
+def test_errors_say_what_is_wrong(tiny_demo, model_path, table, tmp_path, capsys):
     predictor = load_predictor(model_path, torch.device("cpu"))
     wav = tiny_demo["raw"] / table.audio_path[0]
     with pytest.raises(MmolreError, match="text is empty"):
@@ -77,6 +77,9 @@ def test_errors_say_what_is_wrong(tiny_demo, model_path, table, tmp_path):
     (tmp_path / "other" / "config.json").write_text(json.dumps(config))
     with pytest.raises(MmolreError, match="trained on other text features"):
         load_predictor(tmp_path / "other", torch.device("cpu"))
+    assert main(["predict", "--model", str(model_path), "--revision", "abc123", "--audio", str(wav), "--text",
+                 "hi"]) == 2
+    assert f"--revision abc123: {model_path} is a local folder; a revision pins a hub id" in capsys.readouterr().err
 
 
 def test_real_recordings_short_long_and_narrowband(tiny_demo, model_path, tmp_path, capsys):
