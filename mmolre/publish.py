@@ -20,6 +20,7 @@ import argparse
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,8 +301,9 @@ def stage(evidence: Evidence, repo: str, license: str | None, dest: Path) -> lis
     return sorted(p.relative_to(dest) for p in dest.rglob("*") if p.is_file())
 
 
-def upload(staged: Path, repo: str, private: bool, run: str):
-    """One commit of `staged` to hub repo `repo` (created when missing); replaces seeds/ a former publish left."""
+def upload(staged: Path, repo: str, private: bool, run: str) -> tuple:
+    """One commit of `staged` to hub repo `repo` (created when missing; an existing one keeps its visibility);
+    replaces seeds/ a former publish left. (the commit, whether the repository is private)."""
     from huggingface_hub import HfApi, constants, get_token
 
     token = get_token()
@@ -314,8 +316,9 @@ def upload(staged: Path, repo: str, private: bool, run: str):
     api = HfApi(token=token)
     try:
         api.create_repo(repo, private=private, exist_ok=True)
-        return api.upload_folder(repo_id=repo, folder_path=staged, delete_patterns=[f"{SEEDS_FOLDER}/**"],
-                                 commit_message=f"mmolre publish: run {run}")
+        commit = api.upload_folder(repo_id=repo, folder_path=staged, delete_patterns=[f"{SEEDS_FOLDER}/**"],
+                                   commit_message=f"mmolre publish: run {run}")
+        return commit, bool(api.repo_info(repo, revision=commit.oid).private)
     except Exception as e:  # the hub's refusals, and the HTTP client's connection errors (httpx's own classes)
         raise MmolreError(hub_failure(e, repo, api.endpoint)) from None
 
@@ -357,9 +360,12 @@ def run(args: argparse.Namespace, params: dict) -> None:
             print(f"publish: dry run: {len(files)} files in {args.dry_run} ({', '.join(map(str, files))}); "
                   "nothing uploaded")
             return
-        commit = upload(staged, args.repo, args.private, evidence.run)
+        commit, private = upload(staged, args.repo, args.private, evidence.run)
     print(f"publish: {args.model} (run {evidence.run}) -> {commit.commit_url} ({len(files)} files, "
-          f"{'private' if args.private else 'public'})")
+          f"{'private' if private else 'public'})")
+    if args.private and not private:
+        print(f"publish: warning: {args.repo} existed and is public; --private does not change that (the "
+              "repository's settings on the hub do)", file=sys.stderr)
     print(f"publish: use it: mmolre predict --model {args.repo} --revision {commit.oid} --audio clip.wav")
 
 

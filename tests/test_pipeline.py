@@ -177,6 +177,7 @@ def test_publish_uploads_card_weights_and_config_in_one_commit_and_predict_from_
         for name in ("config.json", "model.safetensors"):
             assert files[name] == (repo / "models/main" / name).read_bytes()
         assert f"mmolre predict --model tester/mmolre-demo --revision {oid} --audio clip.wav" in out.stdout
+        assert f"/tester/mmolre-demo/commit/{oid} (3 files, private)" in out.stdout
         data = ModelCard(files["README.md"].decode()).data
         metrics = flatten(json.loads((repo / "reports/metrics.json").read_text())["demo"])
         defined = {key: value for key, value in metrics.items() if value is not None}  # null: undefined (NaN)

@@ -158,3 +158,24 @@ def test_the_commit_holds_the_card_the_model_and_each_further_seeds_model(eviden
                                        "seeds/1/model.safetensors"]
     assert (dest / "seeds/1/model.safetensors").read_bytes() == b"second"
     assert (dest / "model.safetensors").read_bytes() == b"first"
+
+
+def test_an_existing_public_repository_stays_public_and_says_so(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from fake_hub import TOKEN, FakeHub
+    from mmolre.publish import upload
+
+    staged = tmp_path / "commit"
+    staged.mkdir()
+    (staged / "config.json").write_text("{}")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with FakeHub() as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        commit, private = upload(staged, "tester/open", False, "main")  # created public
+        assert not private and hub.repos["tester/open"].commits[-1][0] == commit.oid
+        commit, private = upload(staged, "tester/open", True, "main")  # --private on an existing public one
+        assert not private and not hub.repos["tester/open"].private
+        _, private = upload(staged, "tester/closed", True, "main")
+        assert private and hub.repos["tester/closed"].private
