@@ -219,9 +219,16 @@ def results_section(evidence: Evidence) -> list[str]:
     return lines + [""]
 
 
-def usage_section(repo: str, arch: str) -> list[str]:
+def usage_section(repo: str, arch: str, features: dict) -> list[str]:
+    """How to use the published model: predict on recordings, or (features of a processed file) load it."""
     load = (f'from mmolre.model import MMoLRE\nmodel = MMoLRE.from_pretrained("{repo}")' if arch == "mmolre" else
             f'from mmolre.architectures import from_pretrained\nmodel = from_pretrained("{repo}")')
+    if "processed" in features:  # predict cannot compute a processed file's features from a recording
+        source = json.loads(features["processed"])
+        return ["## Use it", "", f"Trained on the features of a processed file ({source['description']}), which "
+                "cannot be computed from a new recording: `mmolre predict` refuses this model. Load it with mmolre "
+                "installed and give it features of the same form (widths: config.json `model.dims`):", "",
+                "```python", load, "```", ""]
     return ["## Use it", "", "With mmolre installed (its README's setup command):", "", "```bash",
             f"mmolre predict --model {repo} --audio clip.wav --text \"what was said\"",
             f"mmolre predict --model {repo} --audio clip.wav            # transcribed by a speech recogniser",
@@ -284,7 +291,8 @@ def card(evidence: Evidence, repo: str, license: str | None):
              f") trained by the mmolre pipeline on `{evidence.config['dataset']}`: sentiment and emotions from "
              f"{modalities}. Run `{evidence.run}`; {len(evidence.seeds)} seed(s). License: "
              f"{license or 'not stated by the publisher'}.", ""]
-    body = [*intro, *outputs_section(evidence), *results_section(evidence), *usage_section(repo, arch),
+    body = [*intro, *outputs_section(evidence), *results_section(evidence),
+            *usage_section(repo, arch, evidence.config["features"]),
             *params_section(evidence), *provenance_section(evidence)]
     return ModelCard(f"---\n{card_data(evidence, name, license).to_yaml()}\n---\n\n" + "\n".join(body))
 

@@ -179,3 +179,14 @@ def test_an_existing_public_repository_stays_public_and_says_so(tmp_path, monkey
         assert not private and not hub.repos["tester/open"].private
         _, private = upload(staged, "tester/closed", True, "main")
         assert private and hub.repos["tester/closed"].private
+
+
+def test_a_model_of_processed_features_is_published_with_how_to_load_it_not_predict(evidence):
+    import json
+
+    evidence.config["features"]["processed"] = json.dumps({"description": "MMSA's MOSEI unaligned_50.pkl",
+                                                           "sha256": "ef" * 32, "encoders": {"text": "mmsa-bert"}})
+    text = str(card(evidence, "tester/mmolre-mosei", None))
+    assert ("Trained on the features of a processed file (MMSA's MOSEI unaligned_50.pkl), which cannot be computed "
+            "from a new recording: `mmolre predict` refuses this model.") in text
+    assert "mmolre predict --model" not in text and 'MMoLRE.from_pretrained("tester/mmolre-mosei")' in text
