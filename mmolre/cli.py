@@ -5,6 +5,7 @@ them (predict, publish, model-info, ...). The commands are entry points of the g
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
 from importlib.metadata import entry_points
@@ -16,6 +17,7 @@ from mmolre.params import load_params, validate_params
 COMMANDS = "mmolre.commands"  # the entry-point group naming each command's module (pyproject.toml)
 
 
+@functools.cache
 def commands() -> dict[str, str]:
     """`mmolre <command>` -> its module, as pyproject.toml declares them (the installed package's metadata)."""
     found = {ep.name: ep.value for ep in entry_points(group=COMMANDS)}

