@@ -50,16 +50,17 @@ paper: setup
 	dvc config core.analytics false
 	HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 dvc exp run -n paper $(PAPER)
 
-# The field's standard comparison (docs/processed-features.md): MMoLRE and the five fusion baselines on MMSA's
+# The field's standard comparison (docs/processed-features.md): MMoLRE and the five fusion-only variants on MMSA's
 # processed unaligned MOSI and MOSEI features at PROCESSED (MMSA's release: its MOSI/Processed/unaligned_50.pkl and
-# MOSEI/Processed/unaligned_50.pkl), every run on text, audio and vision over three seeds; one DVC experiment per
-# corpus, whose report sets the runs beside MMSA's published table. STANDARD_MODEL: the model's size (the paper's).
+# MOSEI/Processed/unaligned_50.pkl), every run on text, audio and vision over MMSA's five seeds (1111-1115, whose
+# mean MMSA publishes); one DVC experiment per corpus, whose report sets the runs beside MMSA's published table with
+# intervals and paired tests (docs/comparisons.md). STANDARD_MODEL: the model's size (the paper's).
 PROCESSED ?=
-STANDARD_RUN := modalities:[text,audio,video],seeds:[1111,1,11]
+STANDARD_RUN := modalities:[text,audio,video],seeds:[1111,1112,1113,1114,1115]
 STANDARD_MODEL ?= -S model.d_model=768 -S model.n_experts=15 -S model.rank=128 -S model.n_heads=8 \
 	-S train.lr=0.0001 -S train.epochs=40 -S train.patience=8
 STANDARD := -S '~runs.text_only' -S '~runs.audio_only' -S '~runs.trimodal' -S 'runs.main={$(STANDARD_RUN)}' \
-	$(foreach arch,late_fusion tfn lmf mult misa,-S '+runs.$(arch)={arch:$(arch),$(STANDARD_RUN)}') \
+	$(foreach arch,late_fusion fusion_tfn fusion_lmf fusion_mult fusion_misa,-S '+runs.$(arch)={arch:$(arch),$(STANDARD_RUN)}') \
 	-S evaluate.robustness=false $(STANDARD_MODEL)
 
 standard: setup

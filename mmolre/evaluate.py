@@ -4,8 +4,14 @@ reports/metrics.json: the `main` run on `evaluate.split`, shaped
 {dataset: {"msa": {...}, "mer": {...}}} (mer where the dataset has emotion labels); each block holds the
 metrics of its task in the dataset's label space (mmolre/label_spaces.py, mmolre/metrics.py: `score`).
 reports/runs.json: the same for every run (modality comparison, ablations). A run trained from several
-`seeds` reports their mean under each key and the sample std beside it (`mae_std`, ...); its predictions,
-routing and robustness come from its first seed's model.
+`seeds` reports their mean under each key and beside it the sample std (`mae_std`), the half-width of the 95 %
+t interval of the mean (`mae_ci95`) and, in runs.json only, each seed's value in the order of its `seeds`
+(`mae_seeds`); its written predictions, routing and robustness come from its first seed's model.
+reports/eval/comparisons.json: the main run against every other run (their predictions averaged over seeds),
+and each robustness condition against the full input, on the same utterances of `evaluate.split`: each
+headline metric's difference, 95 % bootstrap interval and permutation-test p-value (mmolre/stats.py).
+reports/eval/selection.json: per run, how its checkpoints were chosen (metric on the valid split, patience,
+epochs) and the epoch chosen for each seed.
 reports/robustness.json: each text+audio model on `evaluate.split` in full, with the audio absent, the
 text absent (a mask, not zeros), and the audio replaced by noise (`evaluate.robustness`).
 reports/costs.json: per run, its model's parameters and forward FLOPs per utterance of the split's mean
@@ -34,12 +40,13 @@ from mmolre.device import pick_device
 from mmolre.features import LABEL_ARRAYS, FeatureFile, feature_path
 from mmolre.files import atomic_file, write_json
 from mmolre.label_spaces import Task
-from mmolre.metrics import class_index, labelled, mean_std, score
+from mmolre.metrics import class_index, labelled, mean_std, score, without_seeds
 from mmolre.inference import infer, trained_model
 from mmolre.modalities import PAPER_MODALITIES
 from mmolre.model_info import closed_form_flops
 from mmolre.params import EvaluateParams, build
 from mmolre.runs import MAIN_RUN, run_seeds, validate_runs
+from mmolre.stats import CONFIDENCE, HEADLINES, STATS_RESAMPLES, paired
 
 SECTIONS = ("data", "evaluate", "train", "model", "runs")  # the params it reads
 
@@ -64,16 +71,13 @@ def noise(modality: str, mean: torch.Tensor, std: torch.Tensor, seed: int):
 
 def robustness(model, features: FeatureFile, indices: np.ndarray, batch_size: int, device, seed: int,
                store: FeatureStore | None = None) -> dict:
-    """{condition: {dataset: metrics}} of a multimodal model with each of its modalities absent (the last of the
+    """{condition: predictions} of a multimodal model with each of its modalities absent (the last of the
     registry first: audio absent, then text absent for text+audio), and with audio the audio replaced by noise."""
     conditions = {f"{m} absent": absent(m) for m in reversed(model.config.modalities)}
     if "audio" in model.config.modalities:
         conditions["audio noise"] = noise("audio", model.inputs["audio"].mean, model.inputs["audio"].std, seed)
-    out = {}
-    for name, transform in conditions.items():
-        result = infer(model, features, indices, batch_size, device, transform=transform, store=store)
-        out[name] = split_metrics(features, indices, result["sentiment"], result["emotions"])
-    return out
+    return {name: infer(model, features, indices, batch_size, device, transform=transform, store=store)
+            for name, transform in conditions.items()}
 
 
 def split_metrics(features: FeatureFile, indices: np.ndarray, sentiment: np.ndarray, emotions: np.ndarray) -> dict:
@@ -155,11 +159,16 @@ def refuse_non_finite(what: str, ids: np.ndarray, result: dict, tasks) -> None:
 
 @dataclass
 class RunScores:
-    """One run on `evaluate.split`: metrics (mean and std over its seeds), robustness, the main run's routing."""
+    """One run on `evaluate.split`: metrics (mean, spread and values over its seeds), its predictions averaged
+    over the seeds, robustness (metrics and the first seed's predictions per condition), the main run's routing,
+    and how each seed's checkpoint was chosen."""
     metrics: dict
+    predictions: dict
     robustness: dict | None = None
+    conditions: dict = field(default_factory=dict)
     routing: dict = field(default_factory=dict)
     costs: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
 
 
 def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path) -> dict:
@@ -174,8 +183,11 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
     store = FeatureStore(features, tuple(features.offsets), store_place) if store_place is not None else None
     scores = {run: evaluate_run(params, cfg, run, features, models_root, reports, device, store) for run in runs}
     all_metrics = {run: s.metrics for run, s in scores.items()}
-    write_json(reports / "metrics.json", all_metrics[MAIN_RUN])
+    write_json(reports / "metrics.json", without_seeds(all_metrics[MAIN_RUN]))
     write_json(reports / "runs.json", all_metrics)
+    indices = features.indices(cfg.split)
+    write_json(reports / "eval" / "comparisons.json", comparisons(scores, features, indices, int(params["data"]["seed"])))
+    write_json(reports / "eval" / "selection.json", {run: s.selection for run, s in scores.items()})
     write_json(reports / "robustness.json", {run: s.robustness for run, s in scores.items() if s.robustness})
     write_json(reports / "costs.json", {run: s.costs for run, s in scores.items()})
     write_details(reports / "eval" / "details.json", cfg.split, features, scores[MAIN_RUN].routing)
@@ -219,19 +231,61 @@ def evaluate_run(params: dict, cfg: EvaluateParams, run: str, features: FeatureF
 def score_run(params: dict, cfg: EvaluateParams, run: str, model, result: dict, features: FeatureFile,
               indices: np.ndarray, models_root: Path, device: torch.device, store: FeatureStore | None) -> RunScores:
     """Metrics of the run's first seed (`result`) and of its other seeds, robustness of its text+audio model."""
-    per_seed = [split_metrics(features, indices, result["sentiment"], result["emotions"])]
-    for seed in run_seeds(params, run)[1:]:  # the run's other seeds: scored, not written out
+    seeds = run_seeds(params, run)
+    results, selection = [result], {str(seeds[0]): model.provenance.get("selection")}
+    for seed in seeds[1:]:  # the run's other seeds: scored, not written out
         other = trained_model(models_root / run / "seeds" / str(seed), run, features, device)
         again = infer(other, features, indices, cfg.batch_size, device, store=store)
         refuse_non_finite(f"{run} (seed {seed}) on {cfg.split}", features.utterance_id[indices], again,
                           other.config.tasks)
-        per_seed.append(split_metrics(features, indices, again["sentiment"], again["emotions"]))
-    robust = None
+        results.append(again)
+        selection[str(seed)] = other.provenance.get("selection")
+    per_seed = [split_metrics(features, indices, r["sentiment"], r["emotions"]) for r in results]
+    averaged = {k: np.mean([r[k] for r in results], axis=0) for k in LABEL_ARRAYS.values()}
+    robust, conditions = None, {}
     if cfg.robustness and len(model.config.modalities) >= 2:
-        robust = {"full": per_seed[0], **robustness(model, features, indices, cfg.batch_size, device,
-                                                    int(params["data"]["seed"]), store)}
+        conditions = robustness(model, features, indices, cfg.batch_size, device, int(params["data"]["seed"]), store)
+        robust = {"full": per_seed[0], **{c: split_metrics(features, indices, r["sentiment"], r["emotions"])
+                                          for c, r in conditions.items()}}
     routing = {k: v.mean(0).tolist() for k, v in result["routing"].items()}
-    return RunScores(mean_std(per_seed), robust, routing, costs(model, features, indices))
+    return RunScores(mean_std(per_seed, per_seed=True), averaged, robust, {"full": result, **conditions}, routing,
+                     costs(model, features, indices), selection)
+
+
+def compare(features: FeatureFile, indices: np.ndarray, a: dict, b: dict, seed: int) -> list[dict]:
+    """Each headline metric (mmolre/stats.py HEADLINES) of predictions `a` against `b` on the same utterances
+    of `indices`, per dataset, on the rows where both predict and the label is known."""
+    out = []
+    for dataset in sorted(set(features.dataset[indices])):
+        rows = features.dataset[indices] == dataset
+        for task, spec in features.tasks.items():
+            name = LABEL_ARRAYS[task]
+            label, x, y = features.labels(task)[indices][rows], a[name][rows], b[name][rows]
+            known = labelled(label) & labelled(x) & labelled(y)
+            if spec.metrics not in HEADLINES or known.sum() < 2:
+                continue
+            for metric, statistic in HEADLINES[spec.metrics].items():
+                tested = paired(x[known], y[known], label[known], statistic, seed)
+                values = [float(statistic(p[known], label[known])) for p in (x, y)]
+                out.append({"dataset": dataset, "metric": f"{spec.key}.{metric}", "a_value": values[0],
+                            "b_value": values[1], **tested})
+    return out
+
+
+def comparisons(scores: dict[str, RunScores], features: FeatureFile, indices: np.ndarray, seed: int) -> dict:
+    """The main run against every other run (seed-averaged predictions), each robustness condition against the
+    full input (the run's first seed): reports/eval/comparisons.json."""
+    pairs = [{"a": MAIN_RUN, "b": run, "kind": "runs",
+              **entry} for run in scores if run != MAIN_RUN
+             for entry in compare(features, indices, scores[MAIN_RUN].predictions, scores[run].predictions, seed)]
+    for run, s in scores.items():
+        for condition, predicted in s.conditions.items():
+            if condition != "full":
+                pairs += [{"a": f"{run}, {condition}", "b": f"{run}, full input", "kind": "robustness", **entry}
+                          for entry in compare(features, indices, predicted, s.conditions["full"], seed)]
+    return {"method": {"interval": f"paired bootstrap over utterances, percentile, {CONFIDENCE:.0%}",
+                       "p": "paired permutation test (each utterance's two predictions swapped), two-sided",
+                       "resamples": STATS_RESAMPLES, "seed": seed}, "pairs": pairs}
 
 
 def costs(model, features: FeatureFile, indices: np.ndarray) -> dict:

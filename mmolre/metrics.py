@@ -155,19 +155,38 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def mean_std(results: list[dict]) -> dict:
+SPREAD = ("_std", "_ci95", "_seeds")  # what mean_std writes beside a metric: not metrics themselves
+
+
+def is_spread(key: str) -> bool:
+    return key.endswith(SPREAD)
+
+
+def mean_std(results: list[dict], per_seed: bool = False) -> dict:
     """Metrics of several seeds (same nested shape) -> their mean under the same keys and, with more than one
-    seed, the sample standard deviation (ddof = 1) beside each as `<key>_std`."""
+    seed, beside each: the sample standard deviation (ddof = 1) as `<key>_std`, the half-width of the 95 %
+    Student t interval of the mean as `<key>_ci95` (mmolre/stats.py: the interval is mean ± it) and, `per_seed`,
+    the seeds' values in order as `<key>_seeds`."""
+    from mmolre.stats import t_halfwidth
+
     out = {}
     for key, value in results[0].items():
         if isinstance(value, dict):
-            out[key] = mean_std([r[key] for r in results])
+            out[key] = mean_std([r[key] for r in results], per_seed)
             continue
         values = np.array([r[key] for r in results], dtype=np.float64)
         out[key] = float(values.mean())
         if len(values) > 1:
             out[f"{key}_std"] = float(values.std(ddof=1))
+            out[f"{key}_ci95"] = t_halfwidth(values)
+            if per_seed:
+                out[f"{key}_seeds"] = values.tolist()
     return out
+
+
+def without_seeds(tree: dict) -> dict:
+    """`tree` less its `<key>_seeds` lists (metrics.json holds numbers only, for `dvc metrics`)."""
+    return {k: without_seeds(v) if isinstance(v, dict) else v for k, v in tree.items() if not k.endswith("_seeds")}
 
 
 def accepted_metrics(tag: str, repo: str | Path = ".", path: str = "reports/metrics.json") -> dict | None:

@@ -49,19 +49,19 @@ def attention_layer_params(w: int, cross: bool) -> int:
 def fusion_params(cfg: MMoLREConfig) -> int:
     """A baseline's layers after the input projections (the pooled baselines: after their pooled layers)."""
     d, f, m, r, n = cfg.d_model, cfg.fusion_dim, len(cfg.modalities), cfg.fusion_rank, cfg.mult_layers
-    if cfg.arch == "mult":
+    if cfg.arch == "fusion_mult":
         sources = max(m - 1, 1)
         cross = m * (m - 1) * (n * attention_layer_params(d, True) + 2 * d)
         own = m * (n * attention_layer_params(sources * d, False) + 2 * sources * d)
         return cross + own + m * sources * d * d + d
-    if cfg.arch == "misa":  # E_c, the E_p^m, the decoder; a Transformer encoder layer; out
+    if cfg.arch == "fusion_misa":  # E_c, the E_p^m, the decoder; a Transformer encoder layer; out
         return (m + 2) * (f * f + f) + attention_layer_params(f, False) + 2 * m * f * d + d
-    return {"late_fusion": m * f * d + d, "tfn": (f + 1) ** m * d + d, "lmf": m * (f + 1) * r * d + r + d}[cfg.arch]
+    return {"late_fusion": m * f * d + d, "fusion_tfn": (f + 1) ** m * d + d, "fusion_lmf": m * (f + 1) * r * d + r + d}[cfg.arch]
 
 
 def baseline_params(cfg: MMoLREConfig) -> int:
     """A fusion baseline (mmolre/baselines/): pooled unimodal layers (all but mult), its fusion, the heads."""
-    pooled = 0 if cfg.arch == "mult" else len(cfg.modalities) * (cfg.d_model * cfg.fusion_dim + cfg.fusion_dim)
+    pooled = 0 if cfg.arch == "fusion_mult" else len(cfg.modalities) * (cfg.d_model * cfg.fusion_dim + cfg.fusion_dim)
     return input_params(cfg) + pooled + fusion_params(cfg) + head_params(cfg)
 
 
@@ -102,20 +102,20 @@ def fusion_flops(cfg: MMoLREConfig, lengths: dict[str, int]) -> int:
     """Matrix products only: the outer product, LMF's factor products and sums are elementwise (not counted);
     MISA's decoder runs only for its training losses."""
     d, f, m, r, n = cfg.d_model, cfg.fusion_dim, len(cfg.modalities), cfg.fusion_rank, cfg.mult_layers
-    if cfg.arch == "mult":
+    if cfg.arch == "fusion_mult":
         total, sources = 2 * m * max(m - 1, 1) * d * d, max(m - 1, 1)
         for target in cfg.modalities:
             t = lengths[target]
             total += sum(n * attention_layer_flops(d, t, lengths[s]) for s in cfg.modalities if s != target)
             total += n * attention_layer_flops(sources * d, t, t)
         return total
-    if cfg.arch == "misa":
+    if cfg.arch == "fusion_misa":
         return 2 * m * 2 * f * f + attention_layer_flops(f, 2 * m, 2 * m) + 2 * 2 * m * f * d
-    return {"late_fusion": 2 * m * f * d, "tfn": 2 * (f + 1) ** m * d, "lmf": m * 2 * (f + 1) * r * d}[cfg.arch]
+    return {"late_fusion": 2 * m * f * d, "fusion_tfn": 2 * (f + 1) ** m * d, "fusion_lmf": m * 2 * (f + 1) * r * d}[cfg.arch]
 
 
 def baseline_flops(cfg: MMoLREConfig, lengths: dict[str, int]) -> int:
-    pooled = 0 if cfg.arch == "mult" else len(cfg.modalities) * 2 * cfg.d_model * cfg.fusion_dim
+    pooled = 0 if cfg.arch == "fusion_mult" else len(cfg.modalities) * 2 * cfg.d_model * cfg.fusion_dim
     return input_flops(cfg, lengths) + pooled + fusion_flops(cfg, lengths) + head_flops(cfg)
 
 
@@ -164,12 +164,12 @@ def measured_flops(model: MMoLRE, lengths: dict[str, int]) -> int:
 
 
 def info_rows(cfg: MMoLREConfig, lengths: dict[str, int], measure: bool) -> list[dict]:
-    """MMoLRE and its full-rank twin, or the one baseline of `cfg.arch` (rank: its fusion_rank, lmf only)."""
+    """MMoLRE and its full-rank twin, or the one baseline of `cfg.arch` (rank: its fusion_rank, fusion_lmf only)."""
     rows = []
     models = ((("low-rank", cfg), ("full-rank twin", dataclasses.replace(cfg, variant="full_rank")))
               if cfg.arch == "mmolre" else ((cfg.arch, cfg),))
     for name, variant_cfg in models:
-        rank = variant_cfg.expert_rank if cfg.arch == "mmolre" else cfg.fusion_rank if cfg.arch == "lmf" else "–"
+        rank = variant_cfg.expert_rank if cfg.arch == "mmolre" else cfg.fusion_rank if cfg.arch == "fusion_lmf" else "–"
         row = {"model": name, "rank": rank, "params": closed_form_params(variant_cfg),
                "flops": closed_form_flops(variant_cfg, lengths)}
         if measure:

@@ -30,7 +30,7 @@ import yaml
 from mmolre import MmolreError, __version__
 from mmolre.hub import CONFIG_NAME, WEIGHTS_NAME
 from mmolre.label_spaces import LABEL_SPACES
-from mmolre.metrics import flatten
+from mmolre.metrics import flatten, is_spread
 from mmolre.modalities import MODALITIES
 from mmolre.params import load_params
 from mmolre.runs import MAIN_RUN, run_seeds, run_spec
@@ -154,7 +154,7 @@ def scores(evidence: Evidence) -> list[tuple[str, str, float | None, float | Non
     for corpus, blocks in evidence.metrics.items():
         values = flatten(blocks)
         rows += [(corpus, key, value, values.get(f"{key}_std")) for key, value in values.items()
-                 if not key.endswith("_std")]
+                 if not is_spread(key)]
     return rows
 
 

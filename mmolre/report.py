@@ -26,52 +26,16 @@ from mmolre import EMOTIONS, MmolreError  # noqa: E402
 from mmolre.curves import read_curves
 from mmolre.files import atomic_dir, atomic_file  # noqa: E402
 from mmolre.label_spaces import DEFAULT, LABEL_SPACES  # noqa: E402
-from mmolre.metrics import accepted_metrics, flatten  # noqa: E402
+from mmolre.metrics import accepted_metrics, flatten, is_spread  # noqa: E402
 from mmolre.params import params_hash  # noqa: E402
-from mmolre.runs import run_spec, validate_runs  # noqa: E402
+from mmolre.published import FIELD_MOSEI, MMSA_ORDER, MMSA_PUBLISHED, MMSA_SEEDS, MMSA_SOURCE, mmsa_published  # noqa: E402
+from mmolre.runs import run_seeds, run_spec, validate_runs  # noqa: E402
+from mmolre.stats import placement, placement_text, sentence  # noqa: E402
 
 SECTIONS = ("data", "promote", "model", "runs")  # the params it reads
 
 MSA_COLUMNS = {"acc2_has0": "Acc-2 (has0)", "acc2_non0": "Acc-2 (non0)", "f1_has0": "F1 (has0)",
                "f1_non0": "F1 (non0)", "acc7": "Acc-7", "acc5": "Acc-5", "mae": "MAE", "corr": "Corr"}
-# The field's published CMU-MOSEI MSA numbers (paper.md): MAE, Corr, Acc-2 has0/non0, F1 has0/non0, Acc-7.
-FIELD_MOSEI = {"MulT": (0.580, 0.703, None, 82.5, None, None, 51.8),
-               "MISA": (0.555, 0.756, 83.6, 85.5, None, None, 52.2),
-               "Self-MM": (0.530, 0.765, 82.81, 85.17, None, None, None),
-               "MAG-BERT": (0.543, 0.755, 82.51, 84.82, None, None, None),
-               "AOBERT": (0.515, 0.763, 84.9, 86.2, None, None, 54.5)}
-# MMSA's own models on its processed files (thuiar/MMSA results/result-stat.md @ a239548, "Regression"; the same
-# numbers @ 0f82c40), in its column order: Has0 Acc-2, Has0 F1, Non0 Acc-2, Non0 F1, Acc-5, Acc-7, MAE x 100,
-# Corr x 100, and the file it used (aligned_50 or unaligned_50.pkl).
-MMSA_SOURCE = "thuiar/MMSA, results/result-stat.md at commit a239548 (Regression)"
-MMSA_ORDER = ("acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7", "mae", "corr")
-MMSA_PUBLISHED = {
-    "mosi": {"ef_lstm": (77.38, 77.4, 78.48, 78.44, 40.15, 35.39, 94.88, 66.9, "aligned"),
-             "lf_dnn": (77.52, 77.58, 78.63, 78.63, 38.05, 34.52, 95.48, 65.84, "unaligned"),
-             "tfn": (77.99, 78.03, 79.08, 79.06, 39.39, 34.46, 94.73, 67.33, "unaligned"),
-             "lmf": (77.9, 78.0, 79.18, 79.2, 38.13, 33.82, 95.04, 65.1, "unaligned"),
-             "mfn": (77.67, 77.71, 78.87, 78.85, 40.47, 35.83, 92.68, 67.02, "aligned"),
-             "graph_mfn": (77.14, 77.21, 78.35, 78.35, 38.63, 34.64, 95.57, 64.86, "aligned"),
-             "mult": (79.71, 79.79, 80.98, 81.0, 42.68, 36.91, 87.99, 70.22, "unaligned"),
-             "misa": (81.84, 81.85, 83.54, 83.49, 47.08, 41.37, 77.65, 77.81, "unaligned"),
-             "self_mm": (83.0, 83.05, 84.82, 84.81, 52.66, 46.07, 72.44, 78.92, "unaligned")},
-    "mosei": {"ef_lstm": (73.96, 73.45, 78.55, 78.75, 51.76, 50.49, 59.28, 68.93, "aligned"),
-              "lf_dnn": (80.6, 80.35, 82.74, 82.95, 51.97, 50.83, 58.02, 70.87, "unaligned"),
-              "tfn": (78.5, 78.05, 81.89, 82.04, 53.1, 51.6, 57.26, 71.41, "unaligned"),
-              "lmf": (80.54, 80.14, 83.48, 83.6, 52.99, 51.59, 57.57, 71.69, "unaligned"),
-              "mfn": (78.94, 78.33, 82.86, 82.87, 52.76, 51.34, 57.33, 71.82, "aligned"),
-              "graph_mfn": (81.28, 81.08, 83.48, 83.74, 52.69, 51.37, 57.45, 71.33, "aligned"),
-              "mult": (81.15, 80.73, 84.63, 84.73, 54.18, 52.84, 55.93, 73.31, "unaligned"),
-              "misa": (80.67, 80.12, 84.67, 84.68, 53.63, 52.05, 55.75, 75.15, "unaligned"),
-              "self_mm": (81.94, 81.62, 84.88, 85.02, 56.06, 54.4, 53.46, 75.87, "unaligned")},
-}
-
-
-def mmsa_published(dataset: str) -> dict[str, dict]:
-    """MMSA's published MSA metrics of each of its models on `dataset`, under mmolre's metric names (MAE and Corr
-    as plain numbers), with the file it used under `file`."""
-    return {model: {**{k: v / 100 if k in ("mae", "corr") else v for k, v in zip(MMSA_ORDER, row)},
-                    "file": f"{row[-1]}_50.pkl"} for model, row in MMSA_PUBLISHED.get(dataset, {}).items()}
 
 
 def number(value, digits: int = 2) -> str:
@@ -263,6 +227,11 @@ def render(params: dict, reports: Path, prepared: Path = Path("data/prepared"), 
         lines += metrics_section(dataset, block)
     costs = reports / "costs.json"
     lines += runs_section(runs, params, read_json(costs) if costs.is_file() else {})
+    lines += seeds_section(runs, params)
+    comparisons = reports / "eval" / "comparisons.json"
+    lines += comparisons_section(read_json(comparisons) if comparisons.is_file() else {})
+    selection = reports / "eval" / "selection.json"
+    lines += protocol_section(read_json(selection) if selection.is_file() else {}, params)
     lines += standard_section(runs, params, details["features"])
     lines += data_section(prepared / params["data"]["dataset"] / "counts.txt")
     lines += robustness_section(robust, runs, params)
@@ -295,7 +264,7 @@ def flat_cells(metrics: dict, prefix: str = "") -> dict[str, str]:
     for key, value in metrics.items():
         if isinstance(value, dict):
             out |= flat_cells(value, f"{prefix}{key} ")
-        elif not key.endswith("_std"):
+        elif not is_spread(key):
             out[f"{prefix}{key}"] = mean_and_std(metrics, key, 1 if key.startswith(("acc", "ua", "f1")) or
                                                  prefix.startswith("recall") else 3)
     return out
@@ -345,7 +314,7 @@ def runs_section(runs: dict, params: dict, costs: dict) -> list[str]:
     return ["## Runs: modalities, ablations and baselines", "",
             "Each run is one entry of params `runs`: the model on the listed modalities, with the `model` "
             "values it overrides (an ablation is `variant: no_shared`, `full_rank`, ...; a baseline on the same "
-            "features, heads and loss is `arch: tfn`, ...). A run trained from several `seeds` shows the mean ± "
+            "features, heads and loss is `arch: fusion_tfn`, ...; mmolre's fusion-only variants, not the field's models). A run trained from several `seeds` shows the mean ± "
             "the sample std over them. Parameters are the trained model's; GFLOPs are its forward pass for one "
             "utterance of the split's mean length (reports/costs.json). Seconds per epoch are a wall-clock "
             "figure, kept out of the pipeline's reproducible outputs: `python benchmarks/ablations.py` measures "
@@ -356,20 +325,144 @@ def runs_section(runs: dict, params: dict, costs: dict) -> list[str]:
 
 def standard_section(runs: dict, params: dict, features: dict) -> list[str]:
     """Every run beside MMSA's published numbers for its own models, when the features are an MMSA processed file
-    of MOSI or MOSEI (`make standard`): the same features, so the rows compare."""
+    of MOSI or MOSEI (`make standard`): the same features, so the rows compare; where one of our runs is one of
+    MMSA's models on the same file, where MMSA's mean falls against our seeds."""
     source = json.loads(features.get("processed", "null") or "null")
     dataset = features.get("dataset")
     if not source or source["form"] != "mmsa" or dataset not in MMSA_PUBLISHED:
         return []
     specs = {run: run_spec(params, run) for run in runs}
-    ours = [[f"**{run}** ({specs[run].arch}, {'+'.join(specs[run].modalities)})", source["file"],
-             *msa_row(result[dataset]["msa"])] for run, result in runs.items() if dataset in result]
-    theirs = [[f"MMSA {model}", block["file"], *msa_row(block)] for model, block in mmsa_published(dataset).items()]
+    seeds = {run: run_seeds(params, run) for run in runs}
+    ours = [[f"**{run}** ({specs[run].arch}, {'+'.join(specs[run].modalities)}; {len(seeds[run])} seeds)",
+             source["file"], *msa_row(result[dataset]["msa"])] for run, result in runs.items() if dataset in result]
+    published = mmsa_published(dataset)
+    theirs = [[f"MMSA {model}", block["file"], *msa_row(block)] for model, block in published.items()]
+    five = ", ".join(map(str, MMSA_SEEDS))
     return [f"## Beside MMSA's table ({dataset}, MMSA's processed features)", "",
-            f"Our runs (mean ± std over their seeds) on {source['description']} features ({source['release']}), and "
-            f"the numbers MMSA publishes for its own models on its {dataset.upper()} files ({MMSA_SOURCE}). Only the "
-            "rows on the same file share features; MMSA reports one run per model.", "",
-            table(["model", "file", *MSA_COLUMNS.values()], ours + theirs), ""]
+            f"MMSA trains each model from seeds {five} and publishes their mean; our runs here show the mean ± "
+            f"std over their own seeds (`make standard` trains the same five). MMSA's rows: {MMSA_SOURCE}; their F1 "
+            f"columns are weighted F1 with the truth first, as ours. Features: {source['description']} "
+            f"({source['release']}); only the rows on the same file share features.", "",
+            "`late_fusion` and the `fusion_*` runs are mmolre's fusion-only variants (MMoLRE's input projections, "
+            "heads and training; only the fusion differs): they are not the models MMSA trained under similar "
+            "names, and are never placed against MMSA's rows.", "",
+            table(["model", "file", *MSA_COLUMNS.values()], ours + theirs), "",
+            *placement_lines(runs, specs, published, dataset, source["file"])]
+
+
+def placement_lines(runs: dict, specs: dict, published: dict, dataset: str, file: str) -> list[str]:
+    """For each run that is one of MMSA's models on the same file: MMSA's mean against our seeds' values."""
+    same = {run: specs[run].arch for run in runs if specs[run].arch in published
+            and published[specs[run].arch]["file"] == file and dataset in runs[run]}
+    if not same:
+        return ["No run here is one of MMSA's models at its published settings, so no published mean is placed "
+                "against our seeds.", ""]
+    rows = []
+    for run, arch in same.items():
+        msa = runs[run][dataset]["msa"]
+        for key in MMSA_ORDER:
+            if f"{key}_seeds" in msa:
+                digits = 3 if key in ("mae", "corr") else 1
+                place = placement(msa[f"{key}_seeds"], published[arch][key])
+                rows.append([run, MSA_COLUMNS[key], number(published[arch][key], digits),
+                             mean_and_std(msa, key, digits), placement_text(place, digits)])
+    return ["Where MMSA's published mean falls against our seeds (the same model on the same file):", "",
+            table(["run", "metric", "MMSA", "ours (mean ± std)", "MMSA's mean is"], rows), ""]
+
+
+# the metrics of the seeds' table and the paired tests: label, digits, lower is better
+HEADLINE_NAMES = {"msa.mae": ("MAE", 3, True), "msa.corr": ("Corr", 3, False),
+                  "msa.acc2_non0": ("Acc-2 (non0)", 1, False), "msa.f1_non0": ("F1 (non0)", 1, False),
+                  "mer.avg.wa": ("emotion WA", 1, False), "mer.avg.f1": ("emotion F1", 1, False)}
+
+
+def seed_cells(block: dict, key: str, index: int | None) -> str:
+    """One seed's value of a dotted metric key (`index`), or for None its mean ± std [95 % interval]."""
+    *path, leaf = key.split(".")
+    for part in path:
+        block = block.get(part, {})
+    if leaf not in block:
+        return "–"
+    digits = HEADLINE_NAMES[key][1]
+    if index is not None:
+        return number(block[f"{leaf}_seeds"][index], digits)
+    mean, half = block[leaf], block[f"{leaf}_ci95"]
+    interval = "" if half is None else f" [{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
+    return mean_and_std(block, leaf, digits) + interval
+
+
+def seeds_section(runs: dict, params: dict) -> list[str]:
+    """Each run over several seeds: every seed's headline metrics, their mean ± sample std and the 95 % t
+    interval of the mean."""
+    rows = []
+    for run, result in runs.items():
+        seeds = run_seeds(params, run)
+        if len(seeds) < 2:
+            continue
+        for dataset, block in result.items():
+            rows += [[run, dataset, str(seed), *[seed_cells(block, k, i) for k in HEADLINE_NAMES]]
+                     for i, seed in enumerate(seeds)]
+            rows.append([run, dataset, "mean ± std [95 % CI]", *[seed_cells(block, k, None) for k in HEADLINE_NAMES]])
+    if not rows:
+        return []
+    return ["## Seeds: every run's spread", "",
+            "Each seed's model on the test utterances, then the mean ± the sample std over the seeds and the 95 % "
+            "confidence interval of the mean (Student t, n - 1 degrees of freedom). The interval says where the "
+            "mean over many more seeds would lie; it says nothing of other test sets (docs/comparisons.md).", "",
+            table(["run", "dataset", "seed", *[v[0] for v in HEADLINE_NAMES.values()]], rows), ""]
+
+
+def comparisons_section(comparisons: dict) -> list[str]:
+    """The paired tests of evaluate (reports/eval/comparisons.json): one sentence per pair and metric."""
+    if not comparisons.get("pairs"):
+        return []
+    lines = ["## Paired comparisons on the same test utterances", "",
+             f"Differences (first minus second) of headline metrics on the same utterances, each model's predictions "
+             f"averaged over its seeds (robustness: the first seed's model), with a 95 % interval from a paired "
+             f"bootstrap over utterances and the p-value of a paired permutation test, two-sided "
+             f"({comparisons['method']['resamples']:,} resamples each, seed {comparisons['method']['seed']}). "
+             "\"Within noise\": p ≥ 0.05. These tests see the test utterances' noise, not the seeds' (see the seeds' "
+             "intervals above; docs/comparisons.md).", ""]
+    runs = [p for p in comparisons["pairs"] if p["kind"] == "runs"]
+    if runs:
+        lines += ["The main run against every other run:", ""]
+        lines += [f"- {p['dataset']}: " + sentence(p["a"], p["b"], p, *HEADLINE_NAMES[p["metric"]]) for p in runs]
+        lines.append("")
+    robust = {}
+    for p in comparisons["pairs"]:
+        if p["kind"] == "robustness":
+            robust.setdefault((p["a"], p["dataset"]), {})[p["metric"]] = p
+    if robust:
+        metrics = [k for k in HEADLINE_NAMES if any(k in row for row in robust.values())]
+        rows = [[a, dataset, *[difference_cell(row.get(k), HEADLINE_NAMES[k][1]) for k in metrics]]
+                for (a, dataset), row in robust.items()]
+        lines += ["Robustness: each condition minus the full input (the run's first seed; * p < 0.05):", "",
+                  table(["condition", "dataset", *[HEADLINE_NAMES[k][0] for k in metrics]], rows), ""]
+    return lines
+
+
+def difference_cell(pair: dict | None, digits: int) -> str:
+    """A difference with its 95 % interval, starred when the permutation test rejects at 5 %."""
+    if pair is None:
+        return "–"
+    low, high = pair["ci95"]
+    star = "*" if pair["p"] < 0.05 else ""
+    return f"{pair['diff']:+.{digits}f}{star} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def protocol_section(selection: dict, params: dict) -> list[str]:
+    """How each run's checkpoint was chosen: the rule, and the epoch chosen per seed."""
+    rows = [[run, seed, str(s["best_epoch"]), f"{s['epochs_run']} of {s['max_epochs']}", s["metric"]]
+            for run, seeds in selection.items() for seed, s in seeds.items() if s]
+    if not rows:
+        return []
+    return ["## Protocol: how each checkpoint was chosen", "",
+            f"Each seed's checkpoint is the epoch with the lowest score on the **valid** split (the sentiment MAE "
+            f"of a regression, else the loss), training stopping after `train.patience` = {params['train']['patience']} "
+            "epochs without a better one; every test metric of a run comes from that one checkpoint per seed. "
+            "Training and selection never read the test split (tests/test_train_evaluate.py checks it with the "
+            "test labels removed).", "",
+            table(["run", "seed", "epoch chosen", "epochs run", "chosen on"], rows), ""]
 
 
 def headline_cell(metrics: dict | None) -> str:
@@ -426,7 +519,7 @@ def transfer_section(transfer: dict, params: dict, space: str) -> list[str]:
             rows.append([params["data"]["dataset"], corpus, *[mean_and_std(sentiment, k, 1) for k in
                                                               ("acc2", "f1_2", "acc3", "f1_3")],
                          mean_and_std(emotions.get("avg", {}), "wa", 1), mean_and_std(emotions.get("avg", {}), "f1", 1)])
-            names = [e for e in emotions if e != "avg" and not e.endswith("_std")]
+            names = [e for e in emotions if e != "avg" and not is_spread(e)]
             own = LABEL_SPACES[space].get("er")
             left = [e for e in own.labels if e not in names] if own else []
             notes.append(f"- {corpus}: emotions compared: {', '.join(names) or 'none'}"

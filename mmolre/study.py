@@ -149,14 +149,15 @@ def run_queue(names: list[str], jobs: int) -> None:
             time.sleep(POLL_S)
 
 
-def metric_of(metrics: dict, key: str) -> tuple[float | None, float | None]:
-    """(mean, std) of a dotted key of metrics.json (std None for one seed)."""
+def metric_of(metrics: dict, key: str) -> tuple[float | None, float | None, float | None]:
+    """(mean, std, half-width of the 95 % t interval of the mean) of a dotted key of metrics.json (std and
+    interval None for one seed)."""
     *path, leaf = key.split(".")
     node = metrics
     for part in path:
         node = (node or {}).get(part)
     node = node or {}
-    return node.get(leaf), node.get(f"{leaf}_std")
+    return node.get(leaf), node.get(f"{leaf}_std"), node.get(f"{leaf}_ci95")
 
 
 def study_rows(points: dict[str, dict], shown: dict[str, dict], metric: str) -> list[dict]:
@@ -164,23 +165,26 @@ def study_rows(points: dict[str, dict], shown: dict[str, dict], metric: str) -> 
     rows = []
     for name, point in points.items():
         files = shown[name]
-        mean, std = metric_of(files.get(METRICS) or {}, metric)
+        mean, std, ci95 = metric_of(files.get(METRICS) or {}, metric)
         if mean is None:
             raise MmolreError(f"experiment {name}: {METRICS} has no {metric} (choose --metric among its keys)")
         cost = (files.get(COSTS) or {}).get("main", {})
-        rows.append({**point, "experiment": name, metric: mean, f"{metric}_std": std,
+        rows.append({**point, "experiment": name, metric: mean, f"{metric}_std": std, f"{metric}_ci95": ci95,
                      "params": cost.get("params"), "flops_per_utterance": cost.get("flops_per_utterance")})
     return rows
 
 
 def study_table(rows: list[dict], grid: dict, metric: str) -> str:
-    header = [*grid, metric, "params", "GFLOPs/utt", "experiment"]
+    header = [*grid, metric, "95 % CI of the mean", "params", "GFLOPs/utt", "experiment"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         value = f"{row[metric]:.4g}" + (f" ± {row[f'{metric}_std']:.2g}" if row[f"{metric}_std"] is not None else "")
+        half = row.get(f"{metric}_ci95")
+        interval = "–" if half is None else f"[{row[metric] - half:.4g}, {row[metric] + half:.4g}]"
         flops = "–" if row["flops_per_utterance"] is None else f"{row['flops_per_utterance'] / 1e9:.4g}"
         params = "–" if row["params"] is None else f"{row['params']:,}"
-        lines.append("| " + " | ".join([*(str(row[k]) for k in grid), value, params, flops, row["experiment"]]) + " |")
+        lines.append("| " + " | ".join([*(str(row[k]) for k in grid), value, interval, params, flops,
+                                        row["experiment"]]) + " |")
     return "\n".join(lines) + "\n"
 
 

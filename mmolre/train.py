@@ -249,14 +249,18 @@ def train_seed(ctx: RunContext, params: dict, seed: int, model_dir: Path, curves
                                  valid_mae=f"{epoch.valid['valid_mae']:.3f}",
                                  valid_f1=f"{epoch.valid['valid_emotion_f1']:.1f}",
                                  utt_s=f"{epoch.utterances / epoch.seconds:.0f}")
-            regression = "sa" in ctx.model_cfg.heads and ctx.model_cfg.heads["sa"].kind == "regression"
-            score = epoch.valid["valid_mae"] if regression else epoch.valid["valid_loss"]
-            if stopping.update(score, number, setup.model):
+            if stopping.update(epoch.valid[selection_metric(ctx.model_cfg)], number, setup.model):
                 break
     setup.model.load_state_dict(stopping.best_state)
     if ctx.dist.rank == 0:
         save(ctx, params, setup, seed, epochs, stopping.best_epoch, model_dir, curves_dir)
     return model_dir
+
+
+def selection_metric(cfg: MMoLREConfig) -> str:
+    """What picks the checkpoint, on the valid split only: the sentiment MAE of a regression, else the loss."""
+    regression = "sa" in cfg.heads and cfg.heads["sa"].kind == "regression"
+    return "valid_mae" if regression else "valid_loss"
 
 
 def timed_batches(batches, device: torch.device):
@@ -330,7 +334,9 @@ def save(ctx: RunContext, params: dict, setup: SeedSetup, seed: int, epochs: lis
     attrs = ctx.features.attrs
     setup.model.cpu().save_pretrained(
         model_dir, run=ctx.run, seed=seed, dataset=params["data"]["dataset"], best_epoch=best_epoch,
-        valid_mae=best.valid["valid_mae"],
+        valid_mae=best.valid["valid_mae"], selection={"metric": selection_metric(ctx.model_cfg),
+                                                      "patience": ctx.cfg.patience, "max_epochs": ctx.cfg.epochs,
+                                                      "epochs_run": len(epochs), "best_epoch": best_epoch},
         features={k: str(attrs[k]) if isinstance(attrs[k], str) else attrs[k].item() for k in FEATURE_PROVENANCE
                   if k in attrs})
     if curves_dir is not None:

@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from mmolre.baselines.lmf import LowRankFusion
-from mmolre.baselines.misa import central_moment_discrepancy, misa_losses, orthogonality
-from mmolre.baselines.tfn import TensorFusion, tensor_fusion
+from mmolre.baselines.fusion_lmf import LowRankFusion
+from mmolre.baselines.fusion_misa import central_moment_discrepancy, misa_losses, orthogonality
+from mmolre.baselines.fusion_tfn import TensorFusion, tensor_fusion
 from mmolre.evaluate import evaluate
 from mmolre.inference import load_checkpoint
 from mmolre.architectures import build_model
@@ -72,7 +72,7 @@ def tiny(arch: str, **given) -> MMoLREConfig:
 
 def test_mult_output_ignores_padded_positions_and_absent_modalities():
     torch.manual_seed(0)
-    model = build_model(tiny("mult")).eval()
+    model = build_model(tiny("fusion_mult")).eval()
     text, audio = torch.randn(3, 5, 6), torch.randn(3, 7, 5)
     text_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], dtype=torch.bool)
     audio_mask = torch.tensor([[1] * 4 + [0] * 3, [1] * 7, [0] * 7], dtype=torch.bool)  # sample 2: no audio
@@ -114,7 +114,7 @@ def test_misa_losses_and_their_weights_in_the_model_loss():
     batch = dict(text=torch.randn(4, 3, 6), text_mask=torch.ones(4, 3, dtype=torch.bool), audio=torch.randn(4, 5, 5),
                  audio_mask=torch.ones(4, 5, dtype=torch.bool), sentiment=torch.randn(4), emotions=torch.rand(4, 6))
     weights = dict(misa_sim_weight=0.5, misa_diff_weight=2.0, misa_recon_weight=3.0)
-    model = build_model(tiny("misa", dropout=0.0, **weights))
+    model = build_model(tiny("fusion_misa", dropout=0.0, **weights))
     out = model(**batch)
     u = model.pooled({"text": model.inputs["text"](batch["text"]), "audio": model.inputs["audio"](batch["audio"])},
                      {"text": batch["text_mask"], "audio": batch["audio_mask"]})
@@ -125,9 +125,9 @@ def test_misa_losses_and_their_weights_in_the_model_loss():
     assert model(**{k: v for k, v in batch.items() if k not in ("sentiment", "emotions")}).loss is None
 
 
-PARTS = {"late_fusion": {"unimodal", "fusion"}, "tfn": {"unimodal", "fusion"}, "lmf": {"unimodal", "fusion"},
-         "mult": {"crossmodal", "self_attention", "out"},
-         "misa": {"unimodal", "fusion", "invariant", "specific", "decoder", "transformer"}}
+PARTS = {"late_fusion": {"unimodal", "fusion"}, "fusion_tfn": {"unimodal", "fusion"}, "fusion_lmf": {"unimodal", "fusion"},
+         "fusion_mult": {"crossmodal", "self_attention", "out"},
+         "fusion_misa": {"unimodal", "fusion", "invariant", "specific", "decoder", "transformer"}}
 
 
 @pytest.mark.parametrize("arch", list(PARTS))

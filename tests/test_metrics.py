@@ -93,7 +93,12 @@ def test_seeds_aggregate_to_mean_and_sample_std_beside_each_key():
     assert out["demo"]["msa"]["mae"] == pytest.approx(7 / 3)
     assert out["demo"]["msa"]["mae_std"] == pytest.approx(np.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
     assert out["demo"]["msa"]["corr_std"] == pytest.approx(0.1)
-    assert out["demo"]["mer"]["avg"] == {"f1": pytest.approx(65.0), "f1_std": pytest.approx(5.0)}
+    # 95 % t interval of the mean: t(0.975, df=2) = 4.3027 (a t table), std 5, n 3 -> 4.3027 * 5 / sqrt(3)
+    assert out["demo"]["mer"]["avg"] == {"f1": pytest.approx(65.0), "f1_std": pytest.approx(5.0),
+                                         "f1_ci95": pytest.approx(4.3027 * 5 / np.sqrt(3), abs=1e-3)}
+    assert out["demo"]["msa"]["corr_ci95"] == pytest.approx(4.3027 * 0.1 / np.sqrt(3), abs=1e-4)
+    assert "mae_seeds" not in out["demo"]["msa"]
+    assert mean_std(seeds, per_seed=True)["demo"]["msa"]["mae_seeds"] == [1.0, 2.0, 4.0]
     assert mean_std(seeds[:1]) == seeds[0]  # one seed: today's keys, no std
 
 

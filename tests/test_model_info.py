@@ -78,7 +78,7 @@ def test_a_new_variant_is_one_table_entry(monkeypatch):
     assert torch.isfinite(out.loss) and all(p.grad is not None for p in model.parameters())  # every part is used
 
 
-@pytest.mark.parametrize("arch", ["late_fusion", "tfn", "lmf", "mult", "misa"])
+@pytest.mark.parametrize("arch", ["late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult", "fusion_misa"])
 @pytest.mark.parametrize("modalities", [("text", "audio"), ("audio",)])
 def test_closed_form_matches_every_baseline(arch, modalities):
     cfg = MMoLREConfig(dims={"text": 12, "audio": 10}, d_model=16, n_experts=2, rank=4, n_heads=2, arch=arch,

@@ -357,7 +357,7 @@ def test_the_report_sets_the_runs_beside_mmsas_table_only_on_mmsas_features(tiny
     assert standard_section(runs, tiny_params, {"dataset": "demo"}) == []
 
 
-def test_make_standard_runs_both_corpora_with_every_baseline_over_three_seeds():
+def test_make_standard_runs_both_corpora_with_every_fusion_variant_over_mmsas_five_seeds():
     import subprocess
 
     out = subprocess.run(["make", "-n", "standard", "PROCESSED=/data/MMSA"], cwd=ROOT, capture_output=True, text=True,
@@ -367,9 +367,10 @@ def test_make_standard_runs_both_corpora_with_every_baseline_over_three_seeds():
     for corpus, command in zip(("MOSI", "MOSEI"), commands):
         assert f"-S data.processed=/data/MMSA/{corpus}/Processed/unaligned_50.pkl" in command
         assert f"-S data.dataset={corpus.lower()}" in command
-        for arch in ("late_fusion", "tfn", "lmf", "mult", "misa"):
-            assert f"'+runs.{arch}={{arch:{arch},modalities:[text,audio,video],seeds:[1111,1,11]}}'" in command
-        assert "'runs.main={modalities:[text,audio,video],seeds:[1111,1,11]}'" in command
+        for arch in ("late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult", "fusion_misa"):
+            assert f"'+runs.{arch}={{arch:{arch},modalities:[text,audio,video],seeds:[1111,1112,1113,1114,1115]}}'" in command
+        assert "'runs.main={modalities:[text,audio,video],seeds:[1111,1112,1113,1114,1115]}'" in command
+        assert "+runs.tfn=" not in command and "+runs.mult=" not in command
 
 
 def test_a_dataset_without_processed_files_is_refused_before_the_file_is_read(tmp_path, tiny_params, monkeypatch):

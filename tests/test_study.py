@@ -57,6 +57,16 @@ def test_grid_values_and_names():
     assert point_name("study", {"model.arch": "tfn", "model.rank": 8}, None) == "study-archtfn-rank8"
 
 
+def test_the_study_table_gives_each_point_its_seeds_interval():
+    from mmolre.study import metric_of, study_table
+
+    metrics = {"demo": {"msa": {"mae": 0.5, "mae_std": 0.1, "mae_ci95": 0.2484}}}
+    assert metric_of(metrics, "demo.msa.mae") == (0.5, 0.1, 0.2484)
+    row = {"model.rank": 4, "experiment": "s-rank4", "demo.msa.mae": 0.5, "demo.msa.mae_std": 0.1,
+           "demo.msa.mae_ci95": 0.2484, "params": 10, "flops_per_utterance": 2e9}
+    assert "| 4 | 0.5 ± 0.1 | [0.2516, 0.7484] | 10 | 2 | s-rank4 |" in study_table([row], {"model.rank": [4]}, "demo.msa.mae")
+
+
 @pytest.mark.slow
 def test_study_runs_a_2x2_grid_once_and_writes_its_table_and_figure(tmp_path):
     repo = study_repo(tmp_path)
@@ -69,8 +79,8 @@ def test_study_runs_a_2x2_grid_once_and_writes_its_table_and_figure(tmp_path):
     assert got == {(n, r): (pytest.approx(1 / (n * r) + 0.1111), 100 * n * r) for n in (1, 3) for r in (4, 8)}
     assert study["best"]["experiment"] == "study-n_experts3-rank8" and study["metric"] == "demo.msa.mae"
     table = (repo / "reports" / "study" / "study.md").read_text()
-    assert "| model.n_experts | model.rank | demo.msa.mae | params | GFLOPs/utt | experiment |" in table
-    assert "| 3 | 8 | 0.1528 | 2,400 | 0.003 | study-n_experts3-rank8 |" in table
+    assert "| model.n_experts | model.rank | demo.msa.mae | 95 % CI of the mean | params | GFLOPs/utt | experiment |" in table
+    assert "| 3 | 8 | 0.1528 | – | 2,400 | 0.003 | study-n_experts3-rank8 |" in table  # one seed: no interval
     assert (repo / "reports" / "study" / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (repo / "params.yaml").read_text() == before  # the workspace is as it was
     shown = json.loads(sh(repo, sys.executable, "-m", "dvc", "exp", "show", "--json").strip().splitlines()[-1])

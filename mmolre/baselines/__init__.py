@@ -20,7 +20,7 @@ from mmolre.hub import PretrainedMixin
 from mmolre.model import InputProjection, MMoLREOutput, TaskHeads, masked_mean, model_input
 from mmolre.model_config import MMoLREConfig
 
-MODULES = {arch: f"mmolre.baselines.{arch}" for arch in ("late_fusion", "tfn", "lmf", "mult", "misa")}
+MODULES = {arch: f"mmolre.baselines.{arch}" for arch in ("late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult", "fusion_misa")}
 
 
 def baseline_class(arch: str) -> type:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mmolre.baselines import PooledBaseline
-from mmolre.baselines.tfn import with_one
+from mmolre.baselines.fusion_tfn import with_one
 
 
 class LowRankFusion(nn.Module):
