@@ -155,6 +155,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
+CONFIDENCE = 0.95  # of every interval mmolre reports
 SPREAD = ("_std", "_ci95", "_seeds")  # what mean_std writes beside a metric: not metrics themselves
 
 
@@ -162,13 +163,21 @@ def is_spread(key: str) -> bool:
     return key.endswith(SPREAD)
 
 
+def t_halfwidth(values) -> float | None:
+    """Half the width of the 95 % Student t interval of the mean of `values` (None for fewer than two)."""
+    from scipy import stats  # here, as sklearn: reading metrics files needs neither
+
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2 or not np.isfinite(values).all():
+        return None
+    return float(stats.t.ppf((1 + CONFIDENCE) / 2, len(values) - 1) * stats.sem(values))
+
+
 def mean_std(results: list[dict], per_seed: bool = False) -> dict:
     """Metrics of several seeds (same nested shape) -> their mean under the same keys and, with more than one
     seed, beside each: the sample standard deviation (ddof = 1) as `<key>_std`, the half-width of the 95 %
     Student t interval of the mean as `<key>_ci95` (mmolre/stats.py: the interval is mean ± it) and, `per_seed`,
     the seeds' values in order as `<key>_seeds`."""
-    from mmolre.stats import t_halfwidth
-
     out = {}
     for key, value in results[0].items():
         if isinstance(value, dict):

@@ -333,7 +333,7 @@ def standard_section(runs: dict, params: dict, features: dict) -> list[str]:
         return []
     specs = {run: run_spec(params, run) for run in runs}
     seeds = {run: run_seeds(params, run) for run in runs}
-    ours = [[f"**{run}** ({specs[run].arch}, {'+'.join(specs[run].modalities)}; {len(seeds[run])} seeds)",
+    ours = [[f"**{run}** ({specs[run].arch}, {'+'.join(specs[run].modalities)}; {len(seeds[run])} seed{'s' * (len(seeds[run]) > 1)})",
              source["file"], *msa_row(result[dataset]["msa"])] for run, result in runs.items() if dataset in result]
     published = mmsa_published(dataset)
     theirs = [[f"MMSA {model}", block["file"], *msa_row(block)] for model, block in published.items()]

@@ -1,7 +1,8 @@
 """How sure a reported number is (docs/comparisons.md): over seeds and over test utterances.
 
 - A run over several seeds: the mean, the sample std and the 95 % confidence interval of the mean, Student t
-  with n - 1 degrees of freedom (`t_halfwidth`: the interval is mean ± that).
+  with n - 1 degrees of freedom (mmolre/metrics.py `t_halfwidth`, beside the seeds' mean and std: the interval
+  is mean ± that).
 - Two models on the same test utterances (`paired`): the difference of a headline metric computed on their
   seed-averaged predictions, a 95 % percentile interval from a paired bootstrap over utterances
   (scipy.stats.bootstrap, paired=True) and a two-sided p-value from a paired permutation test
@@ -24,17 +25,10 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
+from mmolre.metrics import CONFIDENCE, t_halfwidth
+
 STATS_RESAMPLES = 10_000
-CONFIDENCE = 0.95
 BATCH = 200  # resamples per vectorised call (bounds the memory: BATCH x utterances x emotions)
-
-
-def t_halfwidth(values) -> float | None:
-    """Half the width of the 95 % Student t interval of the mean of `values` (None for fewer than two)."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2 or not np.isfinite(values).all():
-        return None
-    return float(stats.t.ppf((1 + CONFIDENCE) / 2, len(values) - 1) * stats.sem(values))
 
 
 def _weighted_f1(true: np.ndarray, pred: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from mmolre.baselines.fusion_tfn import TensorFusion, tensor_fusion
 from mmolre.evaluate import evaluate
 from mmolre.inference import load_checkpoint
 from mmolre.architectures import build_model
+from mmolre.baselines import MODULES
 from mmolre.model_config import MMoLREConfig
 from mmolre.model_info import closed_form_params, measured_flops
 from mmolre.report import report
@@ -149,3 +150,13 @@ def test_every_baseline_trains_on_the_demo_with_mmolres_heads_and_loss(arch, tin
     assert "figures/routing.png" not in text and "figures/scatter.png" in text
     assert f"| main | text+audio | {arch} | – | demo |" in text and f"| {cost['params']:,} |" in text
     assert not (tmp_path / "reports" / "figures" / "routing.png").exists()
+
+
+def test_no_fusion_variant_carries_a_published_models_name():
+    for field, near in (("tfn", "fusion_tfn"), ("mult", "fusion_mult"), ("lf_dnn", "late_fusion")):
+        with pytest.raises(ValueError) as error:
+            tiny(field)
+        assert str(error.value) == (f"arch={field!r} is the field's model as MMSA trains it, which mmolre does not "
+                                    f"have yet; its fusion-only variant on MMoLRE's footing (same inputs, heads and "
+                                    f"training) is arch={near}")
+    assert set(MODULES) == {"late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult", "fusion_misa"}

@@ -338,11 +338,8 @@ def test_the_cli_stages_after_from_processed_train_a_trimodal_run_and_predict_re
 
 
 def test_the_report_sets_the_runs_beside_mmsas_table_only_on_mmsas_features(tiny_params):
-    from mmolre.report import mmsa_published, standard_section
+    from mmolre.report import standard_section
 
-    published = mmsa_published("mosi")
-    assert published["tfn"]["mae"] == pytest.approx(0.9473) and published["misa"]["acc2_non0"] == 83.54
-    assert published["mfn"]["file"] == "aligned_50.pkl" and len(published) == 9
     msa = {"acc2_has0": 80.0, "f1_has0": 79.5, "acc2_non0": 81.0, "f1_non0": 80.5, "acc7": 35.0, "acc5": 40.0,
            "mae": 0.9, "corr": 0.7, "mae_std": 0.01}
     runs = {"main": {"mosi": {"msa": msa}}, "text_only": {"mosi": {"msa": msa}}}
@@ -350,11 +347,29 @@ def test_the_report_sets_the_runs_beside_mmsas_table_only_on_mmsas_features(tiny
               "release": "verified MMSA MOSI/Processed/unaligned_50.pkl"}
     lines = standard_section(runs, tiny_params, {"dataset": "mosi", "processed": json.dumps(source)})
     text = "\n".join(lines)
+    assert lines[2].startswith("MMSA trains each model from seeds 1111, 1112, 1113, 1114, 1115 and publishes their mean")
+    assert "one run per model" not in text and "results/result-stat.md at commit a94e65d" in text
     assert "## Beside MMSA's table (mosi, MMSA's processed features)" in text
-    assert "| **main** (mmolre, text+audio) | unaligned_50.pkl | 80.0 | 81.0 | 79.5 | 80.5 | 35.0 | 40.0 | 0.900 ± 0.010 | 0.700 |" in text
+    assert "| **main** (mmolre, text+audio; 1 seed) | unaligned_50.pkl | 80.0 | 81.0 | 79.5 | 80.5 | 35.0 | 40.0 | 0.900 ± 0.010 | 0.700 |" in text
     assert "| MMSA tfn | unaligned_50.pkl | 78.0 | 79.1 | 78.0 | 79.1 | 34.5 | 39.4 | 0.947 | 0.673 |" in text
+    assert "| MMSA cenet | unaligned_50.pkl | 83.5 | 85.2 | 83.5 | 85.2 | 44.9 | 50.9 | 0.725 | 0.795 |" in text
+    assert "No run here is one of MMSA's models at its published settings" in text
     assert standard_section(runs, tiny_params, {"dataset": "mosi", "processed": json.dumps({**source, "form": "mult"})}) == []
     assert standard_section(runs, tiny_params, {"dataset": "demo"}) == []
+
+
+def test_a_run_that_is_mmsas_model_on_the_same_file_is_placed_against_its_seeds(tiny_params, monkeypatch):
+    from mmolre import report as report_module
+
+    msa = {"mae": 0.91, "mae_std": 0.01, "mae_ci95": 0.0248, "mae_seeds": [0.90, 0.92, 0.91]}
+    spec = type("Spec", (), {"arch": "tfn", "modalities": ("text", "audio", "video")})
+    published = report_module.mmsa_published("mosi")
+    lines = report_module.placement_lines({"tfn": {"mosi": {"msa": msa}}}, {"tfn": spec}, published, "mosi",
+                                          "unaligned_50.pkl")
+    # MMSA's TFN MAE 0.9473 against our mean 0.91 and std 0.01: (0.9473 - 0.91) / 0.01 = 3.7 stds above
+    assert "| tfn | MAE | 0.947 | 0.910 ± 0.010 | 3.7 of our stds above our mean |" in "\n".join(lines)
+    assert report_module.placement_lines({"tfn": {"mosi": {"msa": msa}}}, {"tfn": spec}, published, "mosi",
+                                         "aligned_50.pkl")[0].startswith("No run here")
 
 
 def test_make_standard_runs_both_corpora_with_every_fusion_variant_over_mmsas_five_seeds():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from mmolre.metrics import mer_metrics, msa_metrics
-from mmolre.stats import HEADLINES, paired, placement, placement_text, sentence, t_halfwidth
+from mmolre.metrics import t_halfwidth
+from mmolre.stats import HEADLINES, paired, placement, placement_text, sentence
 
 MAE = HEADLINES["msa"]["mae"]
 

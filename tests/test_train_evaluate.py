@@ -1,6 +1,7 @@
 """train -> evaluate -> report on the tiny demo, in process: checkpoint, curves, metrics, report."""
 
 import json
+import shutil
 import struct
 
 import h5py
@@ -236,25 +237,86 @@ def test_a_full_disk_leaves_the_previous_report_whole(trained, tmp_path, monkeyp
     assert after == before  # report.md, report.html and figures/ all from the same (previous) run; no .tmp left
 
 
-def test_a_run_over_several_seeds_reports_mean_and_std(tiny_demo, tmp_path):
-    params = {**tiny_demo["params"], "runs": {"main": {"modalities": ["text", "audio"], "seeds": [5, 6]}}}
-    train(params, "main", tiny_demo["features"], tmp_path / "models", tmp_path / "reports" / "train")
+def seed_predictions(folder, features, indices) -> dict:
+    model = load_checkpoint(folder)[0]
+    return infer(model, features, indices, 8, torch.device("cpu"))
+
+
+def test_several_seeds_report_their_values_intervals_and_paired_tests(tiny_demo, tmp_path):
+    params = {**tiny_demo["params"], "runs": {"main": {"modalities": ["text", "audio"], "seeds": [1111, 1112, 1113]},
+                                              "text_only": {"modalities": ["text"]}}}
+    for run in params["runs"]:
+        train(params, run, tiny_demo["features"], tmp_path / "models", tmp_path / "reports" / "train")
     assert (tmp_path / "models/main/model.safetensors").is_file()  # the first seed's model is the run's
-    assert sorted(p.name for p in (tmp_path / "models/main/seeds").iterdir()) == ["6"]
+    assert sorted(p.name for p in (tmp_path / "models/main/seeds").iterdir()) == ["1112", "1113"]
     features = FeatureFile(tiny_demo["h5"])
     test = features.indices("test")
-    maes = []
-    for folder in (tmp_path / "models/main", tmp_path / "models/main/seeds/6"):
-        model, meta = load_checkpoint(folder)
-        result = infer(model, features, test, 8, torch.device("cpu"))
-        maes.append(float(np.mean(np.abs(result["sentiment"] - features.sentiment[test]))))
-    assert load_checkpoint(tmp_path / "models/main/seeds/6")[1]["seed"] == 6 and maes[0] != maes[1]
-    metrics = evaluate(params, tiny_demo["features"], tmp_path / "models", tmp_path / "reports")["main"]["demo"]
-    assert metrics["msa"]["mae"] == pytest.approx(np.mean(maes), rel=1e-5)
-    assert metrics["msa"]["mae_std"] == pytest.approx(np.std(maes, ddof=1), rel=1e-4)
-    assert "f1_std" in metrics["mer"]["avg"]
-    saved = json.loads((tmp_path / "reports" / "metrics.json").read_text())["demo"]["msa"]
-    assert {"mae", "mae_std", "corr", "corr_std"} <= set(saved)
+    label = features.sentiment[test]
+    folders = [tmp_path / "models/main", *(tmp_path / f"models/main/seeds/{s}" for s in (1112, 1113))]
+    main_seeds = [seed_predictions(folder, features, test) for folder in folders]
+    maes = [float(np.mean(np.abs(r["sentiment"] - label))) for r in main_seeds]
+    assert load_checkpoint(folders[2])[1]["seed"] == 1113 and len(set(maes)) == 3
+
+    evaluate(params, tiny_demo["features"], tmp_path / "models", tmp_path / "reports")
+    msa = json.loads((tmp_path / "reports" / "runs.json").read_text())["main"]["demo"]["msa"]
+    assert msa["mae_seeds"] == pytest.approx(maes, rel=1e-5) and msa["mae"] == pytest.approx(np.mean(maes), rel=1e-5)
+    assert msa["mae_std"] == pytest.approx(np.std(maes, ddof=1), rel=1e-4)
+    # t(0.975, df=2) = 4.3027: the interval's half-width is 4.3027 x std / sqrt(3)
+    assert msa["mae_ci95"] == pytest.approx(4.3027 * np.std(maes, ddof=1) / np.sqrt(3), rel=1e-4)
+    saved = json.loads((tmp_path / "reports" / "metrics.json").read_text())["demo"]
+    assert {"mae", "mae_std", "mae_ci95", "corr", "corr_ci95"} <= set(saved["msa"]) and "f1_ci95" in saved["mer"]["avg"]
+    assert not any(k.endswith("_seeds") for k in saved["msa"])  # numbers only, for `dvc metrics`
+
+    # the paired test compares the seed-averaged predictions on the same utterances
+    pairs = json.loads((tmp_path / "reports" / "eval" / "comparisons.json").read_text())["pairs"]
+    mae = next(p for p in pairs if p["kind"] == "runs" and p["metric"] == "msa.mae")
+    averaged = np.mean([r["sentiment"] for r in main_seeds], axis=0)
+    text_only = seed_predictions(tmp_path / "models/text_only", features, test)["sentiment"]
+    expected = np.mean(np.abs(averaged - label)) - np.mean(np.abs(text_only - label))
+    assert (mae["a"], mae["b"], mae["n"]) == ("main", "text_only", len(test))
+    assert mae["diff"] == pytest.approx(expected, abs=1e-5) and mae["ci95"][0] <= mae["diff"] <= mae["ci95"][1]
+    assert 0 < mae["p"] <= 1
+    assert {p["metric"] for p in pairs if p["kind"] == "runs"} == {"msa.mae", "msa.corr", "msa.acc2_non0",
+                                                                    "msa.f1_non0", "mer.avg.wa", "mer.avg.f1"}
+    assert {p["a"] for p in pairs if p["kind"] == "robustness"} == {"main, audio absent", "main, text absent",
+                                                                     "main, audio noise"}
+
+    report(params, tmp_path / "reports")
+    text = (tmp_path / "reports" / "report.md").read_text()
+    assert "## Seeds: every run's spread" in text
+    for seed, value in zip((1111, 1112, 1113), maes):
+        assert f"| main | demo | {seed} | {value:.3f} |" in text
+    half = msa["mae_ci95"]
+    assert (f"| main | demo | mean ± std [95 % CI] | {msa['mae']:.3f} ± {msa['mae_std']:.3f} "
+            f"[{msa['mae'] - half:.3f}, {msa['mae'] + half:.3f}] |") in text
+    low, high = mae["ci95"]
+    assert f"- demo: main vs text_only: MAE {mae['diff']:+.3f} [{low:+.3f}, {high:+.3f}], " in text
+    assert "## Protocol: how each checkpoint was chosen" in text
+    for folder, seed in zip(folders, (1111, 1112, 1113)):
+        chosen = json.loads((folder / "config.json").read_text())["best_epoch"]
+        assert f"| main | {seed} | {chosen} | 2 of 2 | valid_mae |" in text
+
+
+def test_training_and_selection_never_read_the_test_split(tiny_demo, tmp_path):
+    params = {**tiny_demo["params"], "runs": {"main": {"modalities": ["text", "audio"]}}}
+    blind = tmp_path / "blind"
+    shutil.copytree(tiny_demo["features"], blind)
+    h5 = blind / tiny_demo["h5"].relative_to(tiny_demo["features"])
+    with h5py.File(h5, "r+") as f:
+        test = f["meta/split"][:].astype(str) == "test"
+        for name in ("sentiment", "emotions"):
+            values = f[f"meta/{name}"][:]
+            values[test] = np.nan
+            f[f"meta/{name}"][...] = values
+    assert np.isnan(FeatureFile(h5).sentiment[FeatureFile(h5).indices("test")]).all()
+    for features, out in ((tiny_demo["features"], tmp_path / "seen"), (blind, tmp_path / "unseen")):
+        train(params, "main", features, out / "models", out / "train")
+    seen, unseen = (load_checkpoint(tmp_path / k / "models/main") for k in ("seen", "unseen"))
+    assert seen[1]["best_epoch"] == unseen[1]["best_epoch"] and seen[1]["selection"] == unseen[1]["selection"]
+    for (name, a), (_, b) in zip(seen[0].state_dict().items(), unseen[0].state_dict().items()):
+        assert torch.equal(a, b), name  # the same checkpoint, bit for bit
+    curves = [(tmp_path / k / "train/main/plots/metrics/valid/mae.tsv").read_text() for k in ("seen", "unseen")]
+    assert curves[0] == curves[1] and curves[0].count("\n") == 3  # the same validation curve, epoch by epoch
 
 
 def test_training_and_evaluation_import_without_the_pipelines_io_stack():
