@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmolre import datasets
+from mmolre.datasets import registry
 from mmolre.files import atomic_dir
 
 SECTIONS = ("data", "demo")  # the params it reads
@@ -42,7 +42,7 @@ def download(params: dict, raw_root: Path, downloads: Path = Path("data/download
              archives: list[Path] = ()) -> Path:
     """Produce data/raw/<dataset>/ for params['data']['dataset'] (replaced as a unit); returns that folder."""
     data = params["data"]
-    dataset = datasets.source(params)
+    dataset = registry.source(params)
     archives = [*map(Path, data.get("archives") or ()), *archives]
     target, created = raw_root / data["dataset"], not raw_root.exists()
     try:

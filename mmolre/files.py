@@ -1,7 +1,9 @@
-"""File helpers: outputs that a crash never leaves looking complete, and audio headers."""
+"""File helpers: outputs that a crash never leaves looking complete, audio headers, and text files in the
+encodings people's tools write."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import math
@@ -113,3 +115,38 @@ def clean(value):
 def write_json(path: Path, data) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(clean(data), indent=2) + "\n")
+
+
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE before UTF-16 LE: same start
+
+
+def read_text(path: Path, what: str = "file", fallback: str | None = None) -> str:
+    """A text file's contents: decoded by its byte-order mark (a spreadsheet's "Unicode text" is UTF-16), else
+    as UTF-8, else as `fallback` (an encoding a corpus is known to use); otherwise one line saying what was found
+    and how to convert it (`what` names the file's role, e.g. "manifest")."""
+    data = Path(path).read_bytes()
+    for bom, encoding in BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise MmolreError(f"{path}: the {what} starts with a {encoding} byte-order mark but is not valid "
+                                  f"{encoding} at byte {e.start}; save it again as CSV UTF-8") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if fallback:
+            return data.decode(fallback, errors="replace")
+        raise MmolreError(not_utf8(path, what, data, e)) from None
+
+
+def not_utf8(path: Path, what: str, data: bytes, error: UnicodeDecodeError) -> str:
+    """The one line for a text file that is not UTF-8: where, what it looks like, how to convert it."""
+    line = data.count(b"\n", 0, error.start) + 1
+    looks = ("UTF-16 without a byte-order mark" if data[:200].count(b"\x00") > len(data[:200]) // 4 else
+             "Latin-1 / Windows-1252 (a spreadsheet's plain \"CSV\" export)")
+    source = "utf-16" if looks.startswith("UTF-16") else "cp1252"
+    return (f"{path}: the {what} is not UTF-8 (byte 0x{data[error.start]:02x} on line {line}); it looks like "
+            f"{looks}. Save it as \"CSV UTF-8\" or convert it: iconv -f {source} -t utf-8 '{path}' > "
+            f"'{Path(path).with_suffix('.utf8' + Path(path).suffix)}'")

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mmolre import MmolreError
-from mmolre.datasets import REGISTRY
+from mmolre.datasets import DATASETS
 
 T = TypeVar("T")
 S = TypeVar("S", bound="BaseModel")
@@ -106,8 +106,8 @@ class DataParams(Section):
     @field_validator("dataset")
     @classmethod
     def registered(cls, name: str) -> str:
-        if name not in REGISTRY:
-            names = [repr(n) for n in REGISTRY]
+        if name not in DATASETS:
+            names = [repr(n) for n in DATASETS]
             raise ValueError(f"Input should be {', '.join(names[:-1])} or {names[-1]} (the datasets of "
                              "mmolre/datasets/)")
         return name

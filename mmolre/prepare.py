@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pandera.pandas as pa
 
-from mmolre import SPLITS, MmolreError, datasets
-from mmolre.datasets import leak_error, split_leaks
+from mmolre import SPLITS, MmolreError
+from mmolre.datasets import from_processed, leak_error, registry, split_leaks
 from mmolre.files import atomic_dir, audio_problem
 from mmolre.label_spaces import DEFAULT, LABEL_SPACES, Task, label_columns
 from mmolre.params import PrepareParams, build
@@ -47,9 +47,9 @@ def dataset_table(params: dict, raw_root: Path) -> tuple[pd.DataFrame, list[dict
     """The rows of every corpus of data.dataset (its module in mmolre/datasets/), the rows that failed a
     cross-check, the count report, and the table's contract. Label columns a corpus does not fill are NaN."""
     name = params["data"]["dataset"]
-    contract = Contract(datasets.load(name).CORPORA, datasets.label_space(params),
-                        datasets.extra_columns(params, raw_root), media=not datasets.from_processed(params, raw_root))
-    corpora = datasets.source(params, raw_root).tables(params, raw_root / name, raw_root)
+    contract = Contract(registry.load(name).CORPORA, registry.label_space(params),
+                        registry.extra_columns(params, raw_root), media=not from_processed(params, raw_root))
+    corpora = registry.source(params, raw_root).tables(params, raw_root / name, raw_root)
     tables = [c.table for c in corpora if len(c.table)]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=contract.columns)
     # a text column no corpus filled is all NaN, a float column to pandas: cast, so that it is NaN of str

@@ -52,7 +52,8 @@ def _corr(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
 
 def _acc2_non0(pred, label):
     keep = label != 0
-    return 100 * ((pred > 0) == (label > 0)).sum(-1, where=keep) / keep.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample without a non-zero label: undefined (NaN)
+        return 100 * ((pred > 0) == (label > 0)).sum(-1, where=keep) / keep.sum(-1)
 
 
 def _emotion(kind: str) -> Callable:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+import yaml
 from sklearn.metrics import balanced_accuracy_score, f1_score
 from test_cmu import write_mp4
 
@@ -388,3 +389,44 @@ def test_a_custom_label_that_is_not_one_is_named_not_dropped(tmp_path, tiny_para
     params = params_for(tiny_params, "custom", archives=[str(tmp_path / "manifest.csv")], label_space="meld")
     with pytest.raises(MmolreError, match=r"row 0 \(utterance_id='0_0'\): sentiment: not a label of the space meld"):
         prepared_table(params, tmp_path)
+
+
+MANIFEST = "audio,text,split,sentiment\na.wav,café crème,train,1\n"
+
+
+@pytest.mark.parametrize("encoding, bom", [("utf-16", True), ("utf-8-sig", True), ("cp1252", False),
+                                           ("utf-16-le", False)])
+def test_a_manifest_in_another_encoding_is_read_by_its_bom_or_refused_in_one_line(tmp_path, tiny_params, capsys,
+                                                                                  monkeypatch, encoding, bom):
+    from mmolre.cli import main
+
+    write_wav(tmp_path / "a.wav", 0.5)
+    (tmp_path / "manifest.csv").write_bytes(MANIFEST.encode(encoding))  # a spreadsheet export
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    code = main(["download", "--set", "data.dataset=custom", "--set", "data.archives=[manifest.csv]",
+                 "--raw-root", str(tmp_path / "raw")])
+    err = capsys.readouterr().err
+    if bom:  # UTF-16 with its byte-order mark (Excel's "Unicode text"), UTF-8 with one (Excel's "CSV UTF-8")
+        assert code == 0, err
+        table, _ = prepared_table(params_for(tiny_params, "custom", archives=[str(tmp_path / "manifest.csv")]),
+                                  tmp_path / "again")
+        assert table.text.tolist() == ["café crème"] and table.sentiment.tolist() == [1.0]
+        return
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    looks = "Latin-1 / Windows-1252" if encoding == "cp1252" else "UTF-16 without a byte-order mark"
+    source = "cp1252" if encoding == "cp1252" else "utf-16"
+    assert f"manifest.csv: the manifest is not UTF-8 (byte 0x" in err and f"it looks like {looks}" in err
+    assert f"iconv -f {source} -t utf-8 " in err and not (tmp_path / "raw" / "custom").exists()
+
+
+def test_an_mmsa_label_file_that_is_not_utf8_is_named_in_one_line(tmp_path):
+    from mmolre.datasets.mmsa import read_labels
+
+    (tmp_path / "label.csv").write_bytes("video_id,clip_id,text\nv,1,très bien\n".encode("cp1252"))
+    with pytest.raises(MmolreError) as error:
+        read_labels(tmp_path / "label.csv")
+    assert str(error.value).startswith(f"{tmp_path / 'label.csv'}: the label file is not UTF-8 (byte 0xe8 on line 2)")
+    (tmp_path / "label.csv").write_bytes("video_id,clip_id,text\nv,1,très bien\n".encode("utf-16"))
+    with pytest.raises(MmolreError, match="missing column"):  # read (its BOM), then checked as MMSA's
+        read_labels(tmp_path / "label.csv")

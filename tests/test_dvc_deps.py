@@ -1,6 +1,6 @@
 """Each dvc.yaml stage depends on exactly the mmolre modules its command imports (transitively), so an
 edit reruns every stage it can change and no other. A stage that loads datasets through the registry
-(`datasets.load`) imports every registered dataset module: it lists the mmolre/datasets folder; one that
+(`registry.load`) imports every registered dataset module: it lists the mmolre/datasets folder; one that
 builds a model (`baseline_class`) may import every baseline: it lists mmolre/baselines."""
 
 import ast
@@ -12,7 +12,7 @@ import yaml
 from conftest import ROOT
 from mmolre.baselines import MODULES as BASELINES
 from mmolre.modalities import MODALITIES
-from mmolre.datasets import REGISTRY
+from mmolre.datasets.registry import MODULES as DATASETS, PROCESSED_MODULE
 
 
 def source_file(name: str) -> Path | None:
@@ -25,11 +25,11 @@ def imported_modules(path: Path) -> set[Path]:
     """The mmolre source files `path` imports (at any depth in the file), the packages' __init__ included;
     all registered dataset modules when it loads one through the registry, the modalities' encoder and reader
     modules when it loads them through theirs; the registry's and the processed-features module when it reads
-the raw folder through `datasets.source`."""
+the raw folder through `registry.source`."""
     text = path.read_text()
-    found = {source_file(m) for m in REGISTRY.values()} if "datasets.load(" in text else set()
-    found |= ({source_file(m) for m in [*REGISTRY.values(), "mmolre.datasets.processed"]}
-              if "datasets.source(" in text else set())
+    found = {source_file(m) for m in DATASETS.values()} if "registry.load(" in text else set()
+    found |= ({source_file(m) for m in [*DATASETS.values(), PROCESSED_MODULE]}
+              if "registry.source(" in text else set())
     found |= {source_file(m) for m in BASELINES.values()} if "baseline_class(" in text else set()
     found |= ({source_file(getattr(m, what).split(":")[0]) for m in MODALITIES.values() for what in ("encoder", "reader")
                if getattr(m, what)} if '.load("encoder")' in text else set())

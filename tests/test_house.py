@@ -37,9 +37,22 @@ def module_name(path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def named_modules(node, sources: dict[str, str]) -> set[str]:
+    """The project modules an expression names for importlib: a string that is a module's name, or an f-string
+    that starts with a package's dotted name (f"mmolre.baselines.{arch}": every module under it)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in sources:
+        return {node.value}
+    if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+        prefix = str(node.values[0].value)
+        if prefix.startswith(("mmolre.", "flows.")) and prefix.endswith("."):
+            return {m for m in sources if m.startswith(prefix)}
+    return set()
+
+
 def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
-    """module -> the project modules its import statements name (at any depth in the file; `from a import b`
-    names a.b when that is a module, and a package's __init__ when it is not)."""
+    """module -> the project modules it imports: those its import statements name (at any depth in the file;
+    `from a import b` names a.b when that is a module, and a package's __init__ when it is not), and those it
+    names as strings, as importlib loads them (`named_modules`)."""
     graph = {}
     for module, text in sources.items():
         edges = set()
@@ -52,6 +65,7 @@ def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
                     name = name.rpartition(".")[0]
                 if name and name != module:
                     edges.add(name)
+            edges |= named_modules(node, sources) - {module}
         graph[module] = edges
     return graph
 
@@ -87,7 +101,21 @@ def test_no_import_circle_among_the_projects_modules():
 def test_the_circle_check_finds_a_circle_added_back():
     sources = project_sources()
     sources["mmolre.model"] += "\n\ndef _back():\n    from mmolre.baselines import baseline_class\n"
-    assert ["mmolre.baselines", "mmolre.model"] in [sorted(c) for c in circles(import_graph(sources))]
+    assert any({"mmolre.baselines", "mmolre.model"} <= set(c) for c in circles(import_graph(sources)))
     sources = project_sources()
     sources["mmolre.datasets"] += "\nfrom mmolre.params import DataParams\n"
     assert any({"mmolre.datasets", "mmolre.params"} <= set(c) for c in circles(import_graph(sources)))
+
+
+def test_the_circle_check_sees_imports_by_name():
+    sources = project_sources()
+    graph = import_graph(sources)
+    assert "mmolre.datasets.mosei" in graph["mmolre.datasets.registry"]  # f"mmolre.datasets.{name}"
+    assert "mmolre.datasets.processed" in graph["mmolre.datasets.registry"]  # "mmolre.datasets.processed"
+    assert "mmolre.baselines.fusion_tfn" in graph["mmolre.baselines"]
+    # the circle of issue #42, by name: a dataset module that reached back to the registry
+    sources["mmolre.datasets.mosei"] += "\nfrom mmolre.datasets.registry import load\n"
+    assert any({"mmolre.datasets.registry", "mmolre.datasets.mosei"} <= set(c) for c in circles(import_graph(sources)))
+    sources = project_sources()
+    sources["mmolre.baselines.late_fusion"] += "\nfrom mmolre.baselines import MODULES\n"
+    assert ["mmolre.baselines", "mmolre.baselines.late_fusion"] in [sorted(c) for c in circles(import_graph(sources))]

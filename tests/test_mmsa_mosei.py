@@ -321,14 +321,16 @@ def tables(params, folder, raw_root):
 '''
 
 
-def test_a_new_dataset_is_one_module_plus_one_registry_line(tmp_path, monkeypatch, capsys):
+def test_a_new_dataset_is_one_module_plus_its_name(tmp_path, monkeypatch, capsys):
     from conftest import ROOT
-    from mmolre import datasets
+    from mmolre import params
     from mmolre.cli import main
+    from mmolre.datasets import DATASETS, registry
 
-    (tmp_path / "toy_dataset.py").write_text(TOY)  # the module ...
+    (tmp_path / "toy_dataset.py").write_text(TOY)  # the module (here outside mmolre/datasets/, so its path too) ...
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(datasets.REGISTRY, "toy", "toy_dataset")  # ... and its registry line
+    monkeypatch.setattr(params, "DATASETS", (*DATASETS, "toy"))  # ... and its name
+    monkeypatch.setitem(registry.MODULES, "toy", "toy_dataset")
     monkeypatch.chdir(ROOT)
     where = ["--raw-root", str(tmp_path / "raw")]
     assert main(["download", "--set", "data.dataset=toy", *where]) == 0  # params accept it
@@ -337,7 +339,7 @@ def test_a_new_dataset_is_one_module_plus_one_registry_line(tmp_path, monkeypatc
     assert main(["prepare", "--set", "data.dataset=toy", *where, "--out-root", str(tmp_path / "prepared")]) == 0
     table = pd.read_parquet(tmp_path / "prepared/toy/utterances.parquet")
     assert table.utterance_id.tolist() == ["spk0_0", "spk1_0", "spk2_0"] and table.happy.isna().all()
-    monkeypatch.delitem(datasets.REGISTRY, "toy")
+    monkeypatch.setattr(params, "DATASETS", DATASETS)
     assert main(["download", "--set", "data.dataset=toy", *where]) == 2
     assert ("params data.dataset='toy': Input should be 'demo', 'mosi', 'mosei', 'cmu', 'sims', 'sims2', 'meld', "
             "'iemocap' or 'custom'") in capsys.readouterr().err

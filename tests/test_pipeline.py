@@ -19,19 +19,34 @@ def ran_stages(log: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", log))
 
 
+DVC = [sys.executable, "-m", "dvc"]
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
+    """The project reproduced once and committed; every test starts from it and leaves it so (`restore`), so that
+    each test runs alone or in any order. The first `dvc repro`'s log is in first-repro.log beside it."""
     repo = make_project_repo(tmp_path_factory.mktemp("my project"))  # a path with a space, as users have
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["runs"] = {run: params["runs"][run] for run in ("main", "trimodal")}  # two: the foreach, cheaply
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(repo, "git", "commit", "-qam", "two runs")
+    (repo.parent / "first-repro.log").write_text(sh(repo, *DVC, "repro"))
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "first run")
     return repo
 
 
+def restore(repo: Path) -> None:
+    """The workspace back at the last commit: its params and metrics (git) and its outputs (DVC's cache)."""
+    sh(repo, "git", "checkout", "-q", "--", ".")
+    sh(repo, *DVC, "checkout", "-q", "--force")
+    assert "Data and pipelines are up to date" in sh(repo, *DVC, "status")
+
+
 def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches(repo):
-    dvc = [sys.executable, "-m", "dvc"]
-    first = sh(repo, *dvc, "repro")
+    dvc = DVC
+    first = (repo.parent / "first-repro.log").read_text()
     assert ran_stages(first) == {"download", "prepare", "featurize", "train@main", "train@trimodal", "evaluate",
                                  "transfer", "report"}
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
@@ -46,13 +61,13 @@ def test_repro_runs_every_stage_then_is_a_no_op_then_reruns_only_what_lr_touches
     second = sh(repo, *dvc, "repro")
     assert ran_stages(second) == set() and "Data and pipelines are up to date" in second
 
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "first run")
     set_yaml(repo / "params.yaml", "train", "lr", 0.01)
-    third = sh(repo, *dvc, "repro")
-    assert ran_stages(third) == {"train@main", "train@trimodal", "evaluate", "transfer", "report"}
-
-    diff = json.loads(sh(repo, *dvc, "metrics", "diff", "--json").strip().splitlines()[-1])
+    try:
+        third = sh(repo, *dvc, "repro")
+        assert ran_stages(third) == {"train@main", "train@trimodal", "evaluate", "transfer", "report"}
+        diff = json.loads(sh(repo, *dvc, "metrics", "diff", "--json").strip().splitlines()[-1])
+    finally:
+        restore(repo)
     changed = diff["reports/metrics.json"]
     assert "demo.msa.mae" in changed
     assert changed["demo.msa.mae"]["old"] != changed["demo.msa.mae"]["new"]
@@ -80,27 +95,33 @@ def test_a_new_model_option_reruns_the_model_stages_and_leaves_the_data_stages_u
 def test_a_second_repro_in_the_same_workspace_is_refused_and_the_first_finishes(repo):
     assert " " in str(repo)
     set_yaml(repo / "params.yaml", "evaluate", "batch_size", 16)  # evaluate and transfer rerun: seconds of lock
-    dvc = [sys.executable, "-m", "dvc", "repro"]
+    dvc = [*DVC, "repro"]
     log = repo.parent / "first.log"
-    first = subprocess.Popen(dvc, cwd=repo, env=tool_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while "Running stage" not in log.read_text():  # the first holds DVC's lock from here on
-        assert first.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
-    second = subprocess.run(dvc, cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=120)
-    said = second.stdout + second.stderr  # DVC's repo lock, or its per-output read/write lock
-    assert second.returncode != 0 and ("Unable to acquire lock" in said or "is busy" in said), said
-    assert first.wait(600) == 0, log.read_text()
-    assert {"evaluate", "transfer"} <= ran_stages(log.read_text()) <= {"evaluate", "transfer", "report"}
-    assert "Data and pipelines are up to date" in sh(repo, sys.executable, "-m", "dvc", "repro")
+    try:
+        first = subprocess.Popen(dvc, cwd=repo, env=tool_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while "Running stage" not in log.read_text():  # the first holds DVC's lock from here on
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        second = subprocess.run(dvc, cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=120)
+        said = second.stdout + second.stderr  # DVC's repo lock, or its per-output read/write lock
+        assert second.returncode != 0 and ("Unable to acquire lock" in said or "is busy" in said), said
+        assert first.wait(600) == 0, log.read_text()
+        assert {"evaluate", "transfer"} <= ran_stages(log.read_text()) <= {"evaluate", "transfer", "report"}
+        assert "Data and pipelines are up to date" in sh(repo, *dvc)
+    finally:
+        restore(repo)
 
 
 def test_dvclive_metrics_in_exp_show_and_curves_in_plots_diff(repo):
-    dvc = [sys.executable, "-m", "dvc"]
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "baseline", "--allow-empty")
-    sh(repo, *dvc, "exp", "run", "-n", "lr-high", "-S", "train.lr=0.001")
-    shown = json.loads(sh(repo, *dvc, "exp", "show", "--json").strip().splitlines()[-1])
+    dvc = DVC
+    committed_lr = yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"]
+    try:
+        sh(repo, *dvc, "exp", "run", "-n", "lr-high", "-S", "train.lr=0.001")
+        shown = json.loads(sh(repo, *dvc, "exp", "show", "--json").strip().splitlines()[-1])
+        plots = json.loads(sh(repo, *dvc, "plots", "diff", "HEAD", "lr-high", "--json").strip().splitlines()[-1])["data"]
+    finally:
+        restore(repo)  # `exp run` leaves the experiment's params and outputs in the workspace
     commit = next(c for c in shown if c["rev"] != "workspace")
     experiment = next(e["revs"][0] for e in commit["experiments"] if e["name"] == "lr-high")
     for metrics in (commit["data"]["metrics"], experiment["data"]["metrics"]):  # the baseline and the experiment
@@ -108,8 +129,7 @@ def test_dvclive_metrics_in_exp_show_and_curves_in_plots_diff(repo):
         assert {"train", "valid", "lr", "step", "best"} <= set(main) and main["best"]["epoch"] >= 1
         assert "reports/train/trimodal/metrics.json" in metrics
     assert experiment["data"]["metrics"]["reports/train/main/metrics.json"]["data"]["lr"] == 0.001
-    assert commit["data"]["metrics"]["reports/train/main/metrics.json"]["data"]["lr"] == 0.01
-    plots = json.loads(sh(repo, *dvc, "plots", "diff", "HEAD", "lr-high", "--json").strip().splitlines()[-1])["data"]
+    assert commit["data"]["metrics"]["reports/train/main/metrics.json"]["data"]["lr"] == committed_lr != 0.001
     loss = plots["Training loss (main run)"][0]
     rows = loss["content"]["data"]["values"]
     assert set(loss["revisions"]) == {"HEAD", "lr-high"} and {r["rev"] for r in rows} == {"HEAD", "lr-high"}
@@ -163,7 +183,7 @@ def test_publish_uploads_card_weights_and_config_in_one_commit_and_predict_from_
     from mmolre.cli import main
     from mmolre.metrics import flatten
 
-    sh(repo, sys.executable, "-m", "dvc", "repro")  # up to date (a no-op after the tests above)
+    assert "Data and pipelines are up to date" in sh(repo, *DVC, "repro")
     wav = str(repo / "data/raw/demo/audio" / sorted(p.name for p in (repo / "data/raw/demo/audio").iterdir())[0])
     with FakeHub() as hub:
         env = hub_env(hub, tmp_path / "hf")

@@ -1,11 +1,12 @@
-"""The field's fusion baselines on MMoLRE's own footing: the same standardised encoder features, the same task
-heads and multi-task loss (model.TaskHeads), the same training, so that only the fusion differs (`model.arch`).
+"""Fusion-only variants after the field's fusion models, on MMoLRE's own footing: the same standardised encoder
+features, the same task heads and multi-task loss (model.TaskHeads), the same training, so that only the fusion
+differs (`model.arch`). They are not the field's models as their authors trained them, and their names say so.
 
-Every baseline starts from MMoLRE's input projection of each modality's sequence. MulT (mult.py) reads the
+Every variant starts from MMoLRE's input projection of each modality's sequence (base.py). fusion_mult reads the
 sequences; the others read each modality as one pooled vector: the mean over its real positions, then
 Linear(d_model -> fusion_dim) + ReLU [ours: the papers' LSTM / DNN subnetworks are replaced by the same pooling
-for all]. A baseline's `fuse` maps these to a d_model vector; ReLU and dropout follow; both heads read it (one
-shared path: the baselines have no task-specific branches). A baseline with losses of its own (MISA) returns
+for all]. A variant's `fuse` maps these to a d_model vector; ReLU and dropout follow; both heads read it (one
+shared path: the variants have no task-specific branches). A variant with losses of its own (fusion_misa) returns
 them weighted from `fuse`; they join the task loss when labels are given.
 """
 
@@ -13,72 +14,9 @@ from __future__ import annotations
 
 import importlib
 
-import torch
-from torch import nn
-
-from mmolre.hub import PretrainedMixin
-from mmolre.model import InputProjection, MMoLREOutput, TaskHeads, masked_mean, model_input
-from mmolre.model_config import MMoLREConfig
-
-MODULES = {arch: f"mmolre.baselines.{arch}" for arch in ("late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult", "fusion_misa")}
+MODULES = {arch: f"mmolre.baselines.{arch}" for arch in ("late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult",
+                                                          "fusion_misa")}
 
 
 def baseline_class(arch: str) -> type:
     return importlib.import_module(MODULES[arch]).Model
-
-
-class FusionBaseline(nn.Module, PretrainedMixin, TaskHeads):
-    """Projected sequences -> `fuse` (a subclass's) -> ReLU, dropout -> the task heads."""
-
-    config_class = MMoLREConfig
-
-    def __init__(self, cfg: MMoLREConfig):
-        super().__init__()
-        self.config = cfg
-        self.inputs = nn.ModuleDict({m: InputProjection(cfg.dims[m], cfg.d_model) for m in cfg.modalities})
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.add_heads(cfg)
-
-    @classmethod
-    def build(cls, config: MMoLREConfig) -> nn.Module:
-        return baseline_class(config.arch)(config)
-
-    def fuse(self, xs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], with_losses: bool):
-        """modality -> (B, T_m, d) and (B, T_m) -> the fused (B, d) vector and the baseline's own weighted loss
-        (None: it has none; computed only `with_losses`)."""
-        raise NotImplementedError
-
-    def forward(self, sentiment=None, emotions=None, return_routing: bool = False, dialogue=None, turn=None,
-                **inputs) -> MMoLREOutput:
-        """As MMoLRE.forward (no routing: `return_routing` gives an empty dict; no dialogue context)."""
-        xs, masks = {}, {}
-        for m in self.config.modalities:
-            x, masks[m] = model_input(inputs, m)
-            xs[m] = self.inputs[m](x)
-        labelled = sentiment is not None and emotions is not None
-        fused, own_loss = self.fuse(xs, masks, with_losses=labelled)
-        fused = self.dropout(torch.relu(fused))
-        out = self.head_outputs({task: fused for task in self.config.tasks}, {}, sentiment, emotions)
-        if out.loss is not None and own_loss is not None:
-            out.loss_aux = own_loss
-            out.loss = out.loss + own_loss
-        return out
-
-
-class PooledBaseline(FusionBaseline):
-    """A baseline that reads each modality as one pooled vector and fuses them with `make_fusion`'s module."""
-
-    def __init__(self, cfg: MMoLREConfig):
-        super().__init__(cfg)
-        self.unimodal = nn.ModuleDict({m: nn.Linear(cfg.d_model, cfg.fusion_dim) for m in cfg.modalities})
-        self.fusion = self.make_fusion(cfg)
-
-    def make_fusion(self, cfg: MMoLREConfig) -> nn.Module:
-        raise NotImplementedError
-
-    def pooled(self, xs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """modality -> (B, fusion_dim): the mean over the real positions, Linear + ReLU."""
-        return {m: torch.relu(self.unimodal[m](masked_mean(xs[m], masks[m]))) for m in self.config.modalities}
-
-    def fuse(self, xs, masks, with_losses):
-        return self.fusion(self.pooled(xs, masks)), None

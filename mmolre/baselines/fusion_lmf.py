@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmolre.baselines import PooledBaseline
+from mmolre.baselines.base import PooledBaseline
 from mmolre.baselines.fusion_tfn import with_one
 
 

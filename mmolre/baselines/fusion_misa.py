@@ -22,7 +22,7 @@ from itertools import combinations
 import torch
 from torch import nn
 
-from mmolre.baselines import PooledBaseline
+from mmolre.baselines.base import PooledBaseline
 
 MOMENTS = 5  # K of CMD [paper]
 

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from mmolre.baselines import FusionBaseline
+from mmolre.baselines.base import FusionBaseline
 from mmolre.model import attend_present
 
 

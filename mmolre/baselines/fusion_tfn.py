@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmolre.baselines import PooledBaseline
+from mmolre.baselines.base import PooledBaseline
 
 
 def with_one(h: torch.Tensor) -> torch.Tensor:

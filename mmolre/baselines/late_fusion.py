@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmolre.baselines import PooledBaseline
+from mmolre.baselines.base import PooledBaseline
 
 
 class Concatenation(nn.Module):

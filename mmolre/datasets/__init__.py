@@ -14,17 +14,16 @@ and where it differs from the CMU corpora's
 - `EXTRA_COLUMNS`: {column: type} of corpus-specific columns the utterance table keeps (nullable), e.g.
   SIMS's unimodal labels or MELD's dialogue.
 
-Adding a dataset is one module here plus one line below: the download and prepare stages dispatch
-through this table, the params schema takes its allowed values from it, and dvc.yaml's download and
+Adding a dataset is one module here plus its name in DATASETS below: the download and prepare stages
+dispatch by that name (registry.py, which imports the modules by name; the dataset modules import this
+package, never the registry), the params schema takes its allowed values from it, and dvc.yaml's download and
 prepare stages depend on this whole folder.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from mmolre.modalities import MODALITIES
@@ -32,29 +31,12 @@ from mmolre.modalities import MODALITIES
 if TYPE_CHECKING:
     import pandas as pd
 
-REGISTRY = {  # data.dataset -> module (imported only when used: the stages that need no corpus stay light)
-    "demo": "mmolre.datasets.demo",
-    "mosi": "mmolre.datasets.mosi",
-    "mosei": "mmolre.datasets.mosei",
-    "cmu": "mmolre.datasets.cmu",
-    "sims": "mmolre.datasets.sims",
-    "sims2": "mmolre.datasets.sims2",
-    "meld": "mmolre.datasets.meld",
-    "iemocap": "mmolre.datasets.iemocap",
-    "custom": "mmolre.datasets.custom",
-}
+# data.dataset's values, each the name of its module here (registry.py loads it only when used: the stages that
+# need no corpus stay light)
+DATASETS = ("demo", "mosi", "mosei", "cmu", "sims", "sims2", "meld", "iemocap", "custom")
 
 
 PROCESSED_FOLDER = "processed"  # data/raw/<dataset>/processed/: a processed file's import (datasets/processed.py)
-
-
-def load(name: str) -> ModuleType:
-    """The module of dataset `name`; MmolreError naming the choices when there is none."""
-    from mmolre import MmolreError
-
-    if name not in REGISTRY:
-        raise MmolreError(f"data.dataset={name!r}: choose one of {sorted(REGISTRY)}")
-    return importlib.import_module(REGISTRY[name])
 
 
 def from_processed(params: dict, raw_root: Path | None = None) -> bool:
@@ -64,23 +46,13 @@ def from_processed(params: dict, raw_root: Path | None = None) -> bool:
     return bool(params["data"].get("processed")) or (folder is not None and (folder / "source.json").is_file())
 
 
-def source(params: dict, raw_root: Path | None = None) -> ModuleType:
-    """The module that downloads and reads data/raw/<dataset>/: the dataset's own, or datasets/processed.py for
-    a processed file's import (`from_processed`)."""
-    if from_processed(params, raw_root):
-        return importlib.import_module("mmolre.datasets.processed")
-    return load(params["data"]["dataset"])
-
-
-def label_space(params: dict) -> str:
-    """The label space of data.dataset: `data.label_space` when set (among the dataset's choices), else its own."""
+def chosen_label_space(params: dict, own: str, choices: tuple[str, ...] | None = None) -> str:
+    """The label space of a dataset labelled in `own` (and `choices`): `data.label_space` when set (among the
+    choices), else its own."""
     from mmolre import MmolreError
-    from mmolre.label_spaces import DEFAULT
 
-    module = load(params["data"]["dataset"])
-    own = getattr(module, "LABEL_SPACE", DEFAULT)
     chosen = params["data"].get("label_space") or own
-    choices = getattr(module, "LABEL_SPACE_CHOICES", (own,))
+    choices = choices or (own,)
     if chosen not in choices:
         raise MmolreError(f"data.label_space={chosen!r}: {params['data']['dataset']} is labelled in "
                           f"{', '.join(choices)}")
@@ -88,13 +60,6 @@ def label_space(params: dict) -> str:
 
 
 VIDEO_COLUMNS = {MODALITIES["video"].source: str}  # the column of a dataset whose clips can carry video (as audio_path)
-
-
-def extra_columns(params: dict, raw_root: Path | None = None) -> dict[str, type]:
-    """The corpus columns of the utterance table: the dataset's, or those a processed file fills."""
-    if from_processed(params, raw_root):
-        return source(params, raw_root).extra_columns(params["data"]["dataset"])
-    return getattr(load(params["data"]["dataset"]), "EXTRA_COLUMNS", {})
 
 
 def kept_video(path: Path, raw_root: Path) -> str | None:

@@ -20,6 +20,7 @@ named in counts.txt.
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -29,9 +30,9 @@ import soundfile as sf
 from tqdm import tqdm
 
 from mmolre import SPLITS, MmolreError
-from mmolre.datasets import CorpusTable, label_space
-from mmolre.files import audio_duration, decode_audio
-from mmolre.label_spaces import LABEL_SPACES, SENTIMENT_CLASSES, label_columns
+from mmolre.datasets import CorpusTable, chosen_label_space
+from mmolre.files import audio_duration, decode_audio, read_text
+from mmolre.label_spaces import DEFAULT, LABEL_SPACES, SENTIMENT_CLASSES, label_columns
 
 CORPORA = ("custom",)
 LABEL_SPACE_CHOICES = tuple(LABEL_SPACES)
@@ -42,7 +43,7 @@ FOLDER = "custom"  # data/raw/custom/custom/: manifest.csv, WAV_16000/<id>.wav, 
 def read_manifest(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise MmolreError(f"{path}: no such manifest (a CSV with columns audio, text[, id, split, speaker, labels])")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = pd.read_csv(io.StringIO(read_text(path, "manifest")), dtype=str, keep_default_na=False)
     missing = [c for c in ("audio", "text") if c not in table.columns]
     if missing:
         raise MmolreError(f"{path}: missing column(s) {missing}; a manifest has audio, text and optionally id, "
@@ -119,14 +120,15 @@ def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
                          "video_id": group.values, "dataset": "custom", "split": split.values, "start_s": 0.0,
                          "end_s": [audio_duration(p) for p in wav],
                          "audio_path": [p.relative_to(raw_root).as_posix() for p in wav], "text": table.text.str.strip()})
-    labels, unreadable_labels = label_values(table, label_space(params))
+    space = chosen_label_space(params, DEFAULT, LABEL_SPACE_CHOICES)
+    labels, unreadable_labels = label_values(table, space)
     rows = pd.concat([rows, labels], axis=1)
     out = CorpusTable(pd.DataFrame(), {"recording could not be decoded (undecodable.csv)": []},
                       notes=[f"from the manifest: {len(table)} rows; splits "
                              + ("from its `split` column" if "split" in table else
                                 f"drawn by {by} ({CUSTOM_SPLIT})")])
     out.invalid = [{"utterance_id": rows.utterance_id[i], "column": column, "rule": "not a label of the space "
-                    f"{label_space(params)} (mmolre/datasets/custom.py lists them)", "value": text}
+                    f"{space} (mmolre/datasets/custom.py lists them)", "value": text}
                    for i, column, text in unreadable_labels if table.id[i] not in unreadable]
     keep = [i not in unreadable for i in table.id]
     out.dropped["recording could not be decoded (undecodable.csv)"] = [f"{i}: {unreadable[i]}" for i in table.id

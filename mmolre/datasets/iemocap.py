@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from mmolre import MmolreError
-from mmolre.datasets import CorpusTable, label_space
-from mmolre.files import audio_duration
+from mmolre.datasets import CorpusTable, chosen_label_space
+from mmolre.files import audio_duration, read_text
 from mmolre.label_spaces import IEMOCAP_6, LABEL_SPACES
 
 CORPORA = ("iemocap",)
@@ -97,7 +97,7 @@ def read_evaluations(folder: Path) -> pd.DataFrame:
     """One row per summary line of every EmoEvaluation file: utterance, session, dialog, code, V, A, D."""
     rows = []
     for path in sorted(folder.glob("Session[1-5]/dialog/EmoEvaluation/*.txt")):
-        for line in path.read_text(errors="replace").splitlines():
+        for line in read_text(path, "EmoEvaluation file", fallback="cp1252").splitlines():
             if match := SUMMARY.match(line):
                 start, _, utterance, code, v, a, d = match.groups()
                 rows.append({"utterance": utterance, "session": int(path.parts[-4][-1]), "dialog": path.stem,
@@ -113,7 +113,7 @@ def read_evaluations(folder: Path) -> pd.DataFrame:
 def read_transcripts(folder: Path) -> dict[str, str]:
     texts = {}
     for path in sorted(folder.glob("Session[1-5]/dialog/transcriptions/*.txt")):
-        for line in path.read_text(errors="replace").splitlines():
+        for line in read_text(path, "transcription", fallback="cp1252").splitlines():
             if match := TRANSCRIPT.match(line.strip()):
                 texts[match.group(1)] = " ".join(match.group(2).split())
     return texts
@@ -129,7 +129,7 @@ def fold_splits(dialogs: pd.Series, sessions: pd.Series, test_session: int, seed
 
 
 def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
-    space, test_session = label_space(params), int(params["data"].get("test_session") or 1)
+    space, test_session = chosen_label_space(params, LABEL_SPACE, LABEL_SPACE_CHOICES), int(params["data"].get("test_session") or 1)
     if test_session not in SESSIONS:
         raise MmolreError(f"data.test_session={test_session}: choose a session, 1 to 5")
     root = folder / FOLDER

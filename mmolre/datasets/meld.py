@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from mmolre import MmolreError
 from mmolre.datasets import VIDEO_COLUMNS, CorpusTable, kept_video, sdk, video_note
-from mmolre.files import audio_duration, copy_clip, decode_audio
+from mmolre.files import audio_duration, copy_clip, decode_audio, read_text
 from mmolre.params import keeps_video
 
 CORPORA = ("meld",)
@@ -168,12 +168,9 @@ def download(params: dict, target: Path, downloads: Path, archives=()) -> None:
 
 
 def read_split_csv(path: Path) -> pd.DataFrame:
-    """A split's CSV with every field as text; U+0092 apostrophes read as ’ (cp1252 copies too)."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("cp1252")
+    """A split's CSV with every field as text; U+0092 apostrophes read as ’ (cp1252 copies too; a BOM's
+    encoding, e.g. a UTF-16 re-save, is followed)."""
+    text = read_text(path, "split CSV", fallback="cp1252")
     table = pd.read_csv(io.StringIO(text.replace("\x92", "\u2019")), dtype=str, keep_default_na=False)
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:

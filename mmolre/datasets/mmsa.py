@@ -29,6 +29,7 @@ and how many matched clips have a label that differs from the row's sentiment (t
 from __future__ import annotations
 
 import difflib
+import io
 import re
 import shutil
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from tqdm import tqdm
 from mmolre import EMOTIONS, SPLITS, MmolreError
 from mmolre.datasets import CorpusTable, kept_video, video_note
 from mmolre.datasets.sdk import clean_transcript, combined_transcript, read_csd
-from mmolre.files import audio_duration, copy_clip, decode_audio
+from mmolre.files import audio_duration, copy_clip, decode_audio, read_text
 
 FOLDER = "MMSA"  # under data/raw/<dataset>[/<corpus>]: label.csv, WAV_16000/<video>_<clip>.wav, Video/, undecodable.csv
 LABEL_COLUMNS = ["video_id", "clip_id", "text", "label", "mode"]
@@ -56,7 +57,8 @@ def read_labels(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise MmolreError(f"{path}: no label.csv (expected the MMSA layout: label.csv beside Raw/<video_id>/"
                           "<clip_id>.mp4)")
-    table = pd.read_csv(path, dtype={"video_id": str, "clip_id": str}, keep_default_na=False, na_values=[""])
+    table = pd.read_csv(io.StringIO(read_text(path, "label file")), dtype={"video_id": str, "clip_id": str},
+                        keep_default_na=False, na_values=[""])
     missing = [c for c in LABEL_COLUMNS if c not in table.columns]
     if missing:
         raise MmolreError(f"{path}: missing column(s) {missing}; MMSA's label.csv has "
