@@ -128,6 +128,9 @@ class DemoParams(Section):
 
 class PrepareParams(Section):
     on_invalid: OnInvalid = "fail"
+    # a split you or mmolre made that puts a video in several splits: refuse (naming them) | warn (kept, recorded
+    # in counts.txt and the report). A release's own split is always kept and reported.
+    split_overlap: Literal["refuse", "warn"] = "refuse"
     # [ours] MOSI: a segment WAV may differ from its label interval by this much. The intervals are given to the
     # millisecond and the WAVs were cut at them, so an honest segment agrees to a few 10 ms frames plus codec
     # padding; a mislinked or truncated one is off by seconds.

@@ -17,7 +17,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from mmolre import SPLITS, MmolreError
-from mmolre.datasets import from_processed, leak_error, registry, split_leaks
+from mmolre.datasets import from_processed, leak_error, overlap_lines, overlap_warning, registry, split_leaks
 from mmolre.files import atomic_dir, audio_problem
 from mmolre.label_spaces import DEFAULT, LABEL_SPACES, Task, label_columns
 from mmolre.params import PrepareParams, build
@@ -43,9 +43,10 @@ class Contract:
         return [*BASE_COLUMNS, *label_columns(self.space), *self.extra]
 
 
-def dataset_table(params: dict, raw_root: Path) -> tuple[pd.DataFrame, list[dict], list[str], Contract]:
+def dataset_table(params: dict, raw_root: Path) -> tuple[pd.DataFrame, list[dict], list[str], Contract, str]:
     """The rows of every corpus of data.dataset (its module in mmolre/datasets/), the rows that failed a
-    cross-check, the count report, and the table's contract. Label columns a corpus does not fill are NaN."""
+    cross-check, the count report, the table's contract, and who made the split (release, user or mmolre).
+    Label columns a corpus does not fill are NaN."""
     name = params["data"]["dataset"]
     contract = Contract(registry.load(name).CORPORA, registry.label_space(params),
                         registry.extra_columns(params, raw_root), media=not from_processed(params, raw_root))
@@ -54,8 +55,28 @@ def dataset_table(params: dict, raw_root: Path) -> tuple[pd.DataFrame, list[dict
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=contract.columns)
     # a text column no corpus filled is all NaN, a float column to pandas: cast, so that it is NaN of str
     text_columns = {column: "str" for column, kind in contract.extra.items() if kind is str}
+    made = {c.split_from for c in corpora}
     return (table.reindex(columns=contract.columns).astype(text_columns), [v for c in corpora for v in c.invalid],
-            [line for c in corpora for line in c.report], contract)
+            [line for c in corpora for line in c.report], contract, "release" if made <= {"release"} else
+            min(made - {"release"}))
+
+
+def split_overlap(table: pd.DataFrame, dataset: str, split_from: str, policy: str) -> list[str]:
+    """counts.txt lines for videos in several splits: a release's split is kept and reported (one warning line);
+    a split the user or mmolre made is refused unless `policy` (prepare.split_overlap) is warn."""
+    leaks = split_leaks(table.video_id, table.split)
+    if not leaks:
+        return []
+    if split_from != "release" and policy == "refuse":
+        raise leak_error(f"{dataset}'s utterance table", leaks)
+    whose = "this release's split" if split_from == "release" else f"the split {split_from_name(split_from)}"
+    print(overlap_warning("prepare", leaks, whose))
+    return overlap_lines(table.video_id, table.split, whose)
+
+
+def split_from_name(split_from: str) -> str:
+    return {"user": "you made (kept: prepare.split_overlap=warn)",
+            "mmolre": "mmolre made (kept: prepare.split_overlap=warn)"}[split_from]
 
 
 def label_checks(task: Task) -> dict[str, pa.Column]:
@@ -146,12 +167,10 @@ def prepare(params: dict, raw_root: Path, out_root: Path) -> Path:
     dataset = params["data"]["dataset"]
     if not (raw_root / dataset).is_dir():
         raise MmolreError(f"{raw_root / dataset} does not exist: run `mmolre download` first")
-    table, invalid, counts_report, contract = dataset_table(params, raw_root)
+    table, invalid, counts_report, contract, split_from = dataset_table(params, raw_root)
     for line in counts_report:
         print(f"prepare: {line}")
-    leaks = split_leaks(table.video_id, table.split)
-    if leaks:
-        raise leak_error(f"{dataset}'s utterance table", leaks)
+    counts_report += split_overlap(table, dataset, split_from, cfg.split_overlap)
     violations = find_violations(table, raw_root, contract, invalid)
     bad_rows = sorted({int(r) for r in violations.row.dropna()})
     if len(violations) and (cfg.on_invalid == "fail" or violations.row.isna().any()):

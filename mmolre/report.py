@@ -24,6 +24,7 @@ from sklearn.metrics import confusion_matrix  # noqa: E402
 
 from mmolre import EMOTIONS, MmolreError  # noqa: E402
 from mmolre.curves import read_curves
+from mmolre.datasets import OVERLAP
 from mmolre.files import atomic_dir, atomic_file  # noqa: E402
 from mmolre.label_spaces import DEFAULT, LABEL_SPACES  # noqa: E402
 from mmolre.metrics import accepted_metrics, flatten, is_spread  # noqa: E402
@@ -213,8 +214,10 @@ def data_section(counts: Path) -> list[str]:
         return []
     lines = counts.read_text().splitlines()
     unofficial = [line.strip().removeprefix("note: ") for line in lines if "an unofficial copy" in line]
+    overlap = [line.removeprefix(OVERLAP).split(": ", 1) for line in lines if line.startswith(OVERLAP)]
     return (["## Data: sources and counts", ""]
             + [f"**Unofficial source.** {line}" for line in unofficial] + ([""] if unofficial else [])
+            + [f"**{what[0].upper()}{what[1:]}:** {rest}." for what, rest in overlap] + ([""] if overlap else [])
             + ["From prepare's `counts.txt`:", "", "```", *lines, "```", ""])
 
 

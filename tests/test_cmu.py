@@ -401,3 +401,33 @@ def test_an_archive_with_a_bad_crc_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "corrupt archive (Bad CRC-32 for file 'Raw/Audio/WAV_16000/Segmented/VbQk4H8hgr0_1.wav')" in err
+
+
+def test_mmsas_mode_split_that_crosses_videos_is_reported_not_refused(tmp_path, capsys, monkeypatch):
+    from conftest import ROOT
+    from mmolre.cli import main
+    from mmolre.report import data_section
+
+    mmsa = tmp_path / "SIMS-like"  # clips of one video in train and test, as a clip-level split puts them
+    clips = [("v1", "1", "train"), ("v1", "2", "test"), ("v2", "1", "valid"), ("v3", "1", "test")]
+    rows = ["video_id,clip_id,text,label,label_T,label_A,label_V,annotation,mode"]
+    for video, clip, mode in clips:
+        write_mp4(mmsa / "Raw" / video / f"{clip}.mp4", 0.6)
+        rows.append(f"{video},{clip},some words,0.5,,,,Positive,{mode}")
+    (mmsa / "label.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.chdir(ROOT)
+    assert main(["download", "--set", "data.dataset=mosi", "--from-mmsa", str(mmsa),
+                 "--raw-root", str(tmp_path / "raw")]) == 0
+    said = capsys.readouterr().out
+    assert (f"download: {mmsa / 'label.csv'}: warning: this release's split is not video-independent: 1 video(s) "
+            "span train/valid/test (v1); results on it are not speaker-independent") in said
+    manifest = json.loads((tmp_path / "raw/mosi/MANIFEST.json").read_text())["label.csv"]
+    assert manifest["split"] == {"video_independent": False, "videos_in_several_splits": 1, "first": ["v1"]}
+    assert manifest["sha256"] == hashlib.sha256((mmsa / "label.csv").read_bytes()).hexdigest()
+    out = prepare(params_for("mosi"), tmp_path / "raw", tmp_path / "prepared")
+    assert "prepare: warning: this release's split is not video-independent" in capsys.readouterr().out
+    counts = (out / "counts.txt").read_text()
+    assert "split overlap: this release's split is not video-independent: 1 video(s) span train/valid/test" in counts
+    assert "  v1: test, train\n" in counts and "source: label.csv from file:" in counts
+    assert ("**This release's split is not video-independent:** 1 video(s) span train/valid/test; results on it "
+            "are not speaker-independent.") in data_section(out / "counts.txt")

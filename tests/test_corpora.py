@@ -430,3 +430,32 @@ def test_an_mmsa_label_file_that_is_not_utf8_is_named_in_one_line(tmp_path):
     (tmp_path / "label.csv").write_bytes("video_id,clip_id,text\nv,1,très bien\n".encode("utf-16"))
     with pytest.raises(MmolreError, match="missing column"):  # read (its BOM), then checked as MMSA's
         read_labels(tmp_path / "label.csv")
+
+
+def test_a_manifest_split_that_crosses_speakers_is_refused_unless_kept_on_purpose(tmp_path, tiny_params, capsys,
+                                                                                   monkeypatch):
+    from mmolre.cli import main
+
+    rows = ["audio,text,speaker,split,sentiment"]
+    for k, split in enumerate(["train", "train", "valid", "test", "test"]):
+        write_wav(tmp_path / f"c{k}.wav", 0.5)
+        rows.append(f"c{k}.wav,utterance {k},{'ann' if k in (0, 3) else f's{k}'},{split},1")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    monkeypatch.chdir(tmp_path)
+    custom = ["--set", "data.dataset=custom", "--set", "data.archives=[manifest.csv]"]
+    assert main(["download", *custom]) == 0
+    capsys.readouterr()
+    assert main(["prepare", *custom]) == 2
+    err = capsys.readouterr().err
+    assert err == ("mmolre prepare: error: custom's utterance table: 1 video(s) have utterances in more than one split "
+                   "(ann): the splits must be speaker-independent; fix the split, or set prepare.split_overlap=warn to "
+                   "keep it (recorded in counts.txt and the report)\n")
+    assert not (tmp_path / "data/prepared/custom").exists()
+    assert main(["prepare", *custom, "--set", "prepare.split_overlap=warn"]) == 0
+    out = capsys.readouterr().out
+    assert "prepare: warning: the split you made (kept: prepare.split_overlap=warn) is not video-independent: 1 " \
+           "video(s) span train/valid/test (ann)" in out
+    counts = (tmp_path / "data/prepared/custom/counts.txt").read_text()
+    assert "split overlap: the split you made (kept: prepare.split_overlap=warn) is not video-independent: 1 " \
+           "video(s) span train/valid/test; results on it are not speaker-independent\n  ann: test, train\n" in counts

@@ -125,5 +125,12 @@ def test_a_video_in_two_splits_stops_prepare_in_one_line_naming_it(tiny_demo, tm
     with pytest.raises(MmolreError) as err:
         prepare(params, raw, tmp_path / "prepared")
     assert str(err.value) == (f"demo's utterance table: 1 video(s) have utterances in more than one split ({video}): "
-                              "the splits must be speaker-independent; use the standard split")
+                              "the splits must be speaker-independent; fix the split, or set prepare.split_overlap=warn "
+                              "to keep it (recorded in counts.txt and the report)")
     assert not (tmp_path / "prepared").exists()
+    kept = {**params, "prepare": {"on_invalid": on_invalid, "split_overlap": "warn"}}
+    counts = (prepare(kept, raw, tmp_path / "prepared") / "counts.txt").read_text().splitlines()
+    assert counts[0] == ("split overlap: the split mmolre made (kept: prepare.split_overlap=warn) is not "
+                         "video-independent: 1 video(s) span train/valid/test; results on it are not "
+                         "speaker-independent")
+    assert counts[1].startswith(f"  {video}: ") and len(counts) == 2

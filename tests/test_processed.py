@@ -19,7 +19,10 @@ from mmolre.download import download
 from mmolre.features import FeatureFile
 from mmolre.fetch import sha256
 from mmolre.featurize import featurize
+from mmolre.evaluate import evaluate
 from mmolre.prepare import prepare
+from mmolre.report import render
+from mmolre.train import train
 
 from conftest import ROOT
 from processed_forms import SPLIT_VIDEOS, mmsa_file, mult_file, write
@@ -213,11 +216,36 @@ def test_a_pickle_in_neither_form_is_one_line_naming_what_was_found(tmp_path, ti
     assert "train is a list (MAG-BERT's form?)" in err
 
 
-def test_a_video_in_two_splits_is_named_and_nothing_is_written(tmp_path, tiny_params, capsys, monkeypatch):
-    data, _ = mmsa_file("mosi")
-    data["test"]["id"] = np.array([i.replace("c5xsKMxpXnc", "03bSnISJMiM") for i in data["test"]["id"]])
-    err = refused_download(tmp_path, tiny_params, capsys, data, monkeypatch)
-    assert "1 video(s) have utterances in more than one split (03bSnISJMiM)" in err
+def test_a_files_own_split_that_crosses_videos_is_reported_and_runs_to_a_report(tmp_path, tiny_params, capsys):
+    """MMSA's split keys are the standard split: a video in two of them is said (download, prepare, counts.txt,
+    MANIFEST.json, the report), not refused; everything after runs."""
+    data, _ = mmsa_file("mosi")  # the test clips cut from a train video (a clip-level split, as CH-SIMS's may be)
+    data["test"]["id"] = np.array(["03bSnISJMiM$_$7", "03bSnISJMiM$_$8"])
+    params = {**params_for(tiny_params, "mosi", write(tmp_path / "mosi.pkl", data)),
+              "runs": {"main": {"modalities": ["text", "audio"]}}, "evaluate": {**tiny_params["evaluate"],
+                                                                                 "robustness": False}}
+    out = imported(tmp_path, params)
+    said = capsys.readouterr().out
+    assert ("download: mosi.pkl: warning: this release's split is not video-independent: 1 video(s) span "
+            "train/valid/test (03bSnISJMiM); results on it are not speaker-independent") in said
+    assert "prepare: warning: this release's split is not video-independent: 1 video(s) span" in said
+    assert ("split overlap: this release's split is not video-independent: 1 video(s) span train/valid/test; "
+            "results on it are not speaker-independent\n  03bSnISJMiM: test, train\n") in out["counts"]
+    manifest = json.loads((out["raw"] / "mosi" / "MANIFEST.json").read_text())["mosi.pkl"]
+    assert manifest["split"] == {"video_independent": False, "videos_in_several_splits": 1, "first": ["03bSnISJMiM"]}
+    assert set(out["table"].split[out["table"].video_id == "03bSnISJMiM"]) == {"train", "test"}
+    train(params, "main", out["features"], tmp_path / "models", tmp_path / "reports" / "train")
+    evaluate(params, out["features"], tmp_path / "models", tmp_path / "reports")
+    text = render(params, tmp_path / "reports", prepared=out["prepared"])
+    assert ("**This release's split is not video-independent:** 1 video(s) span train/valid/test; results on it "
+            "are not speaker-independent.") in text
+
+
+def test_a_files_split_that_keeps_each_video_in_one_split_says_nothing(tmp_path, tiny_params, capsys):
+    out = imported(tmp_path, params_for(tiny_params, "mosi", write(tmp_path / "mosi.pkl", mmsa_file("mosi")[0])))
+    assert "video-independent" not in capsys.readouterr().out and "split overlap" not in out["counts"]
+    manifest = json.loads((out["raw"] / "mosi" / "MANIFEST.json").read_text())["mosi.pkl"]
+    assert manifest["split"]["video_independent"] is True
 
 
 def test_lengths_beyond_the_stored_steps_are_refused_naming_the_row(tmp_path, tiny_params, capsys, monkeypatch):

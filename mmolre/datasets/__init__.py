@@ -83,11 +83,47 @@ def split_leaks(videos: pd.Series, splits: pd.Series) -> list[str]:
 
 
 def leak_error(where: str, leaks: list[str]) -> Exception:
+    """A split that mmolre or the user made, and that puts a video in several splits: refused, naming them."""
     from mmolre import MmolreError
 
     return MmolreError(f"{where}: {len(leaks)} video(s) have utterances in more than one split ("
                        f"{', '.join(leaks[:10])}{' ...' if len(leaks) > 10 else ''}): the splits must be "
-                       "speaker-independent; use the standard split")
+                       "speaker-independent; fix the split, or set prepare.split_overlap=warn to keep it (recorded "
+                       "in counts.txt and the report)")
+
+
+OVERLAP = "split overlap: "  # how counts.txt says it (the report's data section reads it)
+
+
+def overlap_warning(where: str, leaks: list[str], whose: str = "this release's split") -> str:
+    """The one line download and prepare print for a split that puts videos in several splits, kept."""
+    return (f"{where}: warning: {whose} is not video-independent: {len(leaks)} video(s) span train/valid/test "
+            f"({', '.join(leaks[:5])}{' ...' if len(leaks) > 5 else ''}); results on it are not speaker-independent")
+
+
+def overlap_lines(videos: pd.Series, splits: pd.Series, whose: str = "this release's split") -> list[str]:
+    """counts.txt lines: the count, then every such video with its splits (empty when there is none)."""
+    per_video = splits.groupby(videos.to_numpy()).unique()
+    spanning = {str(v): sorted(s) for v, s in per_video.items() if len(s) > 1}
+    if not spanning:
+        return []
+    return [f"{OVERLAP}{whose} is not video-independent: {len(spanning)} video(s) span train/valid/test; results "
+            "on it are not speaker-independent", *(f"  {video}: {', '.join(s)}" for video, s in sorted(spanning.items()))]
+
+
+def record_sources(folder: Path, entries: dict[str, dict]) -> None:
+    """The dataset folder's MANIFEST.json gains `entries` (file name -> where from, SHA-256, ...), keeping the
+    others (a corpus may come from several routes: MMSA's label.csv and the SDK's label sequence)."""
+    import json
+
+    manifest = folder / "MANIFEST.json"
+    recorded = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    manifest.write_text(json.dumps({**recorded, **entries}, indent=2, sort_keys=True) + "\n")
+
+
+def overlap_record(leaks: list[str]) -> dict:
+    """What MANIFEST.json records of a release's split."""
+    return {"video_independent": not leaks, "videos_in_several_splits": len(leaks), "first": leaks[:20]}
 
 
 @dataclass
@@ -100,3 +136,5 @@ class CorpusTable:
     invalid: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     report: list[str] = field(default_factory=list)
+    split_from: str = "release"  # who made the split: the release (a video in several splits is reported), or
+    # "user" (a manifest's split column) or "mmolre" (splits it draws): refused unless prepare.split_overlap=warn

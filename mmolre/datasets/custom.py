@@ -124,6 +124,7 @@ def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
     labels, unreadable_labels = label_values(table, space)
     rows = pd.concat([rows, labels], axis=1)
     out = CorpusTable(pd.DataFrame(), {"recording could not be decoded (undecodable.csv)": []},
+                      split_from="user" if "split" in table else "mmolre",
                       notes=[f"from the manifest: {len(table)} rows; splits "
                              + ("from its `split` column" if "split" in table else
                                 f"drawn by {by} ({CUSTOM_SPLIT})")])

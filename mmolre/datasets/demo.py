@@ -345,4 +345,4 @@ def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
                        video_path=base + "/video/" + raw.utterance_id + ".mp4")
     table["end_s"] = [audio_duration(raw_root / p) for p in table.audio_path]
     table["text"] = table.text.fillna("").astype(str).str.strip()
-    return [CorpusTable(table)]
+    return [CorpusTable(table, split_from="mmolre")]

@@ -41,8 +41,10 @@ import soundfile as sf
 from tqdm import tqdm
 
 from mmolre import EMOTIONS, SPLITS, MmolreError
-from mmolre.datasets import CorpusTable, kept_video, video_note
+from mmolre.datasets import (CorpusTable, kept_video, overlap_record, overlap_warning, record_sources, split_leaks,
+                             video_note)
 from mmolre.datasets.sdk import clean_transcript, combined_transcript, read_csd
+from mmolre.fetch import sha256
 from mmolre.files import audio_duration, copy_clip, decode_audio, read_text
 
 FOLDER = "MMSA"  # under data/raw/<dataset>[/<corpus>]: label.csv, WAV_16000/<video>_<clip>.wav, Video/, undecodable.csv
@@ -76,6 +78,7 @@ def import_mmsa(source: Path, target: Path, keep_video: bool = False, sample_rat
     out = target / FOLDER
     (out / "WAV_16000").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / "label.csv", out / "label.csv")
+    record_split(source / "label.csv", labels, target)
     failed = []
     for row in tqdm(labels.itertuples(index=False), total=len(labels), desc=f"decode {source.name}", unit="clip"):
         clip = source / "Raw" / row.video_id / f"{row.clip_id}.mp4"
@@ -91,6 +94,17 @@ def import_mmsa(source: Path, target: Path, keep_video: bool = False, sample_rat
         pd.DataFrame(failed).to_csv(out / "undecodable.csv", index=False)
         print(f"download: {len(failed)} of {len(labels)} clips could not be decoded (listed in "
               f"{out / 'undecodable.csv'}), e.g. {failed[0]['reason']}")
+
+
+def record_split(path: Path, labels: pd.DataFrame, target: Path) -> None:
+    """label.csv in the dataset folder's MANIFEST.json, with whether its `mode` split keeps each video in one split
+    (MMSA's split is the standard one: a video in several is said, not refused)."""
+    known = labels["mode"].isin(SPLITS)
+    leaks = split_leaks(labels.video_id[known], labels["mode"][known])
+    if leaks:
+        print(overlap_warning(f"download: {path}", leaks))
+    record_sources(target, {"label.csv": {"source": f"file:{path.resolve()}", "sha256": sha256(path),
+                                          "split": overlap_record(leaks)}})
 
 
 @dataclass

@@ -33,7 +33,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from mmolre import EMOTIONS, SPLITS, MmolreError
-from mmolre.datasets import PROCESSED_FOLDER, CorpusTable, leak_error, mmsa, sdk, split_leaks
+from mmolre.datasets import (PROCESSED_FOLDER, CorpusTable, mmsa, overlap_record, overlap_warning, record_sources,
+                             sdk, split_leaks)
 from mmolre.datasets.pickles import safe_load
 from mmolre.datasets.processed_frames import MODALITY_KEYS, FramesWriter, Source
 from mmolre.fetch import sha256
@@ -299,20 +300,20 @@ def download(params: dict, target: Path, downloads: Path, archives=()) -> None:
     rows = write_frames(form, dataset, data, path, out, source)
     rows.to_parquet(out / "utterances.parquet", index=False)
     (out / "source.json").write_text(json.dumps(source.__dict__, indent=2) + "\n")
-    record_manifest(target, path, source)
+    leaks = split_leaks(rows.video_id, rows.split) if source.ids_named else []
+    if leaks:  # the file's own split is the standard one: kept, and said (prepare lists every video in counts.txt)
+        print(overlap_warning(f"download: {path.name}", leaks))
+    record_manifest(target, path, source, leaks)
     print(f"download: {path.name}: {source.description}, {source.release}; " + ", ".join(
         f"{s} {source.counts[s]}" for s in SPLITS) + f"; -inf set to 0: {sum(source.neg_inf.values())}")
 
 
 def write_frames(form: Form, dataset: str, data: dict, path: Path, out: Path, source: Source) -> pd.DataFrame:
-    """Every split planned and checked (its videos in no other split), then frames.h5 written split by split,
-    each split's arrays freed once written; returns the rows, fills `source`."""
+    """Every split planned and checked, then frames.h5 written split by split, each split's arrays freed once
+    written; returns the rows, fills `source`."""
     plans = {split: plan_split(form, dataset, split, data[split], path) for split in SPLITS}
     rows = pd.DataFrame([r for plan in plans.values() for r in plan.rows])
     source.ids_named = all(plan.named for plan in plans.values())
-    leaks = split_leaks(rows.video_id, rows.split) if source.ids_named else []
-    if leaks:
-        raise leak_error(str(path), leaks)
     writer = FramesWriter(out / "frames.h5")
     try:
         with tqdm(total=len(rows), desc=f"import {path.name}", unit="utt") as progress:
@@ -329,13 +330,12 @@ def write_frames(form: Form, dataset: str, data: dict, path: Path, out: Path, so
     return rows
 
 
-def record_manifest(target: Path, path: Path, source: Source) -> None:
-    """The dataset folder's MANIFEST.json gains the pickle: where from, its SHA-256, verified or not."""
-    manifest = target / "MANIFEST.json"
-    entries = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    entries[path.name] = {"source": f"file:{source.file}", "sha256": source.sha256, "size": source.bytes,
-                          "release": source.release}
-    manifest.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+def record_manifest(target: Path, path: Path, source: Source, leaks: list[str]) -> None:
+    """The dataset folder's MANIFEST.json gains the pickle: where from, its SHA-256, verified or not, and whether
+    its split keeps each video in one split (`leaks`: the videos it does not)."""
+    record_sources(target, {path.name: {"source": f"file:{source.file}", "sha256": source.sha256,
+                                        "size": source.bytes, "release": source.release,
+                                        "split": overlap_record(leaks)}})
 
 
 def extra_columns(dataset: str) -> dict[str, type]:

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from mmolre import SPLITS, MmolreError
-from mmolre.datasets import CorpusTable
+from mmolre.datasets import CorpusTable, record_sources
 from mmolre.fetch import Manifest, fetch, fetch_members, import_archive, safe_extract
 
 HOST = "http://immortal.multicomp.cs.cmu.edu"  # tests point it at 127.0.0.1 (conftest)
@@ -291,8 +291,7 @@ def unpack(cached: dict[str, Path], manifest: Manifest, pending: dict, folder: P
     for name in cached:
         if name in pending:
             manifest.record(name, pending.pop(name))
-    entries = {name: manifest.entries[name] for name in cached}
-    (folder / "MANIFEST.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    record_sources(folder, {name: manifest.entries[name] for name in cached})
 
 
 def source_notes(folder: Path) -> list[str]:
