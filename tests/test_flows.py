@@ -95,8 +95,11 @@ def test_the_folds_flow_runs_each_session_once_and_writes_their_mean(tmp_path, p
     result = folds(str(tmp_path), sessions=(2, 4))
     assert result["folds"] == {"2": {"iemocap": {"mer": {"acc": 20.0, "ua": 52.0}}},
                                "4": {"iemocap": {"mer": {"acc": 40.0, "ua": 54.0}}}}
+    # two folds: t(0.975, df=1) = 12.706 (a t table), so the 95 % interval's half-width is 12.706 x std / sqrt(2)
     assert result["mean"]["iemocap"]["mer"] == {"acc": 30.0, "acc_std": pytest.approx(14.1421356), "ua": 53.0,
-                                                "ua_std": pytest.approx(1.4142136)}
+                                                "ua_std": pytest.approx(1.4142136),
+                                                "acc_ci95": pytest.approx(12.706 * 14.1421356 / 2 ** 0.5, rel=1e-4),
+                                                "ua_ci95": pytest.approx(12.706 * 1.4142136 / 2 ** 0.5, rel=1e-4)}
     assert json.loads((tmp_path / "reports" / "folds.json").read_text()) == json.loads(json.dumps(result))
     assert "test_session: 1" in (tmp_path / "params.yaml").read_text()  # the workspace is as it was
     names = sh(tmp_path, sys.executable, "-m", "dvc", "exp", "ls", "--name-only")
