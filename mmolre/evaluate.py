@@ -264,10 +264,10 @@ def compare(features: FeatureFile, indices: np.ndarray, a: dict, b: dict, seed: 
             known = labelled(label) & labelled(x) & labelled(y)
             if spec.metrics not in HEADLINES or known.sum() < 2:
                 continue
-            for metric, statistic in HEADLINES[spec.metrics].items():
-                tested = paired(x[known], y[known], label[known], statistic, seed)
-                values = [float(statistic(p[known], label[known])) for p in (x, y)]
-                out.append({"dataset": dataset, "metric": f"{spec.key}.{metric}", "a_value": values[0],
+            for key, metric in HEADLINES[spec.metrics].items():
+                tested = paired(x[known], y[known], label[known], metric, seed)
+                values = [metric.value(p[known], label[known]) for p in (x, y)]
+                out.append({"dataset": dataset, "metric": f"{spec.key}.{key}", "a_value": values[0],
                             "b_value": values[1], **tested})
     return out
 

@@ -5,21 +5,23 @@
   is mean ± that).
 - Two models on the same test utterances (`paired`): the difference of a headline metric computed on their
   seed-averaged predictions, a 95 % percentile interval from a paired bootstrap over utterances
-  (scipy.stats.bootstrap, paired=True) and a two-sided p-value from a paired permutation test
+  (scipy.stats.bootstrap of the utterances' indices: both models' predictions of an utterance drawn together)
+  and a two-sided p-value from a paired permutation test
   (scipy.stats.permutation_test, permutation_type="samples": each utterance's two predictions swapped at random).
   Why a permutation test for the p-value: it is exact under the null hypothesis that the two models' predictions
   are exchangeable on every utterance, and valid for metrics that are not means (Corr, F1), where a bootstrap
   p-value would need a shifted null distribution built by hand. Both use STATS_RESAMPLES resamples, seeded.
 - A published mean against our seeds (`placement`): inside our 95 % interval, or how many of our stds away.
 
-The headline metrics are computed here vectorised over resamples (`HEADLINES`); tests/test_stats.py checks each
-against mmolre/metrics.py, whose definitions they follow.
+The headline metrics are computed here from sums over utterances (`Metric`, `HEADLINES`), so that a resample costs
+one matrix product; tests/test_stats.py checks each against mmolre/metrics.py, whose definitions they follow.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -28,86 +30,131 @@ from scipy import stats
 from mmolre.metrics import CONFIDENCE, t_halfwidth
 
 STATS_RESAMPLES = 10_000
-BATCH = 200  # resamples per vectorised call (bounds the memory: BATCH x utterances x emotions)
+BATCH = 500  # resamples per vectorised call (bounds the memory: BATCH x utterances)
 
 
-def _weighted_f1(true: np.ndarray, pred: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """sklearn's weighted F1 of binary labels (zero_division=0) over the rows `keep`, along the last axis."""
-    total = keep.sum(-1)
-    out = 0.0
-    for cls in (True, False):
-        t, p = (true == cls) & keep, (pred == cls) & keep
-        tp, support, predicted = (t & p).sum(-1), t.sum(-1), p.sum(-1)
-        denominator = support + predicted
-        f1 = np.divide(2 * tp, denominator, out=np.zeros(np.shape(tp)), where=denominator > 0)
-        out = out + f1 * support
-    return 100 * np.divide(out, total, out=np.full(np.shape(total), np.nan), where=total > 0)
+@dataclass(frozen=True)
+class Metric:
+    """A headline metric as sums over utterances: `parts` maps predictions and labels to per-utterance columns
+    (N, k), `combine` maps their (weighted) sums (..., k) to the metric. A resample is then a count per
+    utterance, and its metric a matrix product: no resampled copy of the predictions is ever made."""
+    parts: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    combine: Callable[[np.ndarray], np.ndarray]
+
+    def value(self, pred, label) -> float:
+        return float(self.combine(self.parts(np.asarray(pred, float), np.asarray(label, float)).sum(0)))
 
 
-def _corr(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
-    p, t = pred - pred.mean(-1, keepdims=True), label - label.mean(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):  # a constant resample: undefined (NaN), as in msa_metrics
-        return (p * t).sum(-1) / np.sqrt((p * p).sum(-1) * (t * t).sum(-1))
+def _ratio(top, bottom, scale: float = 1.0):
+    """top / bottom, NaN where bottom is 0 (a resample where the metric is undefined)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(bottom > 0, scale * top / np.where(bottom > 0, bottom, 1), np.nan)
 
 
-def _acc2_non0(pred, label):
-    keep = label != 0
-    with np.errstate(invalid="ignore", divide="ignore"):  # a resample without a non-zero label: undefined (NaN)
-        return 100 * ((pred > 0) == (label > 0)).sum(-1, where=keep) / keep.sum(-1)
+def _binary_parts(true: np.ndarray, pred: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Per class (positive, negative) of the kept rows: true, predicted, both; columns last."""
+    cols = []
+    for t, p in ((true, pred), (~true, ~pred)):
+        cols += [t & keep, p & keep, t & p & keep]
+    return np.stack(cols, -1).astype(float)
 
 
-def _emotion(kind: str) -> Callable:
-    """The mean over emotions (last axis, moved first) of WA (balanced accuracy; an emotion with one class in the
-    rows is left out, as mer_metrics does) or weighted F1 of presence (intensity > 0, probability > 0.5)."""
-    def statistic(prob, label):
-        true, pred = np.moveaxis(label > 0, -1, 0), np.moveaxis(prob > 0.5, -1, 0)
-        if kind == "f1":
-            return _weighted_f1(true, pred, np.ones_like(true)).mean(0)
-        positives, negatives = true.sum(-1), (~true).sum(-1)
-        defined = (positives > 0) & (negatives > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            wa = 50 * ((true & pred).sum(-1) / positives + (~true & ~pred).sum(-1) / negatives)
-        return np.nanmean(np.where(defined, wa, np.nan), axis=0)
-    return statistic
+def _weighted_f1(sums: np.ndarray) -> np.ndarray:
+    """sklearn's weighted F1 of two classes (zero_division=0) from _binary_parts' sums."""
+    score, support = 0.0, 0.0
+    for k in (0, 3):
+        true, predicted, both = sums[..., k], sums[..., k + 1], sums[..., k + 2]
+        score = score + np.nan_to_num(_ratio(2 * both, true + predicted)) * true
+        support = support + true
+    return _ratio(score, support, 100.0)
 
 
-# task key -> {metric: statistic(pred, label)} along the utterances' axis (the last; emotions: the one before)
-HEADLINES: dict[str, dict[str, Callable]] = {
-    "msa": {"mae": lambda p, t: np.abs(p - t).mean(-1), "corr": _corr, "acc2_non0": _acc2_non0,
-            "f1_non0": lambda p, t: _weighted_f1(t > 0, p > 0, t != 0)},
-    "mer": {"avg.wa": _emotion("wa"), "avg.f1": _emotion("f1")},
+def _corr(sums: np.ndarray) -> np.ndarray:
+    n, sp, st, spp, stt, spt = np.moveaxis(sums, -1, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (spt - sp * st / n) / np.sqrt((spp - sp * sp / n) * (stt - st * st / n))
+
+
+def _emotion_wa(sums: np.ndarray) -> np.ndarray:
+    """Mean over emotions of balanced accuracy (an emotion with one class in the rows left out, as mer_metrics)."""
+    per = sums.reshape(*sums.shape[:-1], -1, 6)  # (..., emotions, the six binary columns)
+    positives, negatives, tp, tn = per[..., 0], per[..., 3], per[..., 2], per[..., 5]
+    wa = np.where((positives > 0) & (negatives > 0), 50 * (_ratio(tp, positives) + _ratio(tn, negatives)), np.nan)
+    with warnings.catch_warnings():  # every emotion undefined in a resample: NaN, as mer_metrics gives
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(wa, -1)
+
+
+def _emotion_parts(prob, label):
+    """Each emotion's presence (intensity > 0) against probability > 0.5: _binary_parts per emotion, flattened."""
+    true, pred = label > 0, prob > 0.5
+    return _binary_parts(true, pred, np.ones_like(true)).reshape(len(label), -1)
+
+
+def _emotion_f1(sums):
+    per = sums.reshape(*sums.shape[:-1], -1, 6)
+    return _weighted_f1(per).mean(-1)
+
+
+# the metrics of mmolre/metrics.py that the paired tests compare, by task metrics name
+HEADLINES: dict[str, dict[str, Metric]] = {
+    "msa": {"mae": Metric(lambda p, t: np.stack([np.abs(p - t), np.ones_like(t)], -1), lambda s: s[..., 0] / s[..., 1]),
+            "corr": Metric(lambda p, t: np.stack([np.ones_like(t), p, t, p * p, t * t, p * t], -1), _corr),
+            "acc2_non0": Metric(lambda p, t: np.stack([t != 0, (t != 0) & ((p > 0) == (t > 0))], -1).astype(float),
+                                lambda s: _ratio(s[..., 1], s[..., 0], 100.0)),
+            "f1_non0": Metric(lambda p, t: _binary_parts(t > 0, p > 0, t != 0), _weighted_f1)},
+    "mer": {"avg.wa": Metric(_emotion_parts, _emotion_wa), "avg.f1": Metric(_emotion_parts, _emotion_f1)},
 }
 
 
-def paired(pred_a: np.ndarray, pred_b: np.ndarray, label: np.ndarray, statistic: Callable, seed: int,
+def _counts(index: np.ndarray, n: int) -> np.ndarray:
+    """(B, n) draws of utterance indices -> (B, n) how often each utterance was drawn."""
+    index = np.atleast_2d(index)
+    offsets = n * np.arange(len(index))[:, None]
+    return np.bincount((index + offsets).ravel(), minlength=index.size).reshape(index.shape).astype(float)
+
+
+def _swaps(signed: np.ndarray, n: int) -> np.ndarray:
+    """(B, n) utterance numbers 1..n, negative where scipy flipped the sign -> (B, n) 1 where swapped."""
+    signed = np.atleast_2d(signed)
+    out = np.zeros(signed.shape)
+    np.put_along_axis(out, np.abs(signed).astype(int) - 1, (signed < 0).astype(float), axis=-1)
+    return out
+
+
+def paired(pred_a: np.ndarray, pred_b: np.ndarray, label: np.ndarray, metric: Metric, seed: int,
            n_resamples: int = STATS_RESAMPLES) -> dict:
-    """Difference `statistic(a) - statistic(b)` on the same N utterances (arrays (N,), or (N, E) for emotions),
-    its bootstrap 95 % interval and the permutation test's two-sided p-value. Both resample utterance indices:
+    """Difference metric(a) - metric(b) on the same N utterances (arrays (N,), or (N, E) for emotions), its
+    bootstrap 95 % interval and the permutation test's two-sided p-value. Both resample utterance indices:
     the bootstrap draws them with replacement; the permutation test flips each one's sign, which swaps that
     utterance's two predictions (scipy's paired test of one sample)."""
     a, b, t = (np.asarray(x, dtype=np.float64) for x in (pred_a, pred_b, label))
+    parts_a, parts_b, n = metric.parts(a, t), metric.parts(b, t), len(t)
+    moved = parts_b - parts_a  # what a swapped utterance moves from one side's sums to the other's
 
-    def difference(index, swap=None):
-        x, y, truth = a[index], b[index], t[index]
-        if swap is not None:
-            swap = swap.reshape(swap.shape + (1,) * (x.ndim - swap.ndim))
-            x, y = np.where(swap, y, x), np.where(swap, x, y)
-        return statistic(x, truth) - statistic(y, truth)
+    def drawn(index, axis=-1):
+        counts = _counts(index, n)
+        out = metric.combine(counts @ parts_a) - metric.combine(counts @ parts_b)
+        return out if np.ndim(index) > 1 else out[0]
 
-    n = len(t)
+    def swapped(signed, axis=-1):
+        swaps = _swaps(signed, n) @ moved
+        out = metric.combine(parts_a.sum(0) + swaps) - metric.combine(parts_b.sum(0) - swaps)
+        return out if np.ndim(signed) > 1 else out[0]
+
     with warnings.catch_warnings():  # a tiny split's degenerate distribution: its interval is what it is
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        boot = stats.bootstrap((np.arange(n),), lambda i, axis: difference(i), vectorized=True, n_resamples=n_resamples,
-                               batch=BATCH, confidence_level=CONFIDENCE, method="percentile",
+        boot = stats.bootstrap((np.arange(n),), drawn, vectorized=True, n_resamples=n_resamples, batch=BATCH,
+                               confidence_level=CONFIDENCE, method="percentile",
                                random_state=np.random.default_rng(seed))
-    perm = stats.permutation_test((np.arange(1, n + 1),), lambda s, axis: difference(np.abs(s) - 1, swap=s < 0),
-                                  permutation_type="samples", vectorized=True, n_resamples=n_resamples,
-                                  batch=BATCH, alternative="two-sided", random_state=np.random.default_rng(seed))
+    perm = stats.permutation_test((np.arange(1, n + 1),), swapped, permutation_type="samples", vectorized=True,
+                                  n_resamples=n_resamples, batch=BATCH, alternative="two-sided",
+                                  random_state=np.random.default_rng(seed))
     # the percentile interval over the resamples where the metric is defined (a resample of constant predictions
     # has no Corr); scipy's own percentile interval is NaN as soon as one resample is
     low, high = np.nanpercentile(boot.bootstrap_distribution, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
-    return {"diff": float(difference(np.arange(n))), "ci95": [float(low), float(high)], "p": float(perm.pvalue),
-            "n": n}
+    return {"diff": float(metric.value(a, t) - metric.value(b, t)), "ci95": [float(low), float(high)],
+            "p": float(perm.pvalue), "n": n}
 
 
 def p_text(p: float) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from mmolre.metrics import mer_metrics, msa_metrics
 from mmolre.metrics import t_halfwidth
-from mmolre.stats import HEADLINES, paired, placement, placement_text, sentence
+from mmolre.stats import BATCH, HEADLINES, paired, placement, placement_text, sentence
 
 MAE = HEADLINES["msa"]["mae"]
 
@@ -26,14 +26,14 @@ def test_the_headline_metrics_equal_the_reference_definitions():
     label[:20] = 0.0  # non0 leaves these out
     pred = label + rng.normal(0, 1.0, 200)
     reference = msa_metrics(pred, label)
-    for key, statistic in HEADLINES["msa"].items():
-        assert statistic(pred, label) == pytest.approx(reference[key], abs=1e-9), key
+    for key, metric in HEADLINES["msa"].items():
+        assert metric.value(pred, label) == pytest.approx(reference[key], abs=1e-9), key
     intensity = rng.uniform(0, 3, (200, 6)) * (rng.uniform(size=(200, 6)) > 0.7)
     intensity[:, 5] = 0.0  # fear absent everywhere: its WA is undefined and left out of the mean
     prob = rng.uniform(size=(200, 6))
     reference = mer_metrics(prob, intensity)["avg"]
-    assert HEADLINES["mer"]["avg.wa"](prob, intensity) == pytest.approx(reference["wa"], abs=1e-9)
-    assert HEADLINES["mer"]["avg.f1"](prob, intensity) == pytest.approx(reference["f1"], abs=1e-9)
+    assert HEADLINES["mer"]["avg.wa"].value(prob, intensity) == pytest.approx(reference["wa"], abs=1e-9)
+    assert HEADLINES["mer"]["avg.f1"].value(prob, intensity) == pytest.approx(reference["f1"], abs=1e-9)
 
 
 def test_the_permutation_p_value_of_a_constant_gap_is_two_of_sixteen():
@@ -62,7 +62,7 @@ def test_the_bootstrap_is_seeded_and_resamples_utterances_with_replacement():
     assert paired(a, b, label, MAE, seed=7, n_resamples=2000) == first
     # by hand: the same generator's draws of 30 indices with replacement, in scipy's batches, percentiles 2.5/97.5
     draw, gaps = np.random.default_rng(7), []
-    for size in (200,) * 10:
+    for size in (BATCH,) * (2000 // BATCH):
         index = draw.integers(0, 30, (size, 30))
         gaps.append(np.abs(a[index] - label[index]).mean(1) - np.abs(b[index] - label[index]).mean(1))
     assert first["ci95"] == pytest.approx(list(np.percentile(np.concatenate(gaps), [2.5, 97.5])))
