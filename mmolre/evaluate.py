@@ -264,9 +264,11 @@ def compare(features: FeatureFile, indices: np.ndarray, a: dict, b: dict, seed: 
             known = labelled(label) & labelled(x) & labelled(y)
             if spec.metrics not in HEADLINES or known.sum() < 2:
                 continue
+            x, y, label = x[known], y[known], label[known]
+            label = class_index(spec, label) if spec.kind == "classes" else label
             for key, metric in HEADLINES[spec.metrics].items():
-                tested = paired(x[known], y[known], label[known], metric, seed)
-                values = [metric.value(p[known], label[known]) for p in (x, y)]
+                tested = paired(x, y, label, metric, seed)
+                values = [metric.value(p, label) for p in (x, y)]
                 out.append({"dataset": dataset, "metric": f"{spec.key}.{key}", "a_value": values[0],
                             "b_value": values[1], **tested})
     return out

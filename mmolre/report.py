@@ -376,7 +376,10 @@ def placement_lines(runs: dict, specs: dict, published: dict, dataset: str, file
 # the metrics of the seeds' table and the paired tests: label, digits, lower is better
 HEADLINE_NAMES = {"msa.mae": ("MAE", 3, True), "msa.corr": ("Corr", 3, False),
                   "msa.acc2_non0": ("Acc-2 (non0)", 1, False), "msa.f1_non0": ("F1 (non0)", 1, False),
-                  "mer.avg.wa": ("emotion WA", 1, False), "mer.avg.f1": ("emotion F1", 1, False)}
+                  "msa.acc2": ("Acc-2", 1, False), "msa.acc": ("sentiment Acc", 1, False),
+                  "msa.f1": ("sentiment F1", 1, False),
+                  "mer.avg.wa": ("emotion WA", 1, False), "mer.avg.f1": ("emotion F1", 1, False),
+                  "mer.acc": ("emotion Acc", 1, False), "mer.f1": ("emotion F1", 1, False)}
 
 
 def seed_cells(block: dict, key: str, index: int | None) -> str:
@@ -389,30 +392,30 @@ def seed_cells(block: dict, key: str, index: int | None) -> str:
     digits = HEADLINE_NAMES[key][1]
     if index is not None:
         return number(block[f"{leaf}_seeds"][index], digits)
-    mean, half = block[leaf], block[f"{leaf}_ci95"]
-    interval = "" if half is None else f" [{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
+    mean, half = block[leaf], block.get(f"{leaf}_ci95")
+    interval = "" if half is None or mean is None else f" [{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
     return mean_and_std(block, leaf, digits) + interval
 
 
 def seeds_section(runs: dict, params: dict) -> list[str]:
     """Each run over several seeds: every seed's headline metrics, their mean ± sample std and the 95 % t
     interval of the mean."""
+    several = {run: result for run, result in runs.items() if len(run_seeds(params, run)) > 1}
+    keys = [k for k in HEADLINE_NAMES if any(seed_cells(block, k, None) != "–" for result in several.values()
+                                              for block in result.values())]
     rows = []
-    for run, result in runs.items():
-        seeds = run_seeds(params, run)
-        if len(seeds) < 2:
-            continue
+    for run, result in several.items():
         for dataset, block in result.items():
-            rows += [[run, dataset, str(seed), *[seed_cells(block, k, i) for k in HEADLINE_NAMES]]
-                     for i, seed in enumerate(seeds)]
-            rows.append([run, dataset, "mean ± std [95 % CI]", *[seed_cells(block, k, None) for k in HEADLINE_NAMES]])
+            rows += [[run, dataset, str(seed), *[seed_cells(block, k, i) for k in keys]]
+                     for i, seed in enumerate(run_seeds(params, run))]
+            rows.append([run, dataset, "mean ± std [95 % CI]", *[seed_cells(block, k, None) for k in keys]])
     if not rows:
         return []
     return ["## Seeds: every run's spread", "",
             "Each seed's model on the test utterances, then the mean ± the sample std over the seeds and the 95 % "
             "confidence interval of the mean (Student t, n - 1 degrees of freedom). The interval says where the "
             "mean over many more seeds would lie; it says nothing of other test sets (docs/comparisons.md).", "",
-            table(["run", "dataset", "seed", *[v[0] for v in HEADLINE_NAMES.values()]], rows), ""]
+            table(["run", "dataset", "seed", *[HEADLINE_NAMES[k][0] for k in keys]], rows), ""]
 
 
 def comparisons_section(comparisons: dict) -> list[str]:

@@ -96,14 +96,48 @@ def _emotion_f1(sums):
     return _weighted_f1(per).mean(-1)
 
 
-# the metrics of mmolre/metrics.py that the paired tests compare, by task metrics name
+def _class_parts(prob, true):
+    """Classes: correct, then per class (true, predicted, both), from (N, K) probabilities and (N,) class indices."""
+    k = prob.shape[1]
+    truth, pred = np.eye(k, dtype=bool)[true.astype(int)], np.eye(k, dtype=bool)[prob.argmax(1)]
+    cols = [np.ones(len(true)), (truth & pred).any(1)] + [c for j in range(k)
+                                                         for c in (truth[:, j], pred[:, j], truth[:, j] & pred[:, j])]
+    return np.stack(cols, -1).astype(float)
+
+
+def _class_f1(sums):
+    """sklearn's weighted F1 over every class (zero_division=0) from _class_parts' sums."""
+    per = sums[..., 2:].reshape(*sums.shape[:-1], -1, 3)
+    true, predicted, both = per[..., 0], per[..., 1], per[..., 2]
+    f1 = np.nan_to_num(_ratio(2 * both, true + predicted))
+    return _ratio((f1 * true).sum(-1), true.sum(-1), 100.0)
+
+
+def _clipped(parts):
+    """SIMS: predictions and labels clipped to [-1, 1] first (mmolre/metrics.py sims_metrics)."""
+    return lambda p, t: parts(np.clip(p, -1, 1), np.clip(t, -1, 1))
+
+
+_MAE = Metric(lambda p, t: np.stack([np.abs(p - t), np.ones_like(t)], -1), lambda s: s[..., 0] / s[..., 1])
+_CORR = Metric(lambda p, t: np.stack([np.ones_like(t), p, t, p * p, t * t, p * t], -1), _corr)
+
+
+def _sign_parts(p, t):
+    return np.stack([np.ones_like(t), (p > 0) == (t > 0)], -1).astype(float)
+
+
+# the metrics of mmolre/metrics.py that the paired tests compare, by task metrics name (VAD has none yet)
 HEADLINES: dict[str, dict[str, Metric]] = {
-    "msa": {"mae": Metric(lambda p, t: np.stack([np.abs(p - t), np.ones_like(t)], -1), lambda s: s[..., 0] / s[..., 1]),
-            "corr": Metric(lambda p, t: np.stack([np.ones_like(t), p, t, p * p, t * t, p * t], -1), _corr),
+    "msa": {"mae": _MAE, "corr": _CORR,
             "acc2_non0": Metric(lambda p, t: np.stack([t != 0, (t != 0) & ((p > 0) == (t > 0))], -1).astype(float),
                                 lambda s: _ratio(s[..., 1], s[..., 0], 100.0)),
             "f1_non0": Metric(lambda p, t: _binary_parts(t > 0, p > 0, t != 0), _weighted_f1)},
+    "sims": {"mae": Metric(_clipped(_MAE.parts), _MAE.combine), "corr": Metric(_clipped(_CORR.parts), _CORR.combine),
+             "acc2": Metric(_clipped(_sign_parts), lambda s: _ratio(s[..., 1], s[..., 0], 100.0)),
+             "f1": Metric(_clipped(lambda p, t: _binary_parts(t > 0, p > 0, np.ones_like(t, bool))), _weighted_f1)},
     "mer": {"avg.wa": Metric(_emotion_parts, _emotion_wa), "avg.f1": Metric(_emotion_parts, _emotion_f1)},
+    "classes": {"acc": Metric(_class_parts, lambda s: _ratio(s[..., 1], s[..., 0], 100.0)),
+                "f1": Metric(_class_parts, _class_f1)},
 }
 
 

@@ -4,6 +4,7 @@ finds, the quirks named in counts.txt, the splits, and each label space trained 
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import tarfile
@@ -97,6 +98,10 @@ def test_sims_keeps_its_unimodal_labels_and_trains_with_mmsas_metrics(sims_root,
     assert set(metrics["sims"]["msa"]) == {"acc2", "acc3", "acc5", "f1", "mae", "corr"}
     pred = np.clip(predictions.sentiment_pred, -1, 1)
     assert metrics["sims"]["msa"]["mae"] == pytest.approx(np.mean(np.abs(pred - predictions.sentiment)), rel=1e-5)
+    pairs = json.loads((tmp_path / "reports/eval/comparisons.json").read_text())["pairs"]  # robustness: SIMS's own
+    assert {p["metric"] for p in pairs} == {"msa.mae", "msa.corr", "msa.acc2", "msa.f1"}
+    full = next(p for p in pairs if p["a"] == "main, audio absent" and p["metric"] == "msa.mae")
+    assert full["b_value"] == pytest.approx(metrics["sims"]["msa"]["mae"], rel=1e-5)
 
 
 def test_sims_v2_reads_the_same_layout_under_its_own_name(sims_root, tmp_path, tiny_params):
@@ -263,6 +268,11 @@ def test_meld_trains_its_class_heads_and_reports_weighted_f1(meld_archive, tmp_p
     text = (report(params, tmp_path / "reports")).read_text()
     f1 = f"{meld['mer']['f1']:.1f}"
     assert "## meld: emotions" in text and f"| acc | ua | f1 | recall neutral |" in text and f1 in text
+    pairs = json.loads((tmp_path / "reports/eval/comparisons.json").read_text())["pairs"]
+    assert {p["metric"] for p in pairs} == {"msa.acc", "msa.f1", "mer.acc", "mer.f1"}
+    full = next(p for p in pairs if p["a"] == "main, text absent" and p["metric"] == "mer.f1")
+    assert full["b_value"] == pytest.approx(meld["mer"]["f1"], rel=1e-6)  # the full input's: the model's own
+    assert "| condition | dataset | sentiment Acc | sentiment F1 | emotion Acc | emotion F1 |" in text
     assert "CMU-MOSEI" not in text  # the field's MOSEI table belongs to the CMU label space
     assert sorted(p.name for p in (tmp_path / "reports" / "figures").iterdir()) == [
         "confusion.png", "curves.png", "routing.png", "scatter.png", "utilization.png"]

@@ -94,3 +94,22 @@ def test_a_published_mean_is_placed_against_our_seeds():
     assert not outside["inside"] and outside["stds_away"] == pytest.approx(4.0)
     assert placement_text(outside, 3) == "4.0 of our stds above our mean"
     assert placement_text(placement([0.90, 0.92, 0.91], 0.88), 3) == "3.0 of our stds below our mean"
+
+
+def test_sims_and_class_metrics_equal_the_reference_definitions():
+    from mmolre.metrics import class_metrics, sims_metrics
+
+    rng = np.random.default_rng(5)
+    label = np.round(rng.uniform(-1.2, 1.2, 150), 1)  # past [-1, 1]: clipped first, as MMSA does
+    pred = label + rng.normal(0, 0.5, 150)
+    reference = sims_metrics(pred, label)
+    for key, metric in HEADLINES["sims"].items():
+        assert metric.value(pred, label) == pytest.approx(reference[key], abs=1e-9), key
+    true = rng.integers(0, 4, 150)
+    true[true == 3] = 2  # a class that never occurs: no weight in the weighted F1, as in sklearn
+    prob = rng.uniform(size=(150, 4))
+    reference = class_metrics(prob, true, ("a", "b", "c", "d"))
+    assert HEADLINES["classes"]["acc"].value(prob, true) == pytest.approx(reference["acc"], abs=1e-9)
+    assert HEADLINES["classes"]["f1"].value(prob, true) == pytest.approx(reference["f1"], abs=1e-9)
+    result = paired(prob, rng.uniform(size=(150, 4)), true, HEADLINES["classes"]["f1"], seed=0, n_resamples=500)
+    assert result["ci95"][0] <= result["diff"] <= result["ci95"][1] and 0 < result["p"] <= 1
