@@ -160,10 +160,11 @@ def refuse_non_finite(what: str, ids: np.ndarray, result: dict, tasks) -> None:
 @dataclass
 class RunScores:
     """One run on `evaluate.split`: metrics (mean, spread and values over its seeds), its predictions averaged
-    over the seeds, robustness (metrics and the first seed's predictions per condition), the main run's routing,
-    and how each seed's checkpoint was chosen."""
+    over the seeds and its first seed's, robustness (metrics, and the first seed's predictions per condition), the
+    main run's routing, and how each seed's checkpoint was chosen."""
     metrics: dict
     predictions: dict
+    first: dict
     robustness: dict | None = None
     conditions: dict = field(default_factory=dict)
     routing: dict = field(default_factory=dict)
@@ -186,7 +187,8 @@ def evaluate(params: dict, features_root: Path, models_root: Path, reports: Path
     write_json(reports / "metrics.json", without_seeds(all_metrics[MAIN_RUN]))
     write_json(reports / "runs.json", all_metrics)
     indices = features.indices(cfg.split)
-    write_json(reports / "eval" / "comparisons.json", comparisons(scores, features, indices, int(params["data"]["seed"])))
+    write_json(reports / "eval" / "comparisons.json",
+               comparisons(scores, features, indices, int(params["data"]["seed"])))
     write_json(reports / "eval" / "selection.json", {run: s.selection for run, s in scores.items()})
     write_json(reports / "robustness.json", {run: s.robustness for run, s in scores.items() if s.robustness})
     write_json(reports / "costs.json", {run: s.costs for run, s in scores.items()})
@@ -232,14 +234,14 @@ def score_run(params: dict, cfg: EvaluateParams, run: str, model, result: dict, 
               indices: np.ndarray, models_root: Path, device: torch.device, store: FeatureStore | None) -> RunScores:
     """Metrics of the run's first seed (`result`) and of its other seeds, robustness of its text+audio model."""
     seeds = run_seeds(params, run)
-    results, selection = [result], {str(seeds[0]): model.provenance.get("selection")}
+    results, selection = [result], {str(seeds[0]): chosen(model)}
     for seed in seeds[1:]:  # the run's other seeds: scored, not written out
         other = trained_model(models_root / run / "seeds" / str(seed), run, features, device)
         again = infer(other, features, indices, cfg.batch_size, device, store=store)
         refuse_non_finite(f"{run} (seed {seed}) on {cfg.split}", features.utterance_id[indices], again,
                           other.config.tasks)
         results.append(again)
-        selection[str(seed)] = other.provenance.get("selection")
+        selection[str(seed)] = chosen(other)
     per_seed = [split_metrics(features, indices, r["sentiment"], r["emotions"]) for r in results]
     averaged = {k: np.mean([r[k] for r in results], axis=0) for k in LABEL_ARRAYS.values()}
     robust, conditions = None, {}
@@ -248,8 +250,15 @@ def score_run(params: dict, cfg: EvaluateParams, run: str, model, result: dict, 
         robust = {"full": per_seed[0], **{c: split_metrics(features, indices, r["sentiment"], r["emotions"])
                                           for c, r in conditions.items()}}
     routing = {k: v.mean(0).tolist() for k, v in result["routing"].items()}
-    return RunScores(mean_std(per_seed, per_seed=True), averaged, robust, {"full": result, **conditions}, routing,
+    return RunScores(mean_std(per_seed, per_seed=True), averaged, result, robust, conditions, routing,
                      costs(model, features, indices), selection)
+
+
+def chosen(model) -> dict | None:
+    """How the model's checkpoint was chosen (train's `selection`) and the epoch it chose; None for a model
+    trained before train recorded it."""
+    rule = model.provenance.get("selection")
+    return {**rule, "best_epoch": model.provenance["best_epoch"]} if rule else None
 
 
 def compare(features: FeatureFile, indices: np.ndarray, a: dict, b: dict, seed: int) -> list[dict]:
@@ -266,11 +275,8 @@ def compare(features: FeatureFile, indices: np.ndarray, a: dict, b: dict, seed: 
                 continue
             x, y, label = x[known], y[known], label[known]
             label = class_index(spec, label) if spec.kind == "classes" else label
-            for key, metric in HEADLINES[spec.metrics].items():
-                tested = paired(x, y, label, metric, seed)
-                values = [metric.value(p, label) for p in (x, y)]
-                out.append({"dataset": dataset, "metric": f"{spec.key}.{key}", "a_value": values[0],
-                            "b_value": values[1], **tested})
+            out += [{"dataset": dataset, "metric": f"{spec.key}.{key}", **paired(x, y, label, metric, seed)}
+                    for key, metric in HEADLINES[spec.metrics].items()]
     return out
 
 
@@ -282,9 +288,8 @@ def comparisons(scores: dict[str, RunScores], features: FeatureFile, indices: np
              for entry in compare(features, indices, scores[MAIN_RUN].predictions, scores[run].predictions, seed)]
     for run, s in scores.items():
         for condition, predicted in s.conditions.items():
-            if condition != "full":
-                pairs += [{"a": f"{run}, {condition}", "b": f"{run}, full input", "kind": "robustness", **entry}
-                          for entry in compare(features, indices, predicted, s.conditions["full"], seed)]
+            pairs += [{"a": f"{run}, {condition}", "b": f"{run}, full input", "kind": "robustness", **entry}
+                      for entry in compare(features, indices, predicted, s.first, seed)]
     return {"method": {"interval": f"paired bootstrap over utterances, percentile, {CONFIDENCE:.0%}",
                        "p": "paired permutation test (each utterance's two predictions swapped), two-sided",
                        "resamples": STATS_RESAMPLES, "seed": seed}, "pairs": pairs}

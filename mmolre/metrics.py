@@ -176,7 +176,7 @@ def t_halfwidth(values) -> float | None:
 def mean_std(results: list[dict], per_seed: bool = False) -> dict:
     """Metrics of several seeds (same nested shape) -> their mean under the same keys and, with more than one
     seed, beside each: the sample standard deviation (ddof = 1) as `<key>_std`, the half-width of the 95 %
-    Student t interval of the mean as `<key>_ci95` (mmolre/stats.py: the interval is mean ± it) and, `per_seed`,
+    Student t interval of the mean as `<key>_ci95` (`t_halfwidth`: the interval is mean ± it) and, `per_seed`,
     the seeds' values in order as `<key>_seeds`."""
     out = {}
     for key, value in results[0].items():

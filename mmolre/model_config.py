@@ -55,8 +55,8 @@ def arch_rule(arch: str) -> str | None:
     """one_of for `arch`, and for a published model's name the variant that mmolre has instead."""
     if arch in FIELD_ARCHS:
         near = "late_fusion" if arch == "lf_dnn" else f"fusion_{arch}"
-        return (f"arch={arch!r} is the field's model as MMSA trains it, which mmolre does not have yet; its fusion-only "
-                f"variant on MMoLRE's footing (same inputs, heads and training) is arch={near}")
+        return (f"arch={arch!r} is the field's model as MMSA trains it, which mmolre does not have yet; its "
+                f"fusion-only variant on MMoLRE's footing (same inputs, heads and training) is arch={near}")
     return one_of("arch", arch, ARCHS)
 
 

@@ -56,7 +56,8 @@ def fusion_params(cfg: MMoLREConfig) -> int:
         return cross + own + m * sources * d * d + d
     if cfg.arch == "fusion_misa":  # E_c, the E_p^m, the decoder; a Transformer encoder layer; out
         return (m + 2) * (f * f + f) + attention_layer_params(f, False) + 2 * m * f * d + d
-    return {"late_fusion": m * f * d + d, "fusion_tfn": (f + 1) ** m * d + d, "fusion_lmf": m * (f + 1) * r * d + r + d}[cfg.arch]
+    return {"late_fusion": m * f * d + d, "fusion_tfn": (f + 1) ** m * d + d,
+            "fusion_lmf": m * (f + 1) * r * d + r + d}[cfg.arch]
 
 
 def baseline_params(cfg: MMoLREConfig) -> int:
@@ -111,7 +112,8 @@ def fusion_flops(cfg: MMoLREConfig, lengths: dict[str, int]) -> int:
         return total
     if cfg.arch == "fusion_misa":
         return 2 * m * 2 * f * f + attention_layer_flops(f, 2 * m, 2 * m) + 2 * 2 * m * f * d
-    return {"late_fusion": 2 * m * f * d, "fusion_tfn": 2 * (f + 1) ** m * d, "fusion_lmf": m * 2 * (f + 1) * r * d}[cfg.arch]
+    return {"late_fusion": 2 * m * f * d, "fusion_tfn": 2 * (f + 1) ** m * d,
+            "fusion_lmf": m * 2 * (f + 1) * r * d}[cfg.arch]
 
 
 def baseline_flops(cfg: MMoLREConfig, lengths: dict[str, int]) -> int:
@@ -169,7 +171,8 @@ def info_rows(cfg: MMoLREConfig, lengths: dict[str, int], measure: bool) -> list
     models = ((("low-rank", cfg), ("full-rank twin", dataclasses.replace(cfg, variant="full_rank")))
               if cfg.arch == "mmolre" else ((cfg.arch, cfg),))
     for name, variant_cfg in models:
-        rank = variant_cfg.expert_rank if cfg.arch == "mmolre" else cfg.fusion_rank if cfg.arch == "fusion_lmf" else "–"
+        rank = (variant_cfg.expert_rank if cfg.arch == "mmolre" else
+                cfg.fusion_rank if cfg.arch == "fusion_lmf" else "–")
         row = {"model": name, "rank": rank, "params": closed_form_params(variant_cfg),
                "flops": closed_form_flops(variant_cfg, lengths)}
         if measure:

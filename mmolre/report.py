@@ -29,7 +29,8 @@ from mmolre.files import atomic_dir, atomic_file  # noqa: E402
 from mmolre.label_spaces import DEFAULT, LABEL_SPACES  # noqa: E402
 from mmolre.metrics import accepted_metrics, flatten, is_spread  # noqa: E402
 from mmolre.params import params_hash  # noqa: E402
-from mmolre.published import FIELD_MOSEI, MMSA_ORDER, MMSA_PUBLISHED, MMSA_SEEDS, MMSA_SOURCE, mmsa_published  # noqa: E402
+from mmolre.published import (FIELD_MOSEI, MMSA_ORDER, MMSA_PUBLISHED, MMSA_SEEDS, MMSA_SOURCE,  # noqa: E402
+                              mmsa_published)
 from mmolre.runs import run_seeds, run_spec, validate_runs  # noqa: E402
 from mmolre.stats import placement, placement_text, sentence  # noqa: E402
 
@@ -317,7 +318,8 @@ def runs_section(runs: dict, params: dict, costs: dict) -> list[str]:
     return ["## Runs: modalities, ablations and baselines", "",
             "Each run is one entry of params `runs`: the model on the listed modalities, with the `model` "
             "values it overrides (an ablation is `variant: no_shared`, `full_rank`, ...; a baseline on the same "
-            "features, heads and loss is `arch: fusion_tfn`, ...; mmolre's fusion-only variants, not the field's models). A run trained from several `seeds` shows the mean ± "
+            "features, heads and loss is `arch: fusion_tfn`, ...; mmolre's fusion-only variants, not the field's "
+            "models). A run trained from several `seeds` shows the mean ± "
             "the sample std over them. Parameters are the trained model's; GFLOPs are its forward pass for one "
             "utterance of the split's mean length (reports/costs.json). Seconds per epoch are a wall-clock "
             "figure, kept out of the pipeline's reproducible outputs: `python benchmarks/ablations.py` measures "
@@ -336,8 +338,9 @@ def standard_section(runs: dict, params: dict, features: dict) -> list[str]:
         return []
     specs = {run: run_spec(params, run) for run in runs}
     seeds = {run: run_seeds(params, run) for run in runs}
-    ours = [[f"**{run}** ({specs[run].arch}, {'+'.join(specs[run].modalities)}; {len(seeds[run])} seed{'s' * (len(seeds[run]) > 1)})",
-             source["file"], *msa_row(result[dataset]["msa"])] for run, result in runs.items() if dataset in result]
+    ours = [[f"**{run}** ({specs[run].arch}, {'+'.join(specs[run].modalities)}; {len(seeds[run])} "
+             f"seed{'s' * (len(seeds[run]) > 1)})", source["file"], *msa_row(result[dataset]["msa"])]
+            for run, result in runs.items() if dataset in result]
     published = mmsa_published(dataset)
     theirs = [[f"MMSA {model}", block["file"], *msa_row(block)] for model, block in published.items()]
     five = ", ".join(map(str, MMSA_SEEDS))
@@ -384,17 +387,15 @@ HEADLINE_NAMES = {"msa.mae": ("MAE", 3, True), "msa.corr": ("Corr", 3, False),
 
 def seed_cells(block: dict, key: str, index: int | None) -> str:
     """One seed's value of a dotted metric key (`index`), or for None its mean ± std [95 % interval]."""
-    *path, leaf = key.split(".")
-    for part in path:
-        block = block.get(part, {})
-    if leaf not in block:
+    flat = flatten(block)
+    if key not in flat:
         return "–"
     digits = HEADLINE_NAMES[key][1]
     if index is not None:
-        return number(block[f"{leaf}_seeds"][index], digits)
-    mean, half = block[leaf], block.get(f"{leaf}_ci95")
+        return number(flat[f"{key}_seeds"][index], digits)
+    mean, half = flat[key], flat.get(f"{key}_ci95")
     interval = "" if half is None or mean is None else f" [{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
-    return mean_and_std(block, leaf, digits) + interval
+    return mean_and_std(flat, key, digits) + interval
 
 
 def seeds_section(runs: dict, params: dict) -> list[str]:
@@ -463,9 +464,9 @@ def protocol_section(selection: dict, params: dict) -> list[str]:
     if not rows:
         return []
     return ["## Protocol: how each checkpoint was chosen", "",
-            f"Each seed's checkpoint is the epoch with the lowest score on the **valid** split (the sentiment MAE "
-            f"of a regression, else the loss), training stopping after `train.patience` = {params['train']['patience']} "
-            "epochs without a better one; every test metric of a run comes from that one checkpoint per seed. "
+            "Each seed's checkpoint is the epoch with the lowest score on the **valid** split (the sentiment MAE "
+            "of a regression, else the loss), training stopping after `train.patience` = "
+            f"{params['train']['patience']} epochs without a better one; every test metric of a run comes from that one checkpoint per seed. "
             "Training and selection never read the test split (tests/test_train_evaluate.py checks it with the "
             "test labels removed).", "",
             table(["run", "seed", "epoch chosen", "epochs run", "chosen on"], rows), ""]

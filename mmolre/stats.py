@@ -60,13 +60,22 @@ def _binary_parts(true: np.ndarray, pred: np.ndarray, keep: np.ndarray) -> np.nd
 
 
 def _weighted_f1(sums: np.ndarray) -> np.ndarray:
-    """sklearn's weighted F1 of two classes (zero_division=0) from _binary_parts' sums."""
-    score, support = 0.0, 0.0
-    for k in (0, 3):
-        true, predicted, both = sums[..., k], sums[..., k + 1], sums[..., k + 2]
-        score = score + np.nan_to_num(_ratio(2 * both, true + predicted)) * true
-        support = support + true
-    return _ratio(score, support, 100.0)
+    """sklearn's weighted F1 (zero_division=0) from per-class (true, predicted, both) sums, flattened on the last
+    axis: each class's F1 weighted by its true count."""
+    per = sums.reshape(*sums.shape[:-1], -1, 3)
+    true, predicted, both = per[..., 0], per[..., 1], per[..., 2]
+    f1 = np.nan_to_num(_ratio(2 * both, true + predicted))
+    return _ratio((f1 * true).sum(-1), true.sum(-1), 100.0)
+
+
+def _share(sums: np.ndarray) -> np.ndarray:
+    """Percent of the rows counted in column 0 that column 1 counts (an accuracy)."""
+    return _ratio(sums[..., 1], sums[..., 0], 100.0)
+
+
+def _per_emotion(sums: np.ndarray) -> np.ndarray:
+    """(..., emotions x 6) sums of _emotion_parts -> (..., emotions, 6)."""
+    return sums.reshape(*sums.shape[:-1], -1, 6)
 
 
 def _corr(sums: np.ndarray) -> np.ndarray:
@@ -77,7 +86,7 @@ def _corr(sums: np.ndarray) -> np.ndarray:
 
 def _emotion_wa(sums: np.ndarray) -> np.ndarray:
     """Mean over emotions of balanced accuracy (an emotion with one class in the rows left out, as mer_metrics)."""
-    per = sums.reshape(*sums.shape[:-1], -1, 6)  # (..., emotions, the six binary columns)
+    per = _per_emotion(sums)
     positives, negatives, tp, tn = per[..., 0], per[..., 3], per[..., 2], per[..., 5]
     wa = np.where((positives > 0) & (negatives > 0), 50 * (_ratio(tp, positives) + _ratio(tn, negatives)), np.nan)
     with warnings.catch_warnings():  # every emotion undefined in a resample: NaN, as mer_metrics gives
@@ -92,8 +101,7 @@ def _emotion_parts(prob, label):
 
 
 def _emotion_f1(sums):
-    per = sums.reshape(*sums.shape[:-1], -1, 6)
-    return _weighted_f1(per).mean(-1)
+    return _weighted_f1(_per_emotion(sums)).mean(-1)
 
 
 def _class_parts(prob, true):
@@ -103,14 +111,6 @@ def _class_parts(prob, true):
     cols = [np.ones(len(true)), (truth & pred).any(1)] + [c for j in range(k)
                                                          for c in (truth[:, j], pred[:, j], truth[:, j] & pred[:, j])]
     return np.stack(cols, -1).astype(float)
-
-
-def _class_f1(sums):
-    """sklearn's weighted F1 over every class (zero_division=0) from _class_parts' sums."""
-    per = sums[..., 2:].reshape(*sums.shape[:-1], -1, 3)
-    true, predicted, both = per[..., 0], per[..., 1], per[..., 2]
-    f1 = np.nan_to_num(_ratio(2 * both, true + predicted))
-    return _ratio((f1 * true).sum(-1), true.sum(-1), 100.0)
 
 
 def _clipped(parts):
@@ -130,14 +130,13 @@ def _sign_parts(p, t):
 HEADLINES: dict[str, dict[str, Metric]] = {
     "msa": {"mae": _MAE, "corr": _CORR,
             "acc2_non0": Metric(lambda p, t: np.stack([t != 0, (t != 0) & ((p > 0) == (t > 0))], -1).astype(float),
-                                lambda s: _ratio(s[..., 1], s[..., 0], 100.0)),
+                                _share),
             "f1_non0": Metric(lambda p, t: _binary_parts(t > 0, p > 0, t != 0), _weighted_f1)},
     "sims": {"mae": Metric(_clipped(_MAE.parts), _MAE.combine), "corr": Metric(_clipped(_CORR.parts), _CORR.combine),
-             "acc2": Metric(_clipped(_sign_parts), lambda s: _ratio(s[..., 1], s[..., 0], 100.0)),
+             "acc2": Metric(_clipped(_sign_parts), _share),
              "f1": Metric(_clipped(lambda p, t: _binary_parts(t > 0, p > 0, np.ones_like(t, bool))), _weighted_f1)},
     "mer": {"avg.wa": Metric(_emotion_parts, _emotion_wa), "avg.f1": Metric(_emotion_parts, _emotion_f1)},
-    "classes": {"acc": Metric(_class_parts, lambda s: _ratio(s[..., 1], s[..., 0], 100.0)),
-                "f1": Metric(_class_parts, _class_f1)},
+    "classes": {"acc": Metric(_class_parts, _share), "f1": Metric(_class_parts, lambda s: _weighted_f1(s[..., 2:]))},
 }
 
 
@@ -158,8 +157,8 @@ def _swaps(signed: np.ndarray, n: int) -> np.ndarray:
 
 def paired(pred_a: np.ndarray, pred_b: np.ndarray, label: np.ndarray, metric: Metric, seed: int,
            n_resamples: int = STATS_RESAMPLES) -> dict:
-    """Difference metric(a) - metric(b) on the same N utterances (arrays (N,), or (N, E) for emotions), its
-    bootstrap 95 % interval and the permutation test's two-sided p-value. Both resample utterance indices:
+    """metric(a) and metric(b) on the same N utterances (arrays (N,), or (N, E) for emotions), their difference,
+    its bootstrap 95 % interval and the permutation test's two-sided p-value. Both resample utterance indices:
     the bootstrap draws them with replacement; the permutation test flips each one's sign, which swaps that
     utterance's two predictions (scipy's paired test of one sample)."""
     a, b, t = (np.asarray(x, dtype=np.float64) for x in (pred_a, pred_b, label))
@@ -187,7 +186,8 @@ def paired(pred_a: np.ndarray, pred_b: np.ndarray, label: np.ndarray, metric: Me
     # the percentile interval over the resamples where the metric is defined (a resample of constant predictions
     # has no Corr); scipy's own percentile interval is NaN as soon as one resample is
     low, high = np.nanpercentile(boot.bootstrap_distribution, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
-    return {"diff": float(metric.value(a, t) - metric.value(b, t)), "ci95": [float(low), float(high)],
+    a_value, b_value = (float(metric.combine(parts.sum(0))) for parts in (parts_a, parts_b))
+    return {"a_value": a_value, "b_value": b_value, "diff": a_value - b_value, "ci95": [float(low), float(high)],
             "p": float(perm.pvalue), "n": n}
 
 

@@ -336,7 +336,7 @@ def save(ctx: RunContext, params: dict, setup: SeedSetup, seed: int, epochs: lis
         model_dir, run=ctx.run, seed=seed, dataset=params["data"]["dataset"], best_epoch=best_epoch,
         valid_mae=best.valid["valid_mae"], selection={"metric": selection_metric(ctx.model_cfg),
                                                       "patience": ctx.cfg.patience, "max_epochs": ctx.cfg.epochs,
-                                                      "epochs_run": len(epochs), "best_epoch": best_epoch},
+                                                      "epochs_run": len(epochs)},
         features={k: str(attrs[k]) if isinstance(attrs[k], str) else attrs[k].item() for k in FEATURE_PROVENANCE
                   if k in attrs})
     if curves_dir is not None:

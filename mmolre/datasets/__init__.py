@@ -76,10 +76,15 @@ def video_note(folder: Path) -> str:
             "video in featurize's counts")
 
 
+def spanning(videos: pd.Series, splits: pd.Series) -> dict[str, list[str]]:
+    """The videos (speakers, dialogues) whose utterances sit in more than one split, with those splits, by name."""
+    per_video = splits.groupby(videos.to_numpy()).unique()
+    return {str(v): sorted(s) for v, s in sorted(per_video.items(), key=lambda i: str(i[0])) if len(s) > 1}
+
+
 def split_leaks(videos: pd.Series, splits: pd.Series) -> list[str]:
     """The videos (speakers, dialogues) whose utterances sit in more than one split."""
-    per_video = splits.groupby(videos.to_numpy()).nunique()
-    return sorted(per_video.index[per_video > 1].astype(str))
+    return list(spanning(videos, splits))
 
 
 def leak_error(where: str, leaks: list[str]) -> Exception:
@@ -103,12 +108,11 @@ def overlap_warning(where: str, leaks: list[str], whose: str = "this release's s
 
 def overlap_lines(videos: pd.Series, splits: pd.Series, whose: str = "this release's split") -> list[str]:
     """counts.txt lines: the count, then every such video with its splits (empty when there is none)."""
-    per_video = splits.groupby(videos.to_numpy()).unique()
-    spanning = {str(v): sorted(s) for v, s in per_video.items() if len(s) > 1}
-    if not spanning:
+    several = spanning(videos, splits)
+    if not several:
         return []
-    return [f"{OVERLAP}{whose} is not video-independent: {len(spanning)} video(s) span train/valid/test; results "
-            "on it are not speaker-independent", *(f"  {video}: {', '.join(s)}" for video, s in sorted(spanning.items()))]
+    return [f"{OVERLAP}{whose} is not video-independent: {len(several)} video(s) span train/valid/test; results "
+            "on it are not speaker-independent", *(f"  {video}: {', '.join(s)}" for video, s in several.items())]
 
 
 def record_sources(folder: Path, entries: dict[str, dict]) -> None:

@@ -129,7 +129,8 @@ def fold_splits(dialogs: pd.Series, sessions: pd.Series, test_session: int, seed
 
 
 def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
-    space, test_session = chosen_label_space(params, LABEL_SPACE, LABEL_SPACE_CHOICES), int(params["data"].get("test_session") or 1)
+    space = chosen_label_space(params, LABEL_SPACE, LABEL_SPACE_CHOICES)
+    test_session = int(params["data"].get("test_session") or 1)
     if test_session not in SESSIONS:
         raise MmolreError(f"data.test_session={test_session}: choose a session, 1 to 5")
     root = folder / FOLDER
