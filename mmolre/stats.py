@@ -41,9 +41,6 @@ class Metric:
     parts: Callable[[np.ndarray, np.ndarray], np.ndarray]
     combine: Callable[[np.ndarray], np.ndarray]
 
-    def value(self, pred, label) -> float:
-        return float(self.combine(self.parts(np.asarray(pred, float), np.asarray(label, float)).sum(0)))
-
 
 def _ratio(top, bottom, scale: float = 1.0):
     """top / bottom, NaN where bottom is 0 (a resample where the metric is undefined)."""
