@@ -1,0 +1,170 @@
+"""The field's five models (mmolre/field/) against MMSA 2.2.1's own code, on the same inputs: presets, parameter
+counts, outputs with MMSA's weights loaded, and weights after training steps of each recipe."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import MMSA  # noqa: F401  (the test extra installs MMSA==2.2.1: no skip when it is missing)
+import pytest
+import torch
+
+from mmolre.field.base import count_parameters, load_mmsa_state
+from mmolre.field import recipes
+from mmolre.field.models import build
+from mmolre.field.presets import CONFIGS, CORPORA, INERT, LOADER_KEYS, preset
+
+from mmsa_reference import DIMS, mmsa_config, mmsa_model, mmsa_trainer, no_dropout, small_bert
+
+
+ARCHS = tuple(CONFIGS)
+# MMSA's logged counts (docs/field-models.md), MISA without its BERT
+COUNTS = {("lf_dnn", "mosi"): 597_171, ("lf_dnn", "mosei"): 572_283, ("tfn", "mosi"): 9_497_043,
+          ("tfn", "mosei"): 5_042_539, ("lmf", "mosi"): 505_071, ("lmf", "mosei"): 508_475,
+          ("mult", "mosi"): 2_571_551, ("mult", "mosei"): 982_951, ("misa", "mosi"): 1_138_033,
+          ("misa", "mosei"): 1_435_105}
+POOLED = ("lf_dnn", "tfn", "lmf")  # read time averages (B, d), as MMSA's loader gives them
+DROPOUT_KEYS = {"lf_dnn": ("dropouts",), "tfn": ("dropouts",), "lmf": ("dropouts",),
+                "mult": ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "embed_dropout",
+                         "res_dropout", "output_dropout", "text_dropout"), "misa": ("dropout",)}
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return small_bert(tmp_path_factory.mktemp("bert"))
+
+
+def pair(arch: str, corpus: str, bert, **values):
+    """MMSA's model and mmolre's, of one preset (with `values`), holding the same weights."""
+    extra = {"pretrained": str(bert)} if arch == "misa" else {}
+    torch.manual_seed(0)
+    theirs = mmsa_model(mmsa_config(arch, corpus, **extra, **values))
+    cfg = preset(arch, corpus, **extra, **values)
+    ours = build(arch, cfg, DIMS[corpus])
+    load_mmsa_state(ours, theirs.state_dict())
+    return theirs, ours, cfg
+
+
+def batch(arch: str, corpus: str, generator: torch.Generator, size: int = 6):
+    """text, audio, vision as MMSA's loader hands them to `arch`, and labels (size, 1)."""
+    _, da, dv = DIMS[corpus]
+    audio, vision = torch.randn(size, 40, da, generator=generator), torch.randn(size, 30, dv, generator=generator)
+    if arch in POOLED:
+        audio, vision = audio.mean(1, keepdim=True), vision.mean(1, keepdim=True)
+    if arch == "misa":
+        counts = torch.randint(3, 13, (size,), generator=generator)
+        mask = (torch.arange(12)[None] < counts[:, None]).float()
+        ids = torch.randint(5, 30, (size, 12), generator=generator) * mask.long()
+        text = torch.stack([ids.float(), mask, torch.zeros_like(mask)], 1)
+    else:
+        text = torch.randn(size, 50, 768, generator=generator)
+    return text, audio, vision, torch.randn(size, 1, generator=generator)
+
+
+def ours_inputs(arch: str, text, audio, vision) -> dict:
+    """MMSA's model squeezes the (B, 1, d) averages itself; mmolre's reads (B, d)."""
+    if arch in POOLED:
+        audio, vision = audio[:, 0], vision[:, 0]
+    return {"text": text, "audio": audio, "vision": vision}
+
+
+def test_presets_are_mmsas():
+    """Every value of every preset is MMSA's, and every key MMSA ships is a preset key, inert or its loader's."""
+    from MMSA.config import get_config_regression
+
+    for arch in ARCHS:
+        for corpus in CORPORA:
+            theirs = get_config_regression(arch, corpus)
+            ours = dataclasses.asdict(preset(arch, corpus))
+            for key, value in ours.items():
+                assert key in theirs, f"{arch}/{corpus}: {key} is not MMSA's"
+                assert (list(value) if isinstance(value, tuple) else value) == theirs[key], f"{arch}/{corpus}.{key}"
+            model_keys = set(theirs) - {"model_name", "dataset_name", "featurePath", "seq_lens", "feature_dims",
+                                        "train_samples", "num_classes", "language", "KeyEval", "missing_rate",
+                                        "missing_seed"}
+            assert model_keys - set(ours) - INERT.get(arch, set()) - LOADER_KEYS == set(), (arch, corpus)
+
+
+def test_preset_overrides_and_refusals():
+    assert preset("tfn", "mosi", text_out=64, hidden_dims=[64, 16, 64]).hidden_dims == (64, 16, 64)
+    with pytest.raises(ValueError, match="tfn: no key rank; its keys are hidden_dims"):
+        preset("tfn", "mosi", rank=4)
+    with pytest.raises(ValueError, match="MMSA has presets for mosi, mosei, sims, not 'meld'"):
+        preset("lmf", "meld")
+
+
+@pytest.mark.parametrize("corpus", ["mosi", "mosei"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_same_parameters_and_outputs(arch, corpus, bert):
+    """MMSA's parameter count, and MMSA's outputs (eval mode, to 1e-5) once its weights are loaded."""
+    theirs, ours, _ = pair(arch, corpus, bert)
+    without_bert = (lambda m, b: count_parameters(m) - count_parameters(b))
+    if arch == "misa":
+        assert without_bert(ours, ours.bert) == without_bert(theirs, theirs.Model.bertmodel) == COUNTS[arch, corpus]
+    else:
+        assert count_parameters(ours) == count_parameters(theirs) == COUNTS[arch, corpus]
+    text, audio, vision, _ = batch(arch, corpus, torch.Generator().manual_seed(1))
+    theirs.eval(), ours.eval()
+    with torch.no_grad():
+        expected = theirs(text, audio, vision)["M"]
+        got = ours(**ours_inputs(arch, text, audio, vision)).prediction
+    assert got.shape == expected.shape == (6, 1)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def comparable(name: str, value: torch.Tensor) -> torch.Tensor:
+    """The entries whose gradient is not zero by construction: an attention's key bias only shifts every
+    score of a query by the same amount, so its gradient is rounding noise, which Adam scales to full steps."""
+    if name.endswith("in_proj_bias"):
+        third = len(value) // 3
+        return torch.cat([value[:third], value[2 * third:]])
+    return value[:0] if name.endswith("attention.self.key.bias") else value
+
+
+def update_error(name: str, before, ours, theirs) -> float:
+    """|our update - MMSA's| / |MMSA's| over a tensor's comparable entries (0 when neither moved). Adam's first
+    steps are about lr * sign(gradient), so the few entries whose gradient lies within rounding of 0 may step the
+    other way: a relative norm, not an elementwise bound, is what agrees across implementations."""
+    ours, theirs = (comparable(name, x - before).double() for x in (ours, theirs))
+    if not theirs.norm():
+        return float(ours.norm())
+    return float((ours - theirs).norm() / theirs.norm())
+
+
+@pytest.mark.parametrize("corpus", ["mosi", "mosei"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_same_weights_after_training_steps(arch, corpus, bert):
+    """From the same weights and batches (dropout off), MMSA's trainer and mmolre's recipe leave the same weights:
+    two optimizer steps, and for MulT and MISA the accumulated batches and a tail that is never applied."""
+    zero = {key: (0.0,) * 4 if key == "dropouts" else 0.0 for key in DROPOUT_KEYS[arch]}
+    theirs, ours, cfg = pair(arch, corpus, bert, **zero)
+    no_dropout(theirs), no_dropout(ours)
+    before = copy.deepcopy(ours.state_dict())
+    generator = torch.Generator().manual_seed(2)
+    batches = [batch(arch, corpus, generator, size=4) for _ in range(2 * recipes.accumulation(cfg) + 1)]
+    loader = [{"text": t, "audio": a, "vision": v, "labels": {"M": y}} for t, a, v, y in batches]
+    args = mmsa_config(arch, corpus, early_stop=0, model_save_path=str(bert.parent / f"{arch}.pth"),
+                       **({"pretrained": str(bert)} if arch == "misa" else {}), **zero)
+    mmsa_trainer(args).do_train(theirs, {"train": loader, "valid": loader[:1]})
+    recipes.train_epoch(cfg, ours, recipes.optimizer(arch, ours, cfg),
+                        [(ours_inputs(arch, t, a, v), y) for t, a, v, y in batches])
+    expected = copy.deepcopy(ours)
+    load_mmsa_state(expected, theirs.state_dict())
+    for name, value in ours.state_dict().items():
+        if value.is_floating_point():
+            assert update_error(name, before[name], value, expected.state_dict()[name]) <= 0.05, name
+    untouched = {n for n, v in ours.state_dict().items() if torch.equal(v, before[n])}
+    assert untouched == UNTOUCHED[arch]
+
+
+UNTOUCHED = {"lf_dnn": set(), "tfn": set(), "lmf": {"fusion_weights", "fusion_bias"}, "mult": set(),
+             "misa": {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "sp_discriminator.weight",
+                      "sp_discriminator.bias", "norms.t.weight", "norms.t.bias"}}
+
+
+def test_load_refuses_another_preset(bert):
+    theirs, _, _ = pair("tfn", "mosi", bert)
+    other = build("tfn", preset("tfn", "mosei"), DIMS["mosi"])
+    with pytest.raises(ValueError, match="does not fit .*not the same model or preset"):
+        load_mmsa_state(other, theirs.state_dict())
