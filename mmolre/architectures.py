@@ -1,5 +1,6 @@
-"""Every model mmolre trains, by its config's `arch`: MMoLRE (mmolre/model.py) or a fusion baseline on the same
-inputs, heads and loss (mmolre/baselines/, which build on the model's pieces). Building a model of any arch and
+"""Every model mmolre trains, by its config's `arch`: MMoLRE (mmolre/model.py), a fusion baseline on the same
+inputs, heads and loss (mmolre/baselines/, which build on the model's pieces), or a field model as MMSA trains it
+(mmolre/field/). Building a model of any arch and
 loading a saved one go through here, so that the model and the baselines never import each other."""
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from torch import nn
 from mmolre.baselines import baseline_class
 from mmolre.hub import CONFIG_NAME, origin, resolve
 from mmolre.model import MMoLRE
-from mmolre.model_config import MMoLREConfig
+from mmolre.field.model import FieldModel
+from mmolre.model_config import FIELD_ARCHS, MMoLREConfig
 
 
 def model_class(arch: str) -> type:
+    if arch in FIELD_ARCHS:
+        return FieldModel
     return MMoLRE if arch == "mmolre" else baseline_class(arch)
 
 

@@ -48,7 +48,8 @@ class FeatureDataset(Dataset):
 
 
 class LengthBucketSampler(Sampler[list[int]]):
-    """Batches of similar length: shuffle, sort within pools of `pool` batches, shuffle the batches.
+    """Batches of similar length: shuffle, sort within pools of `pool` batches, shuffle the batches. A batch of
+    fewer than `smallest` utterances is skipped (a field model's BatchNorm cannot train on one).
 
     Without `shuffle`, batches follow length order (deterministic evaluation). With `world` > 1
     (DDP), every rank forms the same global batches and takes its share `batch[rank::world]`;
@@ -56,9 +57,9 @@ class LengthBucketSampler(Sampler[list[int]]):
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0, pool: int = 50,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, smallest: int = 1):
         self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = np.asarray(lengths), batch_size, shuffle, seed, pool
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.smallest = rank, world, smallest
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -66,7 +67,7 @@ class LengthBucketSampler(Sampler[list[int]]):
 
     def __iter__(self):
         for batch in self.global_batches():
-            if len(batch) >= self.world:
+            if len(batch) >= max(self.world, self.smallest):
                 yield batch[self.rank::self.world].tolist()
 
     def global_batches(self) -> list[np.ndarray]:
@@ -262,16 +263,17 @@ def store_device(features: FeatureFile, modalities, device: torch.device, choice
 
 def loader(features: FeatureFile, indices, modalities, batch_size: int, shuffle: bool, seed: int = 0,
            workers: int = 0, rank: int = 0, world: int = 1, store: FeatureStore | None = None,
-           dialogues: bool = False):
+           dialogues: bool = False, pool: int = 50, smallest: int = 1):
     """Batches of `indices`: from `store` when given (in memory), else a DataLoader over the lazy dataset;
-    by length buckets, or with `dialogues` whole dialogues in turn order (DialogueSampler)."""
+    by length buckets (sorted within pools of `pool` batches: 1 gives batches drawn at random; batches under
+    `smallest` skipped), or with `dialogues` whole dialogues in turn order (DialogueSampler)."""
     dataset = FeatureDataset(features, indices, modalities)
     if dialogues and features.dialogue is None:
         raise MmolreError(f"{features.path}: model.context=dialogue needs a corpus of dialogues (meld, iemocap: "
                           "their utterance tables have utterance_index); this one has none")
     sampler = (DialogueSampler(features.dialogue[dataset.indices], features.turn[dataset.indices], batch_size, shuffle,
                                seed, rank, world) if dialogues else
-               LengthBucketSampler(dataset.lengths(), batch_size, shuffle, seed, rank=rank, world=world))
+               LengthBucketSampler(dataset.lengths(), batch_size, shuffle, seed, pool, rank, world, smallest))
     if store is not None:
         return StoreLoader(store, sampler, indices)
     # its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG on every

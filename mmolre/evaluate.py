@@ -43,7 +43,9 @@ from mmolre.label_spaces import Task
 from mmolre.metrics import class_index, labelled, mean_std, score, without_seeds
 from mmolre.inference import infer, trained_model
 from mmolre.modalities import PAPER_MODALITIES
-from mmolre.model_info import closed_form_flops
+from mmolre.field.base import count_parameters
+from mmolre.model_config import FIELD_ARCHS
+from mmolre.model_info import closed_form_flops, measured_flops
 from mmolre.params import EvaluateParams, build
 from mmolre.runs import MAIN_RUN, run_seeds, validate_runs
 from mmolre.stats import CONFIDENCE, HEADLINES, STATS_RESAMPLES, paired
@@ -300,6 +302,11 @@ def costs(model, features: FeatureFile, indices: np.ndarray) -> dict:
     modalities, and of any other the run reads)."""
     read = [m for m in features.offsets if m in PAPER_MODALITIES or m in model.config.modalities]
     lengths = {m: int(round(float(features.lengths(m)[indices].mean()))) for m in read}
+    if model.config.arch in FIELD_ARCHS:  # MMSA's model: its FLOPs counted, its own parameters and our addition
+        return {"params": sum(p.numel() for p in model.parameters()), "flops_per_utterance":
+                measured_flops(model, lengths), "lengths": lengths, "params_mmsa_model": count_parameters(model.net),
+                "params_added": {"emotion_head": sum(p.numel() for p in model.emotion_head.parameters())
+                                 if model.emotion_head is not None else 0}}
     flops = closed_form_flops(model.config, lengths)
     return {"params": sum(p.numel() for p in model.parameters()), "flops_per_utterance": flops,
             "lengths": lengths}

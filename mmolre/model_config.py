@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmolre.field.presets import CONFIGS, CORPORA, preset
 from mmolre.label_spaces import DEFAULT, LABEL_SPACES, Task
 from mmolre.modalities import MODALITIES, PAPER_MODALITIES
 
 TASKS = ("sa", "er")
 EXPERTS = ("lowrank_conv", "lowrank_linear")
 ROUTERS = ("dense", "topk", "top_p")
-# the model, or a fusion-only variant on MMoLRE's footing (mmolre/baselines/): named so that no run carries the name
-# of a published model (FIELD_ARCHS, the field's models as MMSA trains them, are issue #41 and not here yet)
-ARCHS = ("mmolre", "late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult", "fusion_misa")
-FIELD_ARCHS = ("lf_dnn", "tfn", "lmf", "mult", "misa")
+# the model, a fusion-only variant on MMoLRE's footing (mmolre/baselines/), or one of the field's models as MMSA
+# 2.2.1 defines and trains it (FIELD_ARCHS, mmolre/field/: its layers, its preset, its recipe)
+FIELD_ARCHS = tuple(CONFIGS)  # lf_dnn, tfn, lmf, mult, misa
+ARCHS = ("mmolre", "late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult", "fusion_misa") + FIELD_ARCHS
+FIELD_MODALITIES = ("text", "audio", "video")  # what the field's models read, in MMSA's order
 CONTEXTS = ("none", "dialogue")  # none [paper]: each utterance alone | dialogue: the previous utterances too [ours]
 JOINT = "joint"  # the one path through UniTSE and fusion that both tasks share under hard sharing
 
@@ -51,13 +53,30 @@ def one_of(key: str, value, allowed) -> str | None:
     return f"{key}={value!r}: choose one of {', '.join(allowed)}"
 
 
-def arch_rule(arch: str) -> str | None:
-    """one_of for `arch`, and for a published model's name the variant that mmolre has instead."""
-    if arch in FIELD_ARCHS:
-        near = "late_fusion" if arch == "lf_dnn" else f"fusion_{arch}"
-        return (f"arch={arch!r} is the field's model as MMSA trains it, which mmolre does not have yet; its "
-                f"fusion-only variant on MMoLRE's footing (same inputs, heads and training) is arch={near}")
-    return one_of("arch", arch, ARCHS)
+def field_rules(cfg: "MMoLREConfig") -> list[str]:
+    """The rules of a field model's run: MMSA's three modalities, a preset of a corpus MMSA tuned, its keys, one
+    sentiment intensity (MMSA's regression)."""
+    if cfg.arch not in FIELD_ARCHS:
+        return [f"field_settings={cfg.field_settings}: keys of the field's models' presets; arch={cfg.arch} has "
+                "none"] if cfg.field_settings else []
+    rules = []
+    if cfg.arch == "misa":
+        rules.append("arch=misa fine-tunes BERT from MMSA's token ids (text_bert), which the import of MMSA's "
+                     "files does not keep yet; mmolre/field/misa.py has the model (proven against MMSA's in "
+                     "tests/test_field.py)")
+    if set(cfg.modalities) != set(FIELD_MODALITIES):
+        rules.append(f"arch={cfg.arch} reads text, audio and video, as MMSA's does: set modalities: "
+                     "[text, audio, video]")
+    if cfg.field_preset or cfg.field_settings:  # without a preset yet (params), the keys against MOSI's
+        try:
+            preset(cfg.arch, cfg.field_preset or CORPORA[0], **cfg.field_settings)
+        except ValueError as e:
+            rules.append(f"field_preset={cfg.field_preset}, field_settings: {e}")
+    sa = LABEL_SPACES.get(cfg.label_space, {}).get("sa")
+    if sa is not None and (sa.kind != "regression" or sa.outputs != 1):
+        rules.append(f"arch={cfg.arch} predicts one sentiment intensity (MMSA's regression); label space "
+                     f"{cfg.label_space} has sentiment as {sa.kind}")
+    return rules
 
 
 @dataclass
@@ -82,6 +101,10 @@ class MMoLREConfig:
     context_window: int = 2      # k, the previous utterances of its dialogue an utterance sees [ours]
     variant: str = "mmolre"      # a key of VARIANTS: an ablation of the paper
     arch: str = "mmolre"         # mmolre | a fusion-only variant on the same inputs, heads and loss (mmolre/baselines/)
+                                 # | a field model as MMSA trains it (FIELD_ARCHS, mmolre/field/)
+    field_preset: str = ""       # field archs: the corpus whose MMSA preset they take (mosi | mosei | sims); "" in
+                                 # params: the data's dataset (train fills it in)
+    field_settings: dict = field(default_factory=dict)  # field archs: preset keys replaced (mmolre/field/presets.py)
     fusion_dim: int = 32         # baselines: width of each modality's pooled vector [ours]
     fusion_rank: int = 4         # lmf: rank R of the modality factors [ours]
     mult_layers: int = 2         # mult: layers of each crossmodal and self-attention transformer [ours]
@@ -107,8 +130,11 @@ class MMoLREConfig:
         """Every rule the values break, one sentence each naming the keys."""
         rules = [one_of("variant", self.variant, VARIANTS), one_of("expert", self.expert, EXPERTS),
                  one_of("router", self.router, ROUTERS), one_of("label_space", self.label_space, LABEL_SPACES),
-                 one_of("context", self.context, CONTEXTS), arch_rule(self.arch)]
-        if self.arch != "mmolre" and (self.variant != "mmolre" or self.context != "none"):
+                 one_of("context", self.context, CONTEXTS), one_of("arch", self.arch, ARCHS),
+                 one_of("field_preset", self.field_preset, ("",) + CORPORA)]
+        rules += field_rules(self)
+        field_variants = ("mmolre", "msa_only") if self.arch in FIELD_ARCHS else ("mmolre",)
+        if self.arch != "mmolre" and (self.variant not in field_variants or self.context != "none"):
             rules.append(f"arch={self.arch}: variant and context are MMoLRE's (keep variant=mmolre, context=none)")
         if self.fusion_dim < 1 or self.fusion_rank < 1 or self.mult_layers < 1:
             rules.append(f"fusion_dim={self.fusion_dim}, fusion_rank={self.fusion_rank} and mult_layers="

@@ -6,7 +6,7 @@ model option changes their code and no other stage's (dvc.yaml's deps).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -37,6 +37,8 @@ class ModelParams(Section):
     modalities: list[str] = list(MODEL.modalities)
     context: str = MODEL.context
     arch: str = MODEL.arch
+    field_preset: str = MODEL.field_preset
+    field_settings: dict[str, Any] = {}
     fusion_dim: int = MODEL.fusion_dim
     fusion_rank: int = MODEL.fusion_rank
     mult_layers: int = MODEL.mult_layers

@@ -40,7 +40,8 @@ from mmolre.metrics import score
 from mmolre.architectures import build_model
 from mmolre.model import MMoLRE
 from mmolre.modalities import MODALITIES
-from mmolre.model_config import MMoLREConfig
+from mmolre.field.presets import CORPORA
+from mmolre.model_config import FIELD_ARCHS, MMoLREConfig
 from mmolre.params import TrainParams, build
 from mmolre.runs import run_seeds, run_spec, validate_runs
 
@@ -54,10 +55,24 @@ def model_config(params: dict, run: str, cfg: TrainParams, features: FeatureFile
         spec = run_spec(params, run)
         for m in spec.modalities:
             check_readable(features, run, m)
+        if spec.arch in FIELD_ARCHS:
+            spec = spec.model_copy(update=field_run(spec, params["data"]["dataset"], features, run))
         return spec.config(dims={m: features.dims[m] for m in spec.modalities}, label_space=features.label_space,
                            er_loss_weight=cfg.er_loss_weight, emotion_pos_weight=pos_weight)
     except ValueError as e:  # a rule of the features' label space (the params alone were valid)
         raise MmolreError(f"train {run}: {e}") from None
+
+
+def field_run(spec, dataset: str, features: FeatureFile, run: str) -> dict:
+    """A field model's run: MMSA's preset of the data's corpus unless the run names one, and no emotion head
+    where the train split labels no emotion (MMSA's models predict sentiment alone)."""
+    update = {"field_preset": spec.field_preset or dataset}
+    if update["field_preset"] not in CORPORA:
+        raise MmolreError(f"train {run}: arch={spec.arch} takes MMSA's preset of mosi, mosei or sims, and the data "
+                          f"is {dataset}: name one in the run (field_preset: mosi)")
+    if "er" in features.tasks and np.isnan(features.emotions[features.indices("train")]).all():
+        update["variant"] = "msa_only"
+    return update
 
 
 def check_readable(features: FeatureFile, run: str, modality: str) -> None:
@@ -132,10 +147,27 @@ class RunContext:
 
 
 @dataclass
+class Recipe:
+    """How a seed's model is optimised: mmolre's (AdamW, gradient norm clipping, early stopping on the selection
+    metric), or a field model's as MMSA trains it (FieldModel.mmsa_recipe: its optimizer and scheduler, losses of
+    `accumulation` mini-batches summed into one step (the tail of an epoch never applied), value clipping, the
+    valid loss rounded to `decimals` and bettered by `min_improvement`)."""
+    optimizer: torch.optim.Optimizer
+    patience: int
+    batch_size: int
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    accumulation: int = 1
+    scheduler: object = None
+    min_improvement: float = 0.0
+    decimals: int | None = None
+
+
+@dataclass
 class SeedSetup:
     model: MMoLRE
     forward: torch.nn.Module  # the model as a step calls it: DDP-wrapped and/or compiled
-    optimizer: torch.optim.Optimizer
+    recipe: Recipe
     batches: object  # a loader whose batch_sampler has set_epoch
 
 
@@ -155,15 +187,25 @@ class Epoch:
 
 @dataclass
 class EarlyStopping:
-    """Keeps the best epoch's weights; says stop after `patience` epochs without a better score."""
+    """Keeps the best epoch's weights; says stop after `patience` epochs without a better score (lower by more
+    than `min_improvement`, or by at least it when one is given, after rounding to `decimals`: MMSA's rule)."""
     patience: int
+    min_improvement: float = 0.0
+    decimals: int | None = None
     best_score: float = float("inf")
     best_epoch: int = 0
     best_state: dict | None = None
     stale: int = 0
 
+    def better(self, score: float) -> bool:
+        if self.min_improvement:
+            return score <= self.best_score - self.min_improvement
+        return score < self.best_score
+
     def update(self, score: float, epoch: int, model: torch.nn.Module) -> bool:
-        if score < self.best_score:
+        if self.decimals is not None:
+            score = round(score, self.decimals)
+        if self.better(score):
             self.best_state, self.best_epoch, self.best_score, self.stale = copy.deepcopy(model.state_dict()), epoch, score, 0
             return False
         self.stale += 1
@@ -227,17 +269,23 @@ def setup_seed(ctx: RunContext, seed: int) -> SeedSetup:
         forward = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     if ctx.cfg.compile:
         forward = torch.compile(forward)
-    optimizer = make_optimizer(model, ctx.cfg.lr, ctx.cfg.weight_decay, ctx.device)
-    batches = loader(ctx.features, ctx.features.indices("train"), ctx.model_cfg.modalities, ctx.cfg.batch_size,
+    field = hasattr(model, "mmsa_recipe")
+    recipe = (Recipe(**model.mmsa_recipe()) if field else
+              Recipe(make_optimizer(model, ctx.cfg.lr, ctx.cfg.weight_decay, ctx.device), ctx.cfg.patience,
+                     ctx.cfg.batch_size, clip_norm=ctx.cfg.grad_clip))
+    # a field model's batches are drawn at random, as MMSA's (its BatchNorm sees them), never of one utterance
+    batches = loader(ctx.features, ctx.features.indices("train"), ctx.model_cfg.modalities, recipe.batch_size,
                      shuffle=True, seed=seed, workers=ctx.cfg.workers, rank=ctx.dist.rank, world=ctx.dist.world,
-                     store=ctx.store, dialogues=ctx.model_cfg.context == "dialogue")
-    return SeedSetup(model, forward, optimizer, batches)
+                     store=ctx.store, dialogues=ctx.model_cfg.context == "dialogue", pool=1 if field else 50,
+                     smallest=2 if field else 1)
+    return SeedSetup(model, forward, recipe, batches)
 
 
 def train_seed(ctx: RunContext, params: dict, seed: int, model_dir: Path, curves_dir: Path | None) -> Path:
     """One model of the run trained from `seed` into `model_dir`; its dvclive curves into `curves_dir` (when given)."""
     setup = setup_seed(ctx, seed)
-    stopping, epochs = EarlyStopping(ctx.cfg.patience), []
+    recipe = setup.recipe
+    stopping, epochs = EarlyStopping(recipe.patience, recipe.min_improvement, recipe.decimals), []
     # `with`: the bar is closed (its line ended) before an error message is printed
     with tqdm(range(1, ctx.cfg.epochs + 1), desc=f"train {ctx.run}", unit="epoch",
               disable=ctx.dist.rank != 0) as progress:
@@ -249,6 +297,8 @@ def train_seed(ctx: RunContext, params: dict, seed: int, model_dir: Path, curves
                                  valid_mae=f"{epoch.valid['valid_mae']:.3f}",
                                  valid_f1=f"{epoch.valid['valid_emotion_f1']:.1f}",
                                  utt_s=f"{epoch.utterances / epoch.seconds:.0f}")
+            if recipe.scheduler is not None:
+                recipe.scheduler.step(epoch.valid["valid_loss"])
             if stopping.update(epoch.valid[selection_metric(ctx.model_cfg)], number, setup.model):
                 break
     setup.model.load_state_dict(stopping.best_state)
@@ -258,9 +308,10 @@ def train_seed(ctx: RunContext, params: dict, seed: int, model_dir: Path, curves
 
 
 def selection_metric(cfg: MMoLREConfig) -> str:
-    """What picks the checkpoint, on the valid split only: the sentiment MAE of a regression, else the loss."""
+    """What picks the checkpoint, on the valid split only: the sentiment MAE of a regression, else the loss; a
+    field model's is MMSA's KeyEval, the valid loss."""
     regression = "sa" in cfg.heads and cfg.heads["sa"].kind == "regression"
-    return "valid_mae" if regression else "valid_loss"
+    return "valid_mae" if regression and cfg.arch not in FIELD_ARCHS else "valid_loss"
 
 
 def timed_batches(batches, device: torch.device):
@@ -287,10 +338,7 @@ def train_epoch(ctx: RunContext, setup: SeedSetup, number: int) -> Epoch:
             batch = drop_modalities(batch, ctx.cfg.modality_dropout, ctx.model_cfg.modalities)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device.type == "cuda"):
             out = setup.forward(**{k: v for k, v in batch.items() if k != "index"})
-        setup.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(setup.model.parameters(), ctx.cfg.grad_clip)
-        setup.optimizer.step()
+        optimise(setup, out.loss, step)
         n = len(batch["index"])
         sums += torch.stack([out.loss.detach(), out.loss_sa.detach(), out.loss_er.detach()]).double() * n
         count += n
@@ -305,11 +353,27 @@ def train_epoch(ctx: RunContext, setup: SeedSetup, number: int) -> Epoch:
     return Epoch(number, means, float(sums[3]), time.perf_counter() - started, waiting)
 
 
+def optimise(setup: SeedSetup, loss: torch.Tensor, step: int) -> None:
+    """Backward, clip, and an optimizer step after every `accumulation`-th mini-batch of the epoch (whose
+    gradients add up until then; the ones after the last full group are dropped at the next epoch's start)."""
+    recipe = setup.recipe
+    if (step - 1) % recipe.accumulation == 0:
+        recipe.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe.clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_(setup.model.parameters(), recipe.clip_norm)
+    if recipe.clip_value is not None:
+        torch.nn.utils.clip_grad_value_([p for p in setup.model.parameters() if p.requires_grad], recipe.clip_value)
+    if step % recipe.accumulation == 0:
+        recipe.optimizer.step()
+
+
 def validate(ctx: RunContext, model: MMoLRE) -> dict[str, float]:
     """Valid loss, sentiment MAE (of a regression) and mean emotion F1 (weighted F1 of emotion classes); NaN
     for a model without the head, a split without the labels, or sentiment as classes."""
     valid_idx = ctx.features.indices("valid")
     valid = infer(model, ctx.features, valid_idx, ctx.cfg.batch_size * 2, ctx.device, store=ctx.store)
+    # MMSA's KeyEval averages per-batch losses; this is the mean per utterance (the same but for the last batch)
     heads = ctx.model_cfg.heads
     mae = f1 = float("nan")
     if "sa" in heads and heads["sa"].kind == "regression":
@@ -340,7 +404,7 @@ def save(ctx: RunContext, params: dict, setup: SeedSetup, seed: int, epochs: lis
         features={k: str(attrs[k]) if isinstance(attrs[k], str) else attrs[k].item() for k in FEATURE_PROVENANCE
                   if k in attrs})
     if curves_dir is not None:
-        lr = setup.optimizer.param_groups[0]["lr"]
+        lr = setup.recipe.optimizer.param_groups[0]["lr"]
         write_curves(curves_dir, [e.curve(lr) for e in epochs], {"epoch": best_epoch, **best.valid})
     utterances, seconds, waiting = (sum(getattr(e, k) for e in epochs) for k in ("utterances", "seconds", "waiting"))
     print(f"train {ctx.run} (seed {seed}): best epoch {best_epoch}/{len(epochs)}, valid MAE "

@@ -168,3 +168,42 @@ def test_load_refuses_another_preset(bert):
     other = build("tfn", preset("tfn", "mosei"), DIMS["mosi"])
     with pytest.raises(ValueError, match="does not fit .*not the same model or preset"):
         load_mmsa_state(other, theirs.state_dict())
+
+
+FIELD_RUNS = {arch: {"arch": arch, "modalities": ["text", "audio", "video"]} for arch in ("lf_dnn", "tfn", "lmf", "mult")}
+
+
+@pytest.fixture(scope="module")
+def mosi_runs(tmp_path_factory, tiny_params):
+    """MMSA's MOSI form (tests/processed_forms.py) imported, each field arch trained with no further keys, and
+    evaluated: the roots and params."""
+    from mmolre.evaluate import evaluate
+    from mmolre.train import train
+    from processed_forms import mmsa_file, write
+    from test_processed import imported, params_for
+
+    tmp = tmp_path_factory.mktemp("mosi")
+    params = params_for(tiny_params, "mosi", write(tmp / "unaligned_50.pkl", mmsa_file("mosi")[0]))
+    params["runs"] = {"main": {"modalities": ["text", "audio", "video"]}, **FIELD_RUNS}
+    params["evaluate"] = {**params["evaluate"], "robustness": False}
+    roots = imported(tmp, params)
+    for run in params["runs"]:
+        train(params, run, roots["features"], tmp / "models", tmp / "curves")
+    evaluate(params, roots["features"], tmp / "models", tmp / "reports")
+    return tmp, params
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", tuple(FIELD_RUNS))
+def test_a_run_of_a_field_arch_takes_mmsas_preset_and_its_parameter_count(arch, mosi_runs):
+    """On a MOSI-form processed file `{arch: tfn, modalities: [text, audio, video]}` is MMSA's TFN at its MOSI
+    preset, trained by its recipe, with MMSA's parameter count in costs.json (MOSI labels no emotion: no head)."""
+    import json
+
+    tmp, _ = mosi_runs
+    saved = json.loads((tmp / "models" / arch / "config.json").read_text())
+    assert saved["model"]["arch"] == arch and saved["model"]["field_preset"] == "mosi"
+    assert saved["model"]["variant"] == "msa_only" and saved["selection"]["metric"] == "valid_loss"
+    costs = json.loads((tmp / "reports" / "costs.json").read_text())[arch]
+    assert costs["params"] == costs["params_mmsa_model"] == COUNTS[arch, "mosi"]
+    assert costs["params_added"] == {"emotion_head": 0} and costs["flops_per_utterance"] > 0

@@ -48,6 +48,7 @@ class LFDNN(SubNets):
         super().__init__(dims, cfg.hidden_dims, cfg.text_out, cfg.dropouts)
         _, ha, hv = cfg.hidden_dims
         self.post_fusion = PostFusion(cfg.text_out + ha + hv, cfg.post_fusion_dim, cfg.dropouts[3])
+        self.features_dim = cfg.post_fusion_dim
 
     def forward(self, text, audio, vision, lengths=None) -> FieldOutput:
         prediction, features = self.post_fusion(torch.cat(self.encode(text, audio, vision, lengths), -1))

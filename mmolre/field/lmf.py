@@ -25,6 +25,7 @@ class LMF(SubNets):
             factor(cfg.rank, ht // 2)
         self.fusion_weights = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, cfg.rank)))
         self.fusion_bias = nn.Parameter(torch.zeros(1, 1))
+        self.features_dim = cfg.rank
 
     def factors(self) -> list[nn.Parameter]:
         return [self.audio_factor, self.video_factor, self.text_factor]

@@ -63,6 +63,7 @@ class MISA(nn.Module):
         self.norms = nn.ModuleDict({"t": nn.LayerNorm(2 * 768), "v": nn.LayerNorm(2 * dv), "a": nn.LayerNorm(2 * da)})
         self.transformer = nn.TransformerEncoder(nn.TransformerEncoderLayer(d_model=h, nhead=2), num_layers=1,
                                                  enable_nested_tensor=False)
+        self.features_dim = 6 * h
 
     def text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, T) ids, mask, segments -> the masked mean of BERT's outputs (B, 768) and the token counts."""

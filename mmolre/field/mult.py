@@ -89,12 +89,13 @@ class MulT(nn.Module):
         self.proj1, self.proj2 = nn.Linear(6 * d, 6 * d), nn.Linear(6 * d, 6 * d)
         self.output_dropout = nn.Dropout(cfg.output_dropout)
         self.out_layer = nn.Linear(6 * d, 1)
+        self.features_dim = 6 * d
 
     def streams(self, text, audio, vision, lengths):
         """stream -> (T', B, d) after the convolutions, and its lengths (None: MMSA's view)."""
         xs, out = (self.text_dropout(text), audio, vision), {}
         for s, x, proj, dim, k in zip(STREAMS, xs, self.proj, self.dims, self.kernels):
-            x = x.transpose(1, 2)
+            x = F.pad(x.transpose(1, 2), (0, max(0, k - x.shape[1])))  # a batch shorter than the kernel: zeros
             out[s] = (x if dim == self.d else proj(x)).permute(2, 0, 1)
         shrunk = None if lengths is None else {s: (n - k + 1).clamp(min=1) for s, n, k in
                                                zip(STREAMS, lengths, self.kernels)}

@@ -24,6 +24,7 @@ class TFN(SubNets):
         _, ha, hv = cfg.hidden_dims
         self.post_fusion = PostFusion((cfg.text_out + 1) * (ha + 1) * (hv + 1), cfg.post_fusion_dim,
                                       cfg.dropouts[3])
+        self.features_dim = cfg.post_fusion_dim
 
     def forward(self, text, audio, vision, lengths=None) -> FieldOutput:
         prediction, features = self.post_fusion(tensor_fusion(*self.encode(text, audio, vision, lengths)))
