@@ -1,6 +1,14 @@
-"""`mmolre study`: a parameter study as DVC experiments, e.g. the paper's (N shared experts, rank r_n):
+"""`mmolre study`: a parameter study or a random search as DVC experiments, e.g. the paper's (N shared experts,
+rank r_n), or MMSA's tune mode done right (a field model's ranges, chosen on validation):
 
     mmolre study --grid model.n_experts=1,3,5,10,15,20 --grid model.rank=16,32,64,128,256 --seeds 1111,1,11
+    mmolre study --sample 50 --field-ranges tfn --set model.arch=tfn --set runs.main.modalities=[text,audio,video]
+
+--sample N draws N distinct points from the ranges (--grid values, or --field-ranges ARCH: MMSA's tune ranges of
+that field model as model.field_settings; each key drawn uniformly and independently, seeded by --seed), named
+`<name>-<k>-<digest>`. Whatever the mode, the point is chosen on the valid split alone: runs.main's best-epoch
+valid score (--select, from reports/train/main/metrics.json; MAE of a regression, else the loss). A search
+reports the test metric of the chosen point once; a grid reports every point's, as a parameter study's figure.
 
 Every point of the grid (the product of the --grid values) is one experiment, named from its values
 (`study-n_experts1-rank16`), queued with `dvc exp run --queue -S ...` and run by `dvc queue start --jobs N`
@@ -19,8 +27,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import itertools
 import json
+import math
+import random
 import re
 import subprocess
 import sys
@@ -39,6 +50,9 @@ from mmolre.runs import validate_runs
 SECTIONS = ("data", "demo", "prepare", "featurize", "model", "train", "promote", "evaluate", "runs")
 
 METRICS, COSTS = "reports/metrics.json", "reports/costs.json"
+VALID = "reports/train/main/metrics.json"  # dvclive: runs.main's best epoch, whose valid scores choose the point
+SELECT = ("best.valid_mae", "best.valid_loss")  # the default: the first that is a number
+FIELD_KEY = "model.field_settings"  # --field-ranges keys sit under it, passed as one dict per point
 POLL_S = 3.0
 
 
@@ -66,6 +80,41 @@ def parse_grid(items: list[str]) -> dict[str, list]:
     return grid
 
 
+def sample_points(ranges: dict[str, list], n: int, seed: int) -> list[dict]:
+    """`n` distinct points, each key drawn uniformly and independently from its values (MMSA's tune mode, but
+    seeded); every point when there are no more than `n`."""
+    if math.prod(len(v) for v in ranges.values()) <= n:
+        return [dict(zip(ranges, values)) for values in itertools.product(*ranges.values())]
+    rng, points, seen = random.Random(seed), [], set()
+    while len(points) < n:
+        point = {key: rng.choice(values) for key, values in ranges.items()}
+        if (key := json.dumps(point, sort_keys=True)) not in seen:
+            seen.add(key)
+            points.append(point)
+    return points
+
+
+def field_ranges(arch: str) -> dict[str, list]:
+    """MMSA's tune ranges of a field model, as keys under model.field_settings."""
+    from mmolre.field.presets import TUNE
+
+    if arch not in TUNE:
+        raise MmolreError(f"--field-ranges {arch}: the field's models are {', '.join(TUNE)}")
+    return {f"{FIELD_KEY}.{key}": [list(v) if isinstance(v, tuple) else v for v in values]
+            for key, values in TUNE[arch].items()}
+
+
+def folded(point: dict) -> dict:
+    """The point as params keys: the model.field_settings.* keys gathered into one model.field_settings dict."""
+    settings = {k.removeprefix(FIELD_KEY + "."): v for k, v in point.items() if k.startswith(FIELD_KEY + ".")}
+    rest = {k: v for k, v in point.items() if not k.startswith(FIELD_KEY + ".")}
+    return rest | ({FIELD_KEY: settings} if settings else {})
+
+
+def sample_name(prefix: str, k: int, point: dict) -> str:
+    return f"{prefix}-{k:02d}-{hashlib.sha256(json.dumps(point, sort_keys=True).encode()).hexdigest()[:6]}"
+
+
 def point_name(prefix: str, point: dict, seeds: list[int] | None) -> str:
     """A git-ref-safe experiment name from the point's values (the keys' last parts, unless two collide)."""
     leaves = [key.split(".")[-1] for key in point]
@@ -79,7 +128,7 @@ def point_name(prefix: str, point: dict, seeds: list[int] | None) -> str:
 
 def overrides(point: dict, seeds: list[int] | None, params: dict, all_runs: bool) -> list[str]:
     """The `dvc exp run -S` values of a point: its grid values, the seeds, the runs left out."""
-    values = [f"{key}={json.dumps(value)}" for key, value in point.items()]
+    values = [f"{key}={json.dumps(value)}" for key, value in folded(point).items()]
     if seeds:
         values.append(f"runs.main.seeds={json.dumps(seeds)}")
     if not all_runs:
@@ -87,12 +136,11 @@ def overrides(point: dict, seeds: list[int] | None, params: dict, all_runs: bool
     return values
 
 
-def checked_points(params: dict, grid: dict[str, list], seeds: list[int] | None) -> list[dict]:
-    """Every point of the grid, each validated as the params it makes (a bad value: one line, nothing queued)."""
-    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+def checked_points(params: dict, points: list[dict], seeds: list[int] | None) -> list[dict]:
+    """The points, each validated as the params it makes (a bad value: one line, nothing queued)."""
     for point in points:
         values = copy.deepcopy(params)
-        for key, value in point.items():
+        for key, value in folded(point).items():
             set_param(values, f"{key}={json.dumps(value)}")
         if seeds:
             values["runs"]["main"]["seeds"] = seeds
@@ -149,41 +197,69 @@ def run_queue(names: list[str], jobs: int) -> None:
             time.sleep(POLL_S)
 
 
+def dotted(node: dict, key: str):
+    """The value at a dotted key of nested dicts, or None."""
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def metric_of(metrics: dict, key: str) -> tuple[float | None, float | None, float | None]:
     """(mean, std, half-width of the 95 % t interval of the mean) of a dotted key of metrics.json (std and
     interval None for one seed)."""
-    *path, leaf = key.split(".")
-    node = metrics
-    for part in path:
-        node = (node or {}).get(part)
-    node = node or {}
-    return node.get(leaf), node.get(f"{leaf}_std"), node.get(f"{leaf}_ci95")
+    return dotted(metrics, key), dotted(metrics, f"{key}_std"), dotted(metrics, f"{key}_ci95")
 
 
-def study_rows(points: dict[str, dict], shown: dict[str, dict], metric: str) -> list[dict]:
-    """One row per point: its values, experiment, metric (mean, std), main's parameters and FLOPs."""
+def valid_score(files: dict, select: tuple[str, ...], name: str) -> tuple[str, float]:
+    """(key, value): the first of `select` that runs.main's best epoch has as a number in its dvclive file."""
+    for key in select:
+        value = dotted(files.get(VALID) or {}, key)
+        if isinstance(value, (int, float)) and not math.isnan(value):
+            return key, float(value)
+    raise MmolreError(f"experiment {name}: {VALID} has no number at {' or '.join(select)} (the valid split's "
+                      "scores of runs.main's best epoch, which choose the point; --select names another)")
+
+
+def study_rows(points: dict[str, dict], shown: dict[str, dict], metric: str, select: tuple[str, ...]) -> list[dict]:
+    """One row per point: its values, experiment, valid score, test metric (mean, std), main's parameters, FLOPs."""
     rows = []
     for name, point in points.items():
         files = shown[name]
         mean, std, ci95 = metric_of(files.get(METRICS) or {}, metric)
         if mean is None:
             raise MmolreError(f"experiment {name}: {METRICS} has no {metric} (choose --metric among its keys)")
+        key, valid = valid_score(files, select, name)
         cost = (files.get(COSTS) or {}).get("main", {})
-        rows.append({**point, "experiment": name, metric: mean, f"{metric}_std": std, f"{metric}_ci95": ci95,
-                     "params": cost.get("params"), "flops_per_utterance": cost.get("flops_per_utterance")})
+        rows.append({**point, "experiment": name, "valid": {"key": key, "value": valid}, metric: mean,
+                     f"{metric}_std": std, f"{metric}_ci95": ci95, "params": cost.get("params"),
+                     "flops_per_utterance": cost.get("flops_per_utterance")})
     return rows
 
 
-def study_table(rows: list[dict], grid: dict, metric: str) -> str:
-    header = [*grid, metric, "95 % CI of the mean", "params", "GFLOPs/utt", "experiment"]
+def chosen(rows: list[dict]) -> dict:
+    """The point of the best valid score (highest for an F1 or accuracy, else lowest)."""
+    higher = any(word in rows[0]["valid"]["key"] for word in ("f1", "acc"))
+    return (max if higher else min)(rows, key=lambda r: r["valid"]["value"])
+
+
+def test_cell(row: dict, metric: str) -> tuple[str, str]:
+    """The metric as 'mean ± std' and its 95 % interval of the mean ('–' for one seed)."""
+    value = f"{row[metric]:.4g}" + (f" ± {row[f'{metric}_std']:.2g}" if row[f"{metric}_std"] is not None else "")
+    half = row.get(f"{metric}_ci95")
+    return value, "–" if half is None else f"[{row[metric] - half:.4g}, {row[metric] + half:.4g}]"
+
+
+def study_table(rows: list[dict], keys: list[str], metric: str, with_test: bool = True) -> str:
+    """The points as a markdown table: values, valid score, (the test metric,) parameters, FLOPs, experiment."""
+    header = [*keys, "valid"] + ([metric, "95 % CI of the mean"] if with_test else []) + \
+        ["params", "GFLOPs/utt", "experiment"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        value = f"{row[metric]:.4g}" + (f" ± {row[f'{metric}_std']:.2g}" if row[f"{metric}_std"] is not None else "")
-        half = row.get(f"{metric}_ci95")
-        interval = "–" if half is None else f"[{row[metric] - half:.4g}, {row[metric] + half:.4g}]"
         flops = "–" if row["flops_per_utterance"] is None else f"{row['flops_per_utterance'] / 1e9:.4g}"
         params = "–" if row["params"] is None else f"{row['params']:,}"
-        lines.append("| " + " | ".join([*(str(row[k]) for k in grid), value, interval, params, flops,
+        test = list(test_cell(row, metric)) if with_test else []
+        lines.append("| " + " | ".join([*(json.dumps(row[k]) if isinstance(row[k], list) else str(row[k])
+                                          for k in keys), f"{row['valid']['value']:.4g}", *test, params, flops,
                                         row["experiment"]]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -213,21 +289,55 @@ def plot_study(rows: list[dict], grid: dict, metric: str, path: Path) -> None:
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
 
 
-def write_study(out: Path, rows: list[dict], grid: dict, metric: str, mode: str) -> None:
-    best = (min if mode == "min" else max)(rows, key=lambda r: r[metric])
+def study_summary(rows: list[dict], metric: str, search: bool) -> tuple[dict, str]:
+    """The chosen row and the lines that say how it was chosen and what it scores on the test split."""
+    best = chosen(rows)
+    value, interval = test_cell(best, metric)
+    lines = (f"Chosen on the valid split ({best['valid']['key']} of runs.main's best epoch = "
+             f"{best['valid']['value']:.4g}): **{best['experiment']}**.\n\n"
+             f"Its test {metric}: {value} (95 % CI of the mean {interval})"
+             + (", the only test score this search reports.\n" if search else ".\n"))
+    return best, lines
+
+
+def write_study(out: Path, rows: list[dict], space: dict, metric: str, search: dict | None) -> None:
+    """study.json and study.md; a grid also study.png. A search (`search`: its draws and seed) keeps the test
+    metric of the chosen point only."""
+    best, summary = study_summary(rows, metric, search is not None)
+    keys = list(space)
+    if search is not None:
+        rows = [{k: v for k, v in r.items() if not k.startswith(metric)} for r in rows]
     with atomic_dir(out) as tmp:
-        (tmp / "study.json").write_text(json.dumps({"metric": metric, "mode": mode, "grid": grid, "best": best,
-                                                    "points": rows}, indent=2) + "\n")
-        (tmp / "study.md").write_text(f"# Study: {metric} ({mode} is better) over {', '.join(grid)}\n\n"
-                                      f"Best: {best['experiment']} ({metric} {best[metric]:.4g}).\n\n"
-                                      + study_table(rows, grid, metric) + "\n![study](study.png)\n")
-        plot_study(rows, grid, metric, tmp / "study.png")
+        what = {"grid": space} if search is None else {"ranges": space, **search}
+        (tmp / "study.json").write_text(json.dumps({"metric": metric, "mode": "grid" if search is None else "sample",
+                                                    **what, "chosen": best, "points": rows}, indent=2) + "\n")
+        title = f"Study: {metric} over {', '.join(keys)}" if search is None else \
+            f"Random search: {search['draws']} points of {', '.join(keys)} (seed {search['seed']})"
+        figure = "\n![study](study.png)\n" if search is None else ""
+        (tmp / "study.md").write_text(f"# {title}\n\n{summary}\n" + study_table(rows, keys, metric, search is None)
+                                      + figure)
+        if search is None:
+            plot_study(rows, space, metric, tmp / "study.png")
 
 
-def study(params: dict, grid: dict[str, list], seeds: list[int] | None, jobs: int, metric: str, prefix: str,
-          out: Path, all_runs: bool) -> list[dict]:
-    """Queue and run the grid's points not yet on this commit, then write `out` from every point."""
-    points = {point_name(prefix, p, seeds): p for p in checked_points(params, grid, seeds)}
+def study(params: dict, space: dict[str, list], seeds: list[int] | None, jobs: int, metric: str, prefix: str,
+          out: Path, all_runs: bool, select: tuple[str, ...] = SELECT, search: dict | None = None) -> list[dict]:
+    """Queue and run the points not yet on this commit (the grid's, or `search`'s draws from `space`), then write
+    `out` from every point."""
+    drawn = None if search is None else sample_points(space, search["draws"], search["seed"])
+    grid = [dict(zip(space, values)) for values in itertools.product(*space.values())]
+    named = ({point_name(prefix, p, seeds): p for p in grid} if drawn is None else
+             {sample_name(prefix, k, p): p for k, p in enumerate(drawn, start=1)})
+    points = dict(zip(named, checked_points(params, list(named.values()), seeds)))
+    run_points(points, seeds, params, jobs, all_runs)
+    rows = study_rows(points, experiments_of(json.loads(dvc("exp", "show", "--json"))), metric, select)
+    write_study(out, rows, space, metric, None if search is None else {**search, "draws": len(points)})
+    print(f"study: wrote {out}/study.json and study.md{'' if search else ' and study.png'}", file=sys.stderr)
+    return rows
+
+
+def run_points(points: dict[str, dict], seeds, params: dict, jobs: int, all_runs: bool) -> None:
+    """Queue the points not run or queued on this commit and wait for every point without metrics."""
     done = {name for name, files in experiments_of(json.loads(dvc("exp", "show", "--json"))).items()
             if files.get(METRICS)}  # a failed experiment has none: it is run again
     queued = queue_states(set(points))
@@ -242,18 +352,23 @@ def study(params: dict, grid: dict[str, list], seeds: list[int] | None, jobs: in
     waiting = [name for name in points if name not in done]
     if waiting:
         run_queue(waiting, jobs)
-    rows = study_rows(points, experiments_of(json.loads(dvc("exp", "show", "--json"))), metric)
-    write_study(out, rows, grid, metric, params.get("promote", {}).get("mode", "min"))
-    print(f"study: wrote {out}/study.json, study.md and study.png", file=sys.stderr)
-    return rows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
-                        help="a params key and its values (repeatable: the study is their product)")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                        help="a params key and its values (repeatable: the study is their product, or with --sample "
+                             "the ranges it draws from)")
+    parser.add_argument("--sample", type=int, metavar="N",
+                        help="random search: N distinct points drawn from the ranges instead of the whole grid")
+    parser.add_argument("--field-ranges", metavar="ARCH", help="add MMSA's tune ranges of a field model (lf_dnn, "
+                        "tfn, lmf, mult, misa) as model.field_settings keys to draw from (with --sample)")
+    parser.add_argument("--seed", type=int, help="the draws' seed (default: params data.seed)")
+    parser.add_argument("--select", help="the valid score that chooses the point, a key of runs.main's dvclive "
+                        "metrics (default: best.valid_mae, else best.valid_loss)")
     parser.add_argument("--seeds", help="seeds of every point, e.g. 1111,1,11 (default: runs.main's)")
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (`dvc queue start --jobs`)")
-    parser.add_argument("--metric", help="a key of reports/metrics.json (default: params promote.metric)")
+    parser.add_argument("--metric", help="the test metric reported, a key of reports/metrics.json (default: params "
+                        "promote.metric)")
     parser.add_argument("--name", default="study", help="experiment names start with it (default: study)")
     parser.add_argument("--out", type=Path, default=Path("reports/study"), help="where the study is written")
     parser.add_argument("--all-runs", action="store_true", help="train every run of params `runs` per point")
@@ -262,6 +377,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, params: dict) -> None:
     if args.jobs < 1:
         raise MmolreError(f"--jobs {args.jobs}: at least 1")
+    if args.sample is not None and args.sample < 1:
+        raise MmolreError(f"--sample {args.sample}: at least 1 point")
+    if args.field_ranges and args.sample is None:
+        raise MmolreError("--field-ranges draws from MMSA's ranges: give --sample N (MMSA's tune mode draws 50)")
     try:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     except ValueError:
@@ -269,8 +388,14 @@ def run(args: argparse.Namespace, params: dict) -> None:
     metric = args.metric or params.get("promote", {}).get("metric")
     if not metric:
         raise MmolreError("no metric: pass --metric (a key of reports/metrics.json) or set params promote.metric")
+    space = parse_grid(args.grid) | (field_ranges(args.field_ranges) if args.field_ranges else {})
+    if not space:
+        raise MmolreError("nothing to study: give --grid KEY=V1,V2,... (or --sample N --field-ranges ARCH)")
     fixed = {key: [yaml.safe_load(raw)] for key, _, raw in (item.partition("=") for item in args.overrides)}
-    study(params, fixed | parse_grid(args.grid), seeds, args.jobs, metric, args.name, args.out, args.all_runs)
+    search = None if args.sample is None else {"draws": args.sample,
+                                              "seed": args.seed if args.seed is not None else params["data"]["seed"]}
+    select = (args.select,) if args.select else SELECT
+    study(params, fixed | space, seeds, args.jobs, metric, args.name, args.out, args.all_runs, select, search)
 
 
 if __name__ == "__main__":

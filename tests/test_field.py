@@ -207,3 +207,20 @@ def test_a_run_of_a_field_arch_takes_mmsas_preset_and_its_parameter_count(arch, 
     costs = json.loads((tmp / "reports" / "costs.json").read_text())[arch]
     assert costs["params"] == costs["params_mmsa_model"] == COUNTS[arch, "mosi"]
     assert costs["params_added"] == {"emotion_head": 0} and costs["flops_per_utterance"] > 0
+
+
+def test_tune_ranges_are_mmsas():
+    """Every range of the field's tune preset is MMSA's config_tune.json (MISA's clip -1, off, is None here), and
+    every key MMSA draws is here or inert."""
+    import json
+    from pathlib import Path
+
+    from mmolre.field.presets import TUNE
+
+    shipped = json.loads((Path(MMSA.__file__).parent / "config" / "config_tune.json").read_text())
+    for arch, ranges in TUNE.items():
+        theirs = shipped[arch]["debugParams"]
+        for key, values in ranges.items():
+            expected = [None if v == -1.0 and key == "grad_clip" else v for v in theirs[key]]
+            assert [list(v) if isinstance(v, tuple) else v for v in values] == expected, f"{arch}.{key}"
+        assert set(theirs["d_paras"]) - set(ranges) <= INERT.get(arch, set()), arch

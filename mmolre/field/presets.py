@@ -153,3 +153,29 @@ def preset(arch: str, corpus: str, **overrides) -> FieldConfig:
                          f"{', '.join(f.name for f in fields(CONFIGS[arch]))}")
     return replace(CONFIGS[arch](**VALUES[arch][corpus]), **{k: tuple(v) if isinstance(v, list) else v
                                                              for k, v in overrides.items()})
+
+
+_DIMS = [(128, 16, 128), (64, 16, 64), (128, 32, 128), (256, 32, 256), (64, 32, 64)]
+_DROPOUTS = [(.3, .3, .3, .3), (.2, .2, .2, .2), (.4, .4, .4, .4), (.3, .3, .3, .5)]
+_LR = [5e-4, 1e-3, 2e-3, 5e-3]
+_SUBNETS = dict(hidden_dims=_DIMS, text_out=[32, 64, 128, 256], post_fusion_dim=[16, 32, 64, 128],
+                dropouts=_DROPOUTS, batch_size=[32, 64, 128], learning_rate=_LR)
+# config_tune.json of MMSA 2.2.1: the values its tune mode draws each key from (independently, uniformly), for
+# every corpus; only the keys that change the model or its training (its inert ones are not drawn here)
+TUNE = {
+    "lf_dnn": _SUBNETS | dict(weight_decay=[0.0, 1e-3, 5e-3, 1e-2]),
+    "tfn": _SUBNETS | dict(hidden_dims=[d for d in _DIMS if d != (256, 32, 256)]),
+    "lmf": dict(hidden_dims=_DIMS, dropouts=[(.3, .3, .3, .5), (.3, .3, .3, .3), (.2, .2, .2, .2), (.4, .4, .4, .4)],
+                rank=[3, 4, 5, 6], batch_size=[32, 64, 128], learning_rate=_LR, factor_lr=[1e-4, 5e-4, 1e-3],
+                weight_decay=[0.0, 1e-4, 1e-3, 5e-3]),
+    "mult": dict(attn_dropout_a=[0.0, .1, .2], attn_dropout_v=[0.0, .1, .2], relu_dropout=[0.0, .1, .2],
+                 embed_dropout=[0.0, .1, .2], res_dropout=[0.0, .1, .2],
+                 dst_feature_dim_nheads=[(30, 6), (30, 10), (32, 8), (36, 6), (40, 5), (40, 8), (40, 10), (50, 10)],
+                 batch_size=[4, 8, 16], learning_rate=_LR, nlevels=[2, 4, 6], conv1d_kernel_size_l=[1, 3, 5],
+                 conv1d_kernel_size_a=[1, 3, 5], conv1d_kernel_size_v=[1, 3, 5], text_dropout=[.1, .2, .3, .4, .5],
+                 attn_dropout=[.1, .2, .3, .4, .5], output_dropout=[.1, .2, .3, .4, .5], grad_clip=[.6, .8, 1.0],
+                 patience=[5, 10, 20]),
+    "misa": dict(batch_size=[16, 32, 64], learning_rate=[1e-4, 1e-3, 5e-4], hidden_size=[64, 128, 256],
+                 dropout=[.5, .2, 0.0], diff_weight=[.1, .3, .5], sim_weight=[.5, .8, 1.0],
+                 recon_weight=[.5, .8, 1.0], grad_clip=[None, .8, 1.0]),
+}
