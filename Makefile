@@ -50,17 +50,22 @@ paper: setup
 	dvc config core.analytics false
 	HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 dvc exp run -n paper $(PAPER)
 
-# The field's standard comparison (docs/processed-features.md): MMoLRE and the five fusion-only variants on MMSA's
-# processed unaligned MOSI and MOSEI features at PROCESSED (MMSA's release: its MOSI/Processed/unaligned_50.pkl and
-# MOSEI/Processed/unaligned_50.pkl), every run on text, audio and vision over MMSA's five seeds (1111-1115, whose
-# mean MMSA publishes); one DVC experiment per corpus, whose report sets the runs beside MMSA's published table with
-# intervals and paired tests (docs/comparisons.md). STANDARD_MODEL: the model's size (the paper's).
+# The field's standard comparison (docs/processed-features.md, docs/field-models.md): on MMSA's processed unaligned
+# MOSI and MOSEI features at PROCESSED (its MOSI/Processed/unaligned_50.pkl and MOSEI/Processed/unaligned_50.pkl),
+# MMoLRE at the paper's size, the field's models as MMSA 2.2.1 trains them (FIELD_RUNS, each at MMSA's preset of the
+# corpus) and the five fusion-only variants, every run on text, audio and vision over MMSA's five seeds (1111-1115,
+# whose mean MMSA publishes). One DVC experiment per corpus, queued and run by JOBS `dvc queue` workers (2: both
+# corpora at once, where the machine has room); each report sets MMoLRE and the field's models beside MMSA's
+# published rows of the same models, with intervals and paired tests, and the variants in a section of their own
+# (docs/comparisons.md). STANDARD_MODEL: MMoLRE's size (the paper's).
 PROCESSED ?=
 STANDARD_RUN := modalities:[text,audio,video],seeds:[1111,1112,1113,1114,1115]
 STANDARD_MODEL ?= -S model.d_model=768 -S model.n_experts=15 -S model.rank=128 -S model.n_heads=8 \
 	-S train.lr=0.0001 -S train.epochs=40 -S train.patience=8
+FIELD_RUNS ?= lf_dnn tfn lmf mult
+JOBS ?= 1
 STANDARD := -S '~runs.text_only' -S '~runs.audio_only' -S '~runs.trimodal' -S 'runs.main={$(STANDARD_RUN)}' \
-	$(foreach arch,late_fusion fusion_tfn fusion_lmf fusion_mult fusion_misa,-S '+runs.$(arch)={arch:$(arch),$(STANDARD_RUN)}') \
+	$(foreach arch,$(FIELD_RUNS) late_fusion fusion_tfn fusion_lmf fusion_mult fusion_misa,-S '+runs.$(arch)={arch:$(arch),$(STANDARD_RUN)}') \
 	-S evaluate.robustness=false $(STANDARD_MODEL)
 
 standard: setup
@@ -68,10 +73,14 @@ standard: setup
 	PROCESSED=$(PROCESSED) must hold MMSA's $$corpus/Processed/unaligned_50.pkl: make standard PROCESSED=/path/to/MMSA \
 	(docs/processed-features.md)" >&2; exit 2; }; done
 	dvc config core.analytics false
-	dvc exp run --temp -n standard-mosi -S data.dataset=mosi -S promote.metric=mosi.msa.mae \
+	dvc exp run --queue -n standard-mosi -S data.dataset=mosi -S promote.metric=mosi.msa.mae \
 		-S data.processed=$(abspath $(PROCESSED))/MOSI/Processed/unaligned_50.pkl $(STANDARD)
-	dvc exp run --temp -n standard-mosei -S data.dataset=mosei -S promote.metric=mosei.msa.mae \
+	dvc exp run --queue -n standard-mosei -S data.dataset=mosei -S promote.metric=mosei.msa.mae \
 		-S data.processed=$(abspath $(PROCESSED))/MOSEI/Processed/unaligned_50.pkl $(STANDARD)
+	dvc queue start --jobs $(JOBS)
+	@while dvc queue status | grep -E '^[0-9a-f]+ +standard-mos(i|ei) .*(Queued|Running)' >/dev/null; do sleep 30; done
+	@dvc queue status | grep -E 'standard-mos(i|ei)'; ! dvc queue status | grep -E 'standard-mos(i|ei) .*Failed' \
+	|| { echo "make standard: an experiment failed: dvc queue logs standard-mosi (or standard-mosei)" >&2; exit 1; }
 
 # Wheels that benchmarks/gpu.sh installs on a lent GPU machine, whose image lacks pydantic (params
 # validation); one pydantic_core per CPython it may run. Into .whl/ (git-ignored), carried by the run.

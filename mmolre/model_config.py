@@ -19,7 +19,8 @@ ROUTERS = ("dense", "topk", "top_p")
 # the model, a fusion-only variant on MMoLRE's footing (mmolre/baselines/), or one of the field's models as MMSA
 # 2.2.1 defines and trains it (FIELD_ARCHS, mmolre/field/: its layers, its preset, its recipe)
 FIELD_ARCHS = tuple(CONFIGS)  # lf_dnn, tfn, lmf, mult, misa
-ARCHS = ("mmolre", "late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult", "fusion_misa") + FIELD_ARCHS
+VARIANT_ARCHS = ("late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult", "fusion_misa")
+ARCHS = ("mmolre",) + VARIANT_ARCHS + FIELD_ARCHS
 FIELD_MODALITIES = ("text", "audio", "video")  # what the field's models read, in MMSA's order
 CONTEXTS = ("none", "dialogue")  # none [paper]: each utterance alone | dialogue: the previous utterances too [ours]
 JOINT = "joint"  # the one path through UniTSE and fusion that both tasks share under hard sharing

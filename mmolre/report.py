@@ -31,6 +31,7 @@ from mmolre.metrics import accepted_metrics, flatten, is_spread  # noqa: E402
 from mmolre.params import params_hash  # noqa: E402
 from mmolre.published import (FIELD_MOSEI, MMSA_ORDER, MMSA_PUBLISHED, MMSA_SEEDS, MMSA_SOURCE,  # noqa: E402
                               mmsa_published)
+from mmolre.model_config import FIELD_ARCHS, VARIANT_ARCHS  # noqa: E402
 from mmolre.runs import run_seeds, run_spec, validate_runs  # noqa: E402
 from mmolre.stats import placement, placement_text, sentence  # noqa: E402
 
@@ -328,38 +329,54 @@ def runs_section(runs: dict, params: dict, costs: dict) -> list[str]:
                    "emotion WA", "emotion F1", "params", "GFLOPs/utt"], rows), ""]
 
 
+def at_mmsa_preset(spec, dataset: str) -> bool:
+    """A run that is one of MMSA's models at its published settings: a field arch at its preset of this corpus."""
+    return spec.arch in FIELD_ARCHS and spec.field_preset in ("", dataset) and not spec.field_settings
+
+
 def standard_section(runs: dict, params: dict, features: dict) -> list[str]:
-    """Every run beside MMSA's published numbers for its own models, when the features are an MMSA processed file
-    of MOSI or MOSEI (`make standard`): the same features, so the rows compare; where one of our runs is one of
-    MMSA's models on the same file, where MMSA's mean falls against our seeds."""
+    """On an MMSA processed file of MOSI or MOSEI (`make standard`): MMoLRE and the field's models at MMSA's
+    presets beside MMSA's published rows of the same models (the same features, so the rows compare), where
+    MMSA's mean falls against our seeds; the fusion-only variants in a section of their own."""
     source = json.loads(features.get("processed", "null") or "null")
     dataset = features.get("dataset")
     if not source or source["form"] != "mmsa" or dataset not in MMSA_PUBLISHED:
         return []
     specs = {run: run_spec(params, run) for run in runs}
-    seeds = {run: run_seeds(params, run) for run in runs}
-    ours = [[f"**{run}** ({specs[run].arch}, {'+'.join(specs[run].modalities)}; {len(seeds[run])} "
-             f"seed{'s' * (len(seeds[run]) > 1)})", source["file"], *msa_row(result[dataset]["msa"])]
-            for run, result in runs.items() if dataset in result]
+    row = lambda run: [f"**{run}** ({specs[run].arch}, {'+'.join(specs[run].modalities)}; "
+                       f"{len(run_seeds(params, run))} seed{'s' * (len(run_seeds(params, run)) > 1)})",
+                       source["file"], *msa_row(runs[run][dataset]["msa"])]
+    ran = [run for run in runs if dataset in runs[run]]
+    variants = [run for run in ran if specs[run].arch in VARIANT_ARCHS]
+    same = [run for run in ran if at_mmsa_preset(specs[run], dataset)]
     published = mmsa_published(dataset)
-    theirs = [[f"MMSA {model}", block["file"], *msa_row(block)] for model, block in published.items()]
+    theirs = [[f"MMSA {specs[run].arch}", published[specs[run].arch]["file"], *msa_row(published[specs[run].arch])]
+              for run in same if specs[run].arch in published]
     five = ", ".join(map(str, MMSA_SEEDS))
-    return [f"## Beside MMSA's table ({dataset}, MMSA's processed features)", "",
-            f"MMSA trains each model from seeds {five} and publishes their mean; our runs here show the mean ± "
-            f"std over their own seeds (`make standard` trains the same five). MMSA's rows: {MMSA_SOURCE}; their F1 "
-            f"columns are weighted F1 with the truth first, as ours. Features: {source['description']} "
-            f"({source['release']}); only the rows on the same file share features.", "",
-            "`late_fusion` and the `fusion_*` runs are mmolre's fusion-only variants (MMoLRE's input projections, "
-            "heads and training; only the fusion differs): they are not the models MMSA trained under similar "
-            "names, and are never placed against MMSA's rows.", "",
-            table(["model", "file", *MSA_COLUMNS.values()], ours + theirs), "",
-            *placement_lines(runs, specs, published, dataset, source["file"])]
+    lines = [f"## Beside MMSA's table ({dataset}, MMSA's processed features)", "",
+             f"MMSA trains each model from seeds {five} and publishes their mean; our runs here show the mean ± "
+             f"std over their own seeds (`make standard` trains the same five). MMSA's rows: {MMSA_SOURCE}, only "
+             f"those of the models run here at MMSA's presets; their F1 columns are weighted F1 with the truth "
+             f"first, as ours. Features: {source['description']} ({source['release']}).", "",
+             "Our runs read each utterance's own frames; MMSA's loader hands its models the padded arrays "
+             "(docs/field-models.md, \"two views of the data\"), a view mmolre does not train on yet, so a gap "
+             "to MMSA's row may come from the view.", "",
+             table(["model", "file", *MSA_COLUMNS.values()],
+                   [row(run) for run in ran if run not in variants] + theirs), "",
+             *placement_lines(runs, {run: specs[run] for run in same}, published, dataset, source["file"])]
+    if variants:
+        lines += [f"## Fusion-only variants ({dataset})", "",
+                  "`late_fusion` and the `fusion_*` runs are mmolre's controlled comparison: MMoLRE's input "
+                  "projections, heads and training, only the fusion differs. They are not the models MMSA trained "
+                  "under similar names, and are never placed against MMSA's rows.", "",
+                  table(["model", "file", *MSA_COLUMNS.values()], [row(run) for run in variants]), ""]
+    return lines
 
 
 def placement_lines(runs: dict, specs: dict, published: dict, dataset: str, file: str) -> list[str]:
     """For each run that is one of MMSA's models on the same file: MMSA's mean against our seeds' values."""
-    same = {run: specs[run].arch for run in runs if specs[run].arch in published
-            and published[specs[run].arch]["file"] == file and dataset in runs[run]}
+    same = {run: spec.arch for run, spec in specs.items() if spec.arch in published
+            and published[spec.arch]["file"] == file and dataset in runs.get(run, {})}
     if not same:
         return ["No run here is one of MMSA's models at its published settings, so no published mean is placed "
                 "against our seeds.", ""]

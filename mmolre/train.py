@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,7 @@ class Recipe:
     scheduler: object = None
     min_improvement: float = 0.0
     decimals: int | None = None
+    max_epochs: int | None = None  # None: until early stopping alone (MMSA's loop has no cap)
 
 
 @dataclass
@@ -272,7 +274,7 @@ def setup_seed(ctx: RunContext, seed: int) -> SeedSetup:
     field = hasattr(model, "mmsa_recipe")
     recipe = (Recipe(**model.mmsa_recipe()) if field else
               Recipe(make_optimizer(model, ctx.cfg.lr, ctx.cfg.weight_decay, ctx.device), ctx.cfg.patience,
-                     ctx.cfg.batch_size, clip_norm=ctx.cfg.grad_clip))
+                     ctx.cfg.batch_size, clip_norm=ctx.cfg.grad_clip, max_epochs=ctx.cfg.epochs))
     # a field model's batches are drawn at random, as MMSA's (its BatchNorm sees them), never of one utterance
     batches = loader(ctx.features, ctx.features.indices("train"), ctx.model_cfg.modalities, recipe.batch_size,
                      shuffle=True, seed=seed, workers=ctx.cfg.workers, rank=ctx.dist.rank, world=ctx.dist.world,
@@ -287,8 +289,8 @@ def train_seed(ctx: RunContext, params: dict, seed: int, model_dir: Path, curves
     recipe = setup.recipe
     stopping, epochs = EarlyStopping(recipe.patience, recipe.min_improvement, recipe.decimals), []
     # `with`: the bar is closed (its line ended) before an error message is printed
-    with tqdm(range(1, ctx.cfg.epochs + 1), desc=f"train {ctx.run}", unit="epoch",
-              disable=ctx.dist.rank != 0) as progress:
+    epochs_left = itertools.count(1) if recipe.max_epochs is None else range(1, recipe.max_epochs + 1)
+    with tqdm(epochs_left, desc=f"train {ctx.run}", unit="epoch", disable=ctx.dist.rank != 0) as progress:
         for number in progress:
             epoch = train_epoch(ctx, setup, number)
             epoch.valid = validate(ctx, setup.model)
@@ -399,7 +401,8 @@ def save(ctx: RunContext, params: dict, setup: SeedSetup, seed: int, epochs: lis
     setup.model.cpu().save_pretrained(
         model_dir, run=ctx.run, seed=seed, dataset=params["data"]["dataset"], best_epoch=best_epoch,
         valid_mae=best.valid["valid_mae"], selection={"metric": selection_metric(ctx.model_cfg),
-                                                      "patience": ctx.cfg.patience, "max_epochs": ctx.cfg.epochs,
+                                                      "patience": setup.recipe.patience,
+                                                      "max_epochs": setup.recipe.max_epochs,
                                                       "epochs_run": len(epochs)},
         features={k: str(attrs[k]) if isinstance(attrs[k], str) else attrs[k].item() for k in FEATURE_PROVENANCE
                   if k in attrs})

@@ -204,6 +204,10 @@ def test_a_run_of_a_field_arch_takes_mmsas_preset_and_its_parameter_count(arch, 
     saved = json.loads((tmp / "models" / arch / "config.json").read_text())
     assert saved["model"]["arch"] == arch and saved["model"]["field_preset"] == "mosi"
     assert saved["model"]["variant"] == "msa_only" and saved["selection"]["metric"] == "valid_loss"
+    # MMSA's stop: 8 epochs without a better valid loss, no cap on the epochs
+    selection = saved["selection"]
+    assert selection["patience"] == 8 and selection["max_epochs"] is None
+    assert selection["epochs_run"] == saved["best_epoch"] + 8
     costs = json.loads((tmp / "reports" / "costs.json").read_text())[arch]
     assert costs["params"] == costs["params_mmsa_model"] == COUNTS[arch, "mosi"]
     assert costs["params_added"] == {"emotion_head": 0} and costs["flops_per_utterance"] > 0

@@ -370,18 +370,26 @@ def test_the_report_sets_the_runs_beside_mmsas_table_only_on_mmsas_features(tiny
 
     msa = {"acc2_has0": 80.0, "f1_has0": 79.5, "acc2_non0": 81.0, "f1_non0": 80.5, "acc7": 35.0, "acc5": 40.0,
            "mae": 0.9, "corr": 0.7, "mae_std": 0.01}
-    runs = {"main": {"mosi": {"msa": msa}}, "text_only": {"mosi": {"msa": msa}}}
+    three = ["text", "audio", "video"]
+    tiny_params = {**tiny_params, "runs": {**tiny_params["runs"], "tfn": {"arch": "tfn", "modalities": three},
+                                           "lmf64": {"arch": "lmf", "modalities": three, "field_settings": {"batch_size": 16}},
+                                           "fusion_tfn": {"arch": "fusion_tfn", "modalities": three}}}
+    runs = {run: {"mosi": {"msa": msa}} for run in ("main", "text_only", "tfn", "lmf64", "fusion_tfn")}
     source = {"form": "mmsa", "file": "unaligned_50.pkl", "description": "MMSA processed, unaligned",
               "release": "verified MMSA MOSI/Processed/unaligned_50.pkl"}
     lines = standard_section(runs, tiny_params, {"dataset": "mosi", "processed": json.dumps(source)})
     text = "\n".join(lines)
     assert lines[2].startswith("MMSA trains each model from seeds 1111, 1112, 1113, 1114, 1115 and publishes their mean")
     assert "one run per model" not in text and "results/result-stat.md at commit a94e65d" in text
-    assert "## Beside MMSA's table (mosi, MMSA's processed features)" in text
-    assert "| **main** (mmolre, text+audio; 1 seed) | unaligned_50.pkl | 80.0 | 81.0 | 79.5 | 80.5 | 35.0 | 40.0 | 0.900 ± 0.010 | 0.700 |" in text
-    assert "| MMSA tfn | unaligned_50.pkl | 78.0 | 79.1 | 78.0 | 79.1 | 34.5 | 39.4 | 0.947 | 0.673 |" in text
-    assert "| MMSA cenet | unaligned_50.pkl | 83.5 | 85.2 | 83.5 | 85.2 | 44.9 | 50.9 | 0.725 | 0.795 |" in text
-    assert "No run here is one of MMSA's models at its published settings" in text
+    beside, _, variants = text.partition("## Fusion-only variants (mosi)")
+    assert "## Beside MMSA's table (mosi, MMSA's processed features)" in beside
+    assert "| **main** (mmolre, text+audio; 1 seed) | unaligned_50.pkl | 80.0 | 81.0 | 79.5 | 80.5 | 35.0 | 40.0 | 0.900 ± 0.010 | 0.700 |" in beside
+    assert "| **tfn** (tfn, text+audio+video; 1 seed) | unaligned_50.pkl |" in beside
+    # MMSA's rows of the models run at MMSA's presets only: TFN; LMF is run with another batch size
+    assert "| MMSA tfn | unaligned_50.pkl | 78.0 | 79.1 | 78.0 | 79.1 | 34.5 | 39.4 | 0.947 | 0.673 |" in beside
+    assert "MMSA cenet" not in text and "MMSA lmf" not in text and "fusion_tfn" not in beside.split("| model |")[1]
+    assert "| **fusion_tfn** (fusion_tfn, text+audio+video; 1 seed) | unaligned_50.pkl |" in variants
+    assert "Our runs read each utterance's own frames" in beside
     assert standard_section(runs, tiny_params, {"dataset": "mosi", "processed": json.dumps({**source, "form": "mult"})}) == []
     assert standard_section(runs, tiny_params, {"dataset": "demo"}) == []
 
@@ -400,20 +408,24 @@ def test_a_run_that_is_mmsas_model_on_the_same_file_is_placed_against_its_seeds(
                                          "aligned_50.pkl")[0].startswith("No run here")
 
 
-def test_make_standard_runs_both_corpora_with_every_fusion_variant_over_mmsas_five_seeds():
+def test_make_standard_runs_both_corpora_with_the_fields_models_and_every_variant_over_mmsas_five_seeds():
     import subprocess
 
-    out = subprocess.run(["make", "-n", "standard", "PROCESSED=/data/MMSA"], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "MAKEFLAGS": ""})
-    commands = [line for line in out.stdout.replace("\\\n", "").splitlines() if line.startswith("dvc exp run --temp")]
+    out = subprocess.run(["make", "-n", "standard", "PROCESSED=/data/MMSA", "JOBS=2"], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "MAKEFLAGS": ""})
+    lines = out.stdout.replace("\\\n", "").splitlines()
+    commands = [line for line in lines if line.startswith("dvc exp run --queue")]
     assert len(commands) == 2, out.stdout + out.stderr
+    assert "dvc queue start --jobs 2" in lines
+    seeds = "modalities:[text,audio,video],seeds:[1111,1112,1113,1114,1115]"
     for corpus, command in zip(("MOSI", "MOSEI"), commands):
+        assert f"-n standard-{corpus.lower()} " in command
         assert f"-S data.processed=/data/MMSA/{corpus}/Processed/unaligned_50.pkl" in command
         assert f"-S data.dataset={corpus.lower()}" in command
-        for arch in ("late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult", "fusion_misa"):
-            assert f"'+runs.{arch}={{arch:{arch},modalities:[text,audio,video],seeds:[1111,1112,1113,1114,1115]}}'" in command
-        assert "'runs.main={modalities:[text,audio,video],seeds:[1111,1112,1113,1114,1115]}'" in command
-        assert "+runs.tfn=" not in command and "+runs.mult=" not in command
+        for arch in ("lf_dnn", "tfn", "lmf", "mult", "late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult",
+                     "fusion_misa"):
+            assert f"'+runs.{arch}={{arch:{arch},{seeds}}}'" in command
+        assert f"'runs.main={{{seeds}}}'" in command and "+runs.misa=" not in command
 
 
 def test_a_dataset_without_processed_files_is_refused_before_the_file_is_read(tmp_path, tiny_params, monkeypatch):

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = {arch: f"mmolre.baselines.{arch}" for arch in ("late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult",
-                                                          "fusion_misa")}
+from mmolre.model_config import VARIANT_ARCHS
+
+MODULES = {arch: f"mmolre.baselines.{arch}" for arch in VARIANT_ARCHS}
 
 
 def baseline_class(arch: str) -> type:
