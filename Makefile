@@ -54,8 +54,9 @@ paper: setup
 # MOSI and MOSEI features at PROCESSED (its MOSI/Processed/unaligned_50.pkl and MOSEI/Processed/unaligned_50.pkl),
 # MMoLRE at the paper's size, the field's models as MMSA 2.2.1 trains them (FIELD_RUNS, each at MMSA's preset of the
 # corpus) and the five fusion-only variants, every run on text, audio and vision over MMSA's five seeds (1111-1115,
-# whose mean MMSA publishes). One DVC experiment per corpus, queued and run by JOBS `dvc queue` workers (2: both
-# corpora at once, where the machine has room); each report sets MMoLRE and the field's models beside MMSA's
+# whose mean MMSA publishes). One DVC experiment per corpus and data view (each utterance's own frames, and the
+# padded arrays MMSA's loader hands its models: data.processed_view), queued and run by JOBS `dvc queue` workers
+# (up to 4 at once where the machine has room); each report sets MMoLRE and the field's models beside MMSA's
 # published rows of the same models, with intervals and paired tests, and the variants in a section of their own
 # (docs/comparisons.md). STANDARD_MODEL: MMoLRE's size (the paper's).
 PROCESSED ?=
@@ -73,14 +74,14 @@ standard: setup
 	PROCESSED=$(PROCESSED) must hold MMSA's $$corpus/Processed/unaligned_50.pkl: make standard PROCESSED=/path/to/MMSA \
 	(docs/processed-features.md)" >&2; exit 2; }; done
 	dvc config core.analytics false
-	dvc exp run --queue -n standard-mosi -S data.dataset=mosi -S promote.metric=mosi.msa.mae \
-		-S data.processed=$(abspath $(PROCESSED))/MOSI/Processed/unaligned_50.pkl $(STANDARD)
-	dvc exp run --queue -n standard-mosei -S data.dataset=mosei -S promote.metric=mosei.msa.mae \
-		-S data.processed=$(abspath $(PROCESSED))/MOSEI/Processed/unaligned_50.pkl $(STANDARD)
+	for corpus in mosi mosei; do for view in own loader; do \
+		dvc exp run --queue -n standard-$$corpus-$$view -S data.dataset=$$corpus -S data.processed_view=$$view \
+		-S promote.metric=$$corpus.msa.mae -S data.processed=$(abspath $(PROCESSED))/$$(echo $$corpus | tr a-z A-Z)/Processed/unaligned_50.pkl \
+		$(STANDARD) || exit 1; done; done
 	dvc queue start --jobs $(JOBS)
-	@while dvc queue status | grep -E '^[0-9a-f]+ +standard-mos(i|ei) .*(Queued|Running)' >/dev/null; do sleep 30; done
-	@dvc queue status | grep -E 'standard-mos(i|ei)'; ! dvc queue status | grep -E 'standard-mos(i|ei) .*Failed' \
-	|| { echo "make standard: an experiment failed: dvc queue logs standard-mosi (or standard-mosei)" >&2; exit 1; }
+	@while dvc queue status | grep -E '^[0-9a-f]+ +standard-mos(i|ei)-(own|loader) .*(Queued|Running)' >/dev/null; do sleep 30; done
+	@dvc queue status | grep -E 'standard-mos'; ! dvc queue status | grep -E 'standard-mos.* Failed' \
+	|| { echo "make standard: an experiment failed: dvc queue logs standard-<corpus>-<view>" >&2; exit 1; }
 
 # Wheels that benchmarks/gpu.sh installs on a lent GPU machine, whose image lacks pydantic (params
 # validation); one pydantic_core per CPython it may run. Into .whl/ (git-ignored), carried by the run.

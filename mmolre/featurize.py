@@ -242,11 +242,12 @@ def processed_attrs(dataset: str, cfg: FeaturizeParams, source) -> dict:
         key = MODALITIES[m].encoder_param
         named |= {key: name, f"{key}_revision": f"sha256:{source.sha256[:16]}"}
     provenance = {"file": Path(source.file).name, **{k: getattr(source, k) for k in (
-        "sha256", "release", "form", "aligned", "description", "encoders")}}
+        "sha256", "release", "form", "aligned", "description", "encoders", "view")}}
+    which = {"processed": source.sha256} | ({"view": source.view} if source.view != "own" else {})
     return {**named, "text_layer": -1, "audio_layer": -1, "dataset": dataset,
             "processed": json.dumps(provenance, sort_keys=True),
-            "featurize_config": json.dumps({"processed": source.sha256, "on_invalid": cfg.on_invalid}, sort_keys=True),
-            "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, {"processed": source.sha256})}
+            "featurize_config": json.dumps(which | {"on_invalid": cfg.on_invalid}, sort_keys=True),
+            "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, which)}
 
 
 def utterance_table(params: dict, prepared_root: Path) -> pd.DataFrame:

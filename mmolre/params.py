@@ -97,6 +97,8 @@ class DataParams(Section):
     mirror: str | None = None
     mmsa_root: str | None = None
     processed: str | None = None  # a processed feature file (MMSA's or MulT's pickle) to import instead of clips
+    processed_view: Literal["own", "loader"] = "own"  # own: each utterance's own frames | loader: the file's padded
+                                                      # arrays, as MMSA's and MulT's loaders hand them to their models
     labels_hub: str | None = None  # <repo id>[@revision] of a Hugging Face dataset holding the SDK's .csd files
     archives: list[str] = []  # files you already have, as --from-archive
     keep_video: bool = False  # [ours] mmsa-based and meld: keep each clip's mp4 in data/raw for the video modality

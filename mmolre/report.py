@@ -329,6 +329,14 @@ def runs_section(runs: dict, params: dict, costs: dict) -> list[str]:
                    "emotion WA", "emotion F1", "params", "GFLOPs/utt"], rows), ""]
 
 
+VIEW_LINES = {  # the data view of the features (data.processed_view; docs/field-models.md, "two views of the data")
+    "own": "View: each utterance's own frames. MMSA's loader hands its models the padded arrays instead (padding "
+           "and the frames after the lengths included): what MMSA's rows become on real frames alone. The same "
+           "models in MMSA's view: `data.processed_view: loader`.",
+    "loader": "View: MMSA's loader's (data.processed_view: loader): every utterance as the file's padded arrays, "
+              "padding included, as MMSA's models read them; the rows that should meet MMSA's."}
+
+
 def at_mmsa_preset(spec, dataset: str) -> bool:
     """A run that is one of MMSA's models at its published settings: a field arch at its preset of this corpus."""
     return spec.arch in FIELD_ARCHS and spec.field_preset in ("", dataset) and not spec.field_settings
@@ -358,9 +366,7 @@ def standard_section(runs: dict, params: dict, features: dict) -> list[str]:
              f"std over their own seeds (`make standard` trains the same five). MMSA's rows: {MMSA_SOURCE}, only "
              f"those of the models run here at MMSA's presets; their F1 columns are weighted F1 with the truth "
              f"first, as ours. Features: {source['description']} ({source['release']}).", "",
-             "Our runs read each utterance's own frames; MMSA's loader hands its models the padded arrays "
-             "(docs/field-models.md, \"two views of the data\"), a view mmolre does not train on yet, so a gap "
-             "to MMSA's row may come from the view.", "",
+             VIEW_LINES[source.get("view", "own")], "",
              table(["model", "file", *MSA_COLUMNS.values()],
                    [row(run) for run in ran if run not in variants] + theirs), "",
              *placement_lines(runs, {run: specs[run] for run in same}, published, dataset, source["file"])]

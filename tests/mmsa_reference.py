@@ -25,6 +25,16 @@ def mmsa_config(arch: str, corpus: str, **values):
     return args
 
 
+def mmsa_dataset(args, pickle: Path, split: str = "train"):
+    """MMSA's own dataset of a split of `pickle`, as its runner's loader builds it (time averages for the models
+    with need_normalized)."""
+    from MMSA.data_loader import MMDataset
+
+    args.update(featurePath=str(pickle), custom_feature=None, feature_T=None, feature_A=None, feature_V=None,
+                feature_dims=list(args["feature_dims"]))
+    return MMDataset(args, mode=split)
+
+
 def mmsa_model(args) -> nn.Module:
     from MMSA.models import AMIO
 

@@ -15,7 +15,8 @@ from mmolre.field import recipes
 from mmolre.field.models import build
 from mmolre.field.presets import CONFIGS, CORPORA, INERT, LOADER_KEYS, preset
 
-from mmsa_reference import DIMS, mmsa_config, mmsa_model, mmsa_trainer, no_dropout, small_bert
+from mmolre.model_config import FIELD_MODALITIES
+from mmsa_reference import DIMS, mmsa_config, mmsa_dataset, mmsa_model, mmsa_trainer, no_dropout, small_bert
 
 
 ARCHS = tuple(CONFIGS)
@@ -228,3 +229,46 @@ def test_tune_ranges_are_mmsas():
             expected = [None if v == -1.0 and key == "grad_clip" else v for v in theirs[key]]
             assert [list(v) if isinstance(v, tuple) else v for v in values] == expected, f"{arch}.{key}"
         assert set(theirs["d_paras"]) - set(ranges) <= INERT.get(arch, set()), arch
+
+
+@pytest.fixture(scope="module")
+def both_views(tmp_path_factory, tiny_params):
+    """One MMSA-form MOSI file imported in each data view: {view: FeatureFile} and the pickle's path."""
+    from mmolre.features import FeatureFile
+    from processed_forms import mmsa_file, write
+    from test_processed import imported, params_for
+
+    tmp = tmp_path_factory.mktemp("views")
+    pkl = write(tmp / "unaligned_50.pkl", mmsa_file("mosi")[0])
+    return {view: FeatureFile(imported(tmp / view, params_for(tiny_params, "mosi", pkl, processed_view=view))["h5"].path)
+            for view in ("own", "loader")}, pkl
+
+
+@pytest.mark.parametrize("arch", tuple(FIELD_RUNS))
+def test_the_loaders_view_gives_a_field_run_exactly_what_mmsas_loader_gives_its_model(arch, both_views):
+    """MMSA's own dataset over the file and mmolre's features of it in the loader's view: with the same weights,
+    the field run's model predicts what MMSA's does (to the features' float16 storage); in the own-frames view it
+    does not."""
+    from mmolre.architectures import build_model
+    from mmolre.batches import FeatureStore
+    from mmolre.model_config import MMoLREConfig
+
+    features, pkl = both_views
+    theirs = mmsa_model(mmsa_config(arch, "mosi")).eval()
+    dataset = mmsa_dataset(mmsa_config(arch, "mosi"), pkl)
+    items = [dataset[k] for k in range(len(dataset))]
+    with torch.no_grad():
+        expected = theirs(*(torch.stack([it[m] for it in items]) for m in ("text", "audio", "vision")))["M"][:, 0]
+    got = {}
+    for view, file in features.items():
+        cfg = MMoLREConfig(arch=arch, modalities=FIELD_MODALITIES, dims=file.dims, field_preset="mosi",
+                           label_space=file.label_space, variant="msa_only")
+        ours = build_model(cfg).eval()
+        load_mmsa_state(ours.net, theirs.state_dict())
+        index = [list(file.utterance_id).index(it["id"].replace("$_$", "_")) for it in items]
+        batch = FeatureStore(file, FIELD_MODALITIES).batch(index)
+        with torch.no_grad():
+            got[view] = ours(**{k: v.float() if v.is_floating_point() else v for k, v in batch.items()
+                                if k not in ("index", "sentiment", "emotions")}).sentiment
+    torch.testing.assert_close(got["loader"], expected, atol=5e-3, rtol=0)
+    assert (got["own"] - expected).abs().max() > 0.05

@@ -389,7 +389,7 @@ def test_the_report_sets_the_runs_beside_mmsas_table_only_on_mmsas_features(tiny
     assert "| MMSA tfn | unaligned_50.pkl | 78.0 | 79.1 | 78.0 | 79.1 | 34.5 | 39.4 | 0.947 | 0.673 |" in beside
     assert "MMSA cenet" not in text and "MMSA lmf" not in text and "fusion_tfn" not in beside.split("| model |")[1]
     assert "| **fusion_tfn** (fusion_tfn, text+audio+video; 1 seed) | unaligned_50.pkl |" in variants
-    assert "Our runs read each utterance's own frames" in beside
+    assert "View: each utterance's own frames." in beside
     assert standard_section(runs, tiny_params, {"dataset": "mosi", "processed": json.dumps({**source, "form": "mult"})}) == []
     assert standard_section(runs, tiny_params, {"dataset": "demo"}) == []
 
@@ -408,24 +408,21 @@ def test_a_run_that_is_mmsas_model_on_the_same_file_is_placed_against_its_seeds(
                                          "aligned_50.pkl")[0].startswith("No run here")
 
 
-def test_make_standard_runs_both_corpora_with_the_fields_models_and_every_variant_over_mmsas_five_seeds():
+def test_make_standard_runs_both_corpora_in_both_views_with_the_fields_models_and_the_variants_over_five_seeds():
     import subprocess
 
     out = subprocess.run(["make", "-n", "standard", "PROCESSED=/data/MMSA", "JOBS=2"], cwd=ROOT, capture_output=True,
                          text=True, env={**os.environ, "MAKEFLAGS": ""})
-    lines = out.stdout.replace("\\\n", "").splitlines()
-    commands = [line for line in lines if line.startswith("dvc exp run --queue")]
-    assert len(commands) == 2, out.stdout + out.stderr
-    assert "dvc queue start --jobs 2" in lines
+    text = out.stdout.replace("\\\n", "")
+    assert "for corpus in mosi mosei; do for view in own loader; do" in text, out.stdout + out.stderr
+    [command] = [line for line in text.splitlines() if "dvc exp run --queue" in line]
+    assert "-n standard-$corpus-$view -S data.dataset=$corpus -S data.processed_view=$view" in command
+    assert "-S data.processed=/data/MMSA/$(echo $corpus | tr a-z A-Z)/Processed/unaligned_50.pkl" in command
     seeds = "modalities:[text,audio,video],seeds:[1111,1112,1113,1114,1115]"
-    for corpus, command in zip(("MOSI", "MOSEI"), commands):
-        assert f"-n standard-{corpus.lower()} " in command
-        assert f"-S data.processed=/data/MMSA/{corpus}/Processed/unaligned_50.pkl" in command
-        assert f"-S data.dataset={corpus.lower()}" in command
-        for arch in ("lf_dnn", "tfn", "lmf", "mult", "late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult",
-                     "fusion_misa"):
-            assert f"'+runs.{arch}={{arch:{arch},{seeds}}}'" in command
-        assert f"'runs.main={{{seeds}}}'" in command and "+runs.misa=" not in command
+    for arch in ("lf_dnn", "tfn", "lmf", "mult", "late_fusion", "fusion_tfn", "fusion_lmf", "fusion_mult", "fusion_misa"):
+        assert f"'+runs.{arch}={{arch:{arch},{seeds}}}'" in command
+    assert f"'runs.main={{{seeds}}}'" in command and "+runs.misa=" not in command
+    assert "dvc queue start --jobs 2" in text.splitlines()
 
 
 def test_a_dataset_without_processed_files_is_refused_before_the_file_is_read(tmp_path, tiny_params, monkeypatch):

@@ -14,6 +14,9 @@ Each utterance's own frames:
   every modality takes the text mask's steps, as MMSA's own models read them.
 - MulT (zeros at the front, no lengths): each modality from its first non-zero row on (MultiBench's rule);
   an interior zero row (a dropped face) is kept.
+`data.processed_view: loader` keeps instead every utterance as the file's padded arrays (all 50 text steps, all
+375 / 500 audio and vision steps, junk after the lengths included): what MMSA's and MulT's loaders hand their
+models, so that a field model reads exactly that (docs/field-models.md, "two views of the data").
 `-inf` (MOSEI's COVAREP) is set to 0 as the reference loaders do and counted; anything else that is not
 finite goes through featurize's validation. Vision is the `video` modality. Sentiment is `regression_labels`
 (MMSA; its `annotations` disagree between files and are not read) or `labels` (MulT); SIMS keeps its
@@ -173,9 +176,13 @@ def text_steps(arrays: dict, n: int) -> np.ndarray:
     return text.shape[1] - first_nonzero(text[:, ::-1])  # the padding is at the end: read from it
 
 
-def spans(form: Form, arrays: dict, n: int, path: Path, split: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """modality -> (first step, end step) of each utterance's own frames; MulT's (front padding) are None here and
-    found batch by batch (`first_nonzero`)."""
+def spans(form: Form, arrays: dict, n: int, path: Path, split: str, view: str = "own"
+          ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """modality -> (first step, end step) of each utterance's own frames (MulT's, front padding, are found batch
+    by batch: `first_nonzero`), or in the loader's view every stored step of the padded arrays."""
+    if view == "loader":
+        return {m: (np.zeros(n, np.int64), np.full(n, np.shape(arrays[key])[1], np.int64))
+                for m, key in MODALITY_KEYS.items()}
     if form.name == "mult":
         return {}
     text = text_steps(arrays, n)
@@ -231,7 +238,7 @@ class SplitPlan:
     named: bool  # whether its ids named the rows
 
 
-def plan_split(form: Form, dataset: str, split: str, arrays: dict, path: Path) -> SplitPlan:
+def plan_split(form: Form, dataset: str, split: str, arrays: dict, path: Path, view: str = "own") -> SplitPlan:
     """A split's rows and spans, checked (counts, ids, labels, lengths) before anything is written."""
     n = len(arrays["regression_labels" if form.name == "mmsa" else "labels"])
     for key in MODALITY_KEYS.values():
@@ -242,7 +249,7 @@ def plan_split(form: Form, dataset: str, split: str, arrays: dict, path: Path) -
     texts = arrays.get("raw_text")
     rows = [{**ids[i], "split": split, "text": as_text(texts[i]).strip() or None if texts is not None else None,
              **{column: values[i] for column, values in labels.items()}} for i in range(n)]
-    return SplitPlan(rows, spans(form, arrays, n, path, split), named)
+    return SplitPlan(rows, spans(form, arrays, n, path, split, view), named)
 
 
 def write_split(form: Form, split: str, arrays: dict, plan: SplitPlan, path: Path, writer: FramesWriter,
@@ -294,7 +301,8 @@ def download(params: dict, target: Path, downloads: Path, archives=()) -> None:
         raise MmolreError(f"{path}: a {form.describe()} file; {form.name} files are read for "
                           f"{', '.join(SUPPORTED[form.name])}, not data.dataset={dataset}")
     source = Source(str(path.resolve()), digest, path.stat().st_size, release_of(digest, dataset, path), form.name,
-                    form.aligned, form.describe(), ENCODERS[(form.name, dataset)])
+                    form.aligned, form.describe(), ENCODERS[(form.name, dataset)],
+                    view=params["data"].get("processed_view", "own"))
     out = target / PROCESSED_FOLDER
     out.mkdir(parents=True, exist_ok=True)
     rows = write_frames(form, dataset, data, path, out, source)
@@ -311,7 +319,7 @@ def download(params: dict, target: Path, downloads: Path, archives=()) -> None:
 def write_frames(form: Form, dataset: str, data: dict, path: Path, out: Path, source: Source) -> pd.DataFrame:
     """Every split planned and checked, then frames.h5 written split by split, each split's arrays freed once
     written; returns the rows, fills `source`."""
-    plans = {split: plan_split(form, dataset, split, data[split], path) for split in SPLITS}
+    plans = {split: plan_split(form, dataset, split, data[split], path, source.view) for split in SPLITS}
     rows = pd.DataFrame([r for plan in plans.values() for r in plan.rows])
     source.ids_named = all(plan.named for plan in plans.values())
     writer = FramesWriter(out / "frames.h5")
@@ -353,6 +361,9 @@ def tables(params: dict, folder: Path, raw_root: Path) -> list[CorpusTable]:
                   f"SHA-256 {source.sha256[:16]}...); no encoder runs: the features are the file's ("
                   + ", ".join(f"{m} {source.encoders[m]} {source.dims[m]}-d" for m in MODALITY_KEYS) + ")",
                   "-inf set to 0 (as the reference loaders do): " + ", ".join(f"{m} {c}" for m, c in source.neg_inf.items())]
+    if source.view == "loader":
+        out.notes.append("the loader's view (data.processed_view): every utterance is the file's padded arrays, "
+                         "padding and the frames after its lengths included, as MMSA's and MulT's loaders hand them")
     if not source.ids_named:
         out.notes.append("the file's ids are absent or repeated: rows are named by split and position, and whether "
                          "a speaker sits in two splits cannot be checked")

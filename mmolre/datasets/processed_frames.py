@@ -33,6 +33,7 @@ class Source:
     counts: dict[str, int] = field(default_factory=dict)
     neg_inf: dict[str, int] = field(default_factory=dict)
     ids_named: bool = True
+    view: str = "own"  # own: each utterance's own frames | loader: the padded arrays (data.processed_view)
 
     @classmethod
     def read(cls, folder: Path) -> "Source":
