@@ -53,7 +53,7 @@ paper: setup
 # The field's standard comparison (docs/processed-features.md, docs/field-models.md): on MMSA's processed unaligned
 # MOSI and MOSEI features at PROCESSED (its MOSI/Processed/unaligned_50.pkl and MOSEI/Processed/unaligned_50.pkl),
 # MMoLRE at the paper's size, the field's models as MMSA 2.2.1 trains them (FIELD_RUNS, each at MMSA's preset of the
-# corpus) and the five fusion-only variants, every run on text, audio and vision over MMSA's five seeds (1111-1115,
+# corpus; MISA downloads bert-base-uncased, so this target needs the internet) and the five fusion-only variants, every run on text, audio and vision over MMSA's five seeds (1111-1115,
 # whose mean MMSA publishes). One DVC experiment per corpus and data view (each utterance's own frames, and the
 # padded arrays MMSA's loader hands its models: data.processed_view), queued and run by JOBS `dvc queue` workers
 # (up to 4 at once where the machine has room); each report sets MMoLRE and the field's models beside MMSA's
@@ -63,7 +63,7 @@ PROCESSED ?=
 STANDARD_RUN := modalities:[text,audio,video],seeds:[1111,1112,1113,1114,1115]
 STANDARD_MODEL ?= -S model.d_model=768 -S model.n_experts=15 -S model.rank=128 -S model.n_heads=8 \
 	-S train.lr=0.0001 -S train.epochs=40 -S train.patience=8
-FIELD_RUNS ?= lf_dnn tfn lmf mult
+FIELD_RUNS ?= lf_dnn tfn lmf mult misa
 JOBS ?= 1
 STANDARD := -S '~runs.text_only' -S '~runs.audio_only' -S '~runs.trimodal' -S 'runs.main={$(STANDARD_RUN)}' \
 	$(foreach arch,$(FIELD_RUNS) late_fusion fusion_tfn fusion_lmf fusion_mult fusion_misa,-S '+runs.$(arch)={arch:$(arch),$(STANDARD_RUN)}') \
@@ -78,7 +78,7 @@ standard: setup
 		dvc exp run --queue -n standard-$$corpus-$$view -S data.dataset=$$corpus -S data.processed_view=$$view \
 		-S promote.metric=$$corpus.msa.mae -S data.processed=$(abspath $(PROCESSED))/$$(echo $$corpus | tr a-z A-Z)/Processed/unaligned_50.pkl \
 		$(STANDARD) || exit 1; done; done
-	dvc queue start --jobs $(JOBS)
+	HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 dvc queue start --jobs $(JOBS)  # MISA fine-tunes bert-base-uncased
 	@while dvc queue status | grep -E '^[0-9a-f]+ +standard-mos(i|ei)-(own|loader) .*(Queued|Running)' >/dev/null; do sleep 30; done
 	@dvc queue status | grep -E 'standard-mos'; ! dvc queue status | grep -E 'standard-mos.* Failed' \
 	|| { echo "make standard: an experiment failed: dvc queue logs standard-<corpus>-<view>" >&2; exit 1; }

@@ -40,6 +40,8 @@ class FeatureDataset(Dataset):
         item["index"] = i
         if self.features.dialogue is not None:
             item["dialogue"], item["turn"] = int(self.features.dialogue[i]), int(self.features.turn[i])
+        if self.features.text_bert is not None:
+            item["text_bert"] = torch.from_numpy(self.features.text_bert[i])
         return item
 
     def lengths(self) -> np.ndarray:
@@ -142,6 +144,8 @@ def collate(items: list[dict]) -> dict:
              "index": torch.tensor([it["index"] for it in items])}
     if "dialogue" in items[0]:
         batch["dialogue"], batch["turn"] = (torch.tensor([it[k] for it in items]) for k in ("dialogue", "turn"))
+    if "text_bert" in items[0]:
+        batch["text_bert"] = torch.stack([it["text_bert"] for it in items])
     for m in MODALITIES:
         if m in items[0]:
             batch[m], batch[f"{m}_mask"] = pad([it[m] for it in items])
@@ -195,6 +199,7 @@ class FeatureStore:
         self.emotions = torch.from_numpy(features.emotions).to(device)
         self.dialogue = (None if features.dialogue is None else
                          (torch.from_numpy(features.dialogue).to(device), torch.from_numpy(features.turn).to(device)))
+        self.text_bert = None if features.text_bert is None else torch.from_numpy(features.text_bert).to(device)
 
     def batch(self, index: list[int] | np.ndarray) -> dict:
         """The padded batch of utterances `index`, equal to `collate` over the lazy items: per modality
@@ -204,6 +209,8 @@ class FeatureStore:
         batch = {"sentiment": self.sentiment[index], "emotions": self.emotions[index], "index": index}
         if self.dialogue is not None:
             batch["dialogue"], batch["turn"] = self.dialogue[0][index], self.dialogue[1][index]
+        if self.text_bert is not None:
+            batch["text_bert"] = self.text_bert[index]
         for m in self.modalities:
             start = self.offsets[m][index]
             lengths = self.offsets[m][index + 1] - start

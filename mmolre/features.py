@@ -10,7 +10,8 @@ its position in the dialogue), sentiment and emotions, float32, NaN where an utt
 no such label, in the dataset's label space (root attr `label_space`; absent: "cmu", as in every file
 written before label spaces existed): for cmu sentiment (N,) and emotions (N, 6) intensities; in general
 (mmolre/label_spaces.py) the sa task's targets or class numbers and the er task's intensities or one-hot
-classes, (N, 0) for a task the space does not have.
+classes, (N, 0) for a task the space does not have. From an MMSA processed file also `text_bert` (N, 3, steps)
+int32: its BERT token ids, attention mask and segment ids, which MISA fine-tunes its BERT from.
 Each modality group carries summary statistics of its values as attributes (`stats_*`: number of
 utterances and frames, utterances without frames (`stats_absent`), mean, std, min, max, frames per
 utterance min/mean/max).
@@ -22,6 +23,8 @@ value for the same rules as featurize, naming the first bad utterance (`mmolre v
 """
 
 from __future__ import annotations
+
+import json
 
 import os
 import re
@@ -139,7 +142,8 @@ def extend(dataset: h5py.Dataset, block: np.ndarray) -> None:
 class FeatureWriter:
     """Append per-utterance (T, dim) arrays modality by modality, in table order; `close()` writes offsets."""
 
-    def __init__(self, path: Path, table: pd.DataFrame, dims: dict[str, int], attrs: dict, space: str = DEFAULT):
+    def __init__(self, path: Path, table: pd.DataFrame, dims: dict[str, int], attrs: dict, space: str = DEFAULT,
+                 extra: dict[str, np.ndarray] | None = None):
         self.file = h5py.File(path, "w", track_order=False)
         self.file.attrs.update({"schema_version": SCHEMA_VERSION, **attrs})
         if space != DEFAULT:
@@ -153,6 +157,8 @@ class FeatureWriter:
         if "utterance_index" in table:  # a corpus of dialogues: each utterance's dialogue and turn in it
             meta.create_dataset("dialogue", data=table["video_id"].astype(str).to_numpy(dtype=object), dtype=_STR)
             meta.create_dataset("turn", data=table["utterance_index"].to_numpy(np.int64))
+        for name, values in (extra or {}).items():  # e.g. text_bert: MMSA's token ids, which MISA reads
+            meta.create_dataset(name, data=values)
         self.lengths: dict[str, list[int]] = {}
         self.stats = {modality: RunningStats() for modality in dims}
         for modality, dim in dims.items():
@@ -206,6 +212,8 @@ class FeatureFile:
                 self.dialogue = (np.unique(f["meta/dialogue"].asstr()[:], return_inverse=True)[1]
                                  if "dialogue" in f["meta"] else None)
                 self.turn = f["meta/turn"][:] if "turn" in f["meta"] else None
+                # MMSA's token ids, attention mask and segment ids (N, 3, steps) int32: MISA's input
+                self.text_bert = f["meta/text_bert"][:] if "text_bert" in f["meta"] else None
                 self.offsets = {m: f[m]["offsets"][:] for m in MODALITIES if m in f}
                 self.dims = {m: f[m]["values"].shape[1] for m in self.offsets}
                 self.stats = {m: {k[6:]: v for k, v in f[m].attrs.items() if k.startswith("stats_")}
@@ -319,6 +327,12 @@ class FeatureFile:
             self._handle = h5py.File(self.path, "r")
             self._pid = os.getpid()
         return self._handle
+
+    @property
+    def view(self) -> str:
+        """The data view of a processed file's features (data.processed_view): own (also every other file) or
+        loader."""
+        return (json.loads(str(self.attrs.get("processed", "null")) or "null") or {}).get("view", "own")
 
     def lengths(self, modality: str) -> np.ndarray:
         return np.diff(self.offsets[modality])

@@ -221,9 +221,11 @@ def copy_processed(params: dict, cfg: FeaturizeParams, prepared_root: Path, raw_
             ids = table.utterance_id.iloc[w * chunks.window:(w + 1) * chunks.window].tolist()
             outputs = {m: frames.window(m, ids) for m in MODALITY_KEYS}
             _save_chunk(chunks.path(w), outputs, {}, check_window(ids, outputs, {}, frames.dims, cfg.on_invalid))
+        tokens = frames.tokens(table.utterance_id.tolist())
     finally:
         frames.close()
-    kept, absent = assemble(table, chunks, out, frames.dims, processed_attrs(dataset, cfg, source))
+    kept, absent = assemble(table, chunks, out, frames.dims, processed_attrs(dataset, cfg, source),
+                            {} if tokens is None else {"text_bert": tokens})
     shutil.rmtree(chunks.folder)
     shadowing = feature_path(params, out_root)
     if shadowing != out:  # data.processed unset: the stages after this one must find this file, not an older one
@@ -289,10 +291,11 @@ def feature_attrs(params: dict, cfg: FeaturizeParams, encoders: dict) -> dict:
             "created_with": f"mmolre {__version__}", "params_hash": params_hash(dataset, identity)}
 
 
-def assemble(table: pd.DataFrame, chunks: Chunks, out: Path, dims: dict[str, int], attrs: dict
-             ) -> tuple[int, dict[str, int]]:
-    """The HDF5 file from the chunks, without the quarantined utterances (listed in <stem>.rejected.csv);
-    returns the utterances it holds and, per optional modality, how many of them lack it (absent)."""
+def assemble(table: pd.DataFrame, chunks: Chunks, out: Path, dims: dict[str, int], attrs: dict,
+             meta: dict[str, np.ndarray] | None = None) -> tuple[int, dict[str, int]]:
+    """The HDF5 file from the chunks, without the quarantined utterances (listed in <stem>.rejected.csv), with
+    `meta`'s per-utterance arrays (rows in table order) under meta/; returns the utterances it holds and, per
+    optional modality, how many of them lack it (absent)."""
     # the table's rows must be known before the file is written; the features then stream chunk by chunk
     rejected = [{**r, "row": w * chunks.window + r["row"]} for w in chunks.windows
                 for r in _chunk_rejected(chunks.path(w))]
@@ -300,7 +303,8 @@ def assemble(table: pd.DataFrame, chunks: Chunks, out: Path, dims: dict[str, int
     rejected_csv = out.with_name(f"{out.stem}.rejected.csv")
     with atomic_file(out) as tmp:
         writer = FeatureWriter(tmp, table.drop(index=table.index[left_out]), dims, attrs,
-                               table.attrs.get("label_space", DEFAULT))
+                               table.attrs.get("label_space", DEFAULT),
+                               {name: np.delete(values, left_out, axis=0) for name, values in (meta or {}).items()})
         for w in chunks.windows:
             parts, times = _load_chunk(chunks.path(w))
             dropped = {r["row"] for r in _chunk_rejected(chunks.path(w))}

@@ -61,10 +61,6 @@ def field_rules(cfg: "MMoLREConfig") -> list[str]:
         return [f"field_settings={cfg.field_settings}: keys of the field's models' presets; arch={cfg.arch} has "
                 "none"] if cfg.field_settings else []
     rules = []
-    if cfg.arch == "misa":
-        rules.append("arch=misa fine-tunes BERT from MMSA's token ids (text_bert), which the import of MMSA's "
-                     "files does not keep yet; mmolre/field/misa.py has the model (proven against MMSA's in "
-                     "tests/test_field.py)")
     if set(cfg.modalities) != set(FIELD_MODALITIES):
         rules.append(f"arch={cfg.arch} reads text, audio and video, as MMSA's does: set modalities: "
                      "[text, audio, video]")
@@ -106,6 +102,8 @@ class MMoLREConfig:
     field_preset: str = ""       # field archs: the corpus whose MMSA preset they take (mosi | mosei | sims); "" in
                                  # params: the data's dataset (train fills it in)
     field_settings: dict = field(default_factory=dict)  # field archs: preset keys replaced (mmolre/field/presets.py)
+    field_view: str = "own"      # the features' data view (data.processed_view; train fills it in): loader = what
+                                 # MMSA's loader hands its models, read as MMSA's models read it
     fusion_dim: int = 32         # baselines: width of each modality's pooled vector [ours]
     fusion_rank: int = 4         # lmf: rank R of the modality factors [ours]
     mult_layers: int = 2         # mult: layers of each crossmodal and self-attention transformer [ours]
@@ -132,7 +130,8 @@ class MMoLREConfig:
         rules = [one_of("variant", self.variant, VARIANTS), one_of("expert", self.expert, EXPERTS),
                  one_of("router", self.router, ROUTERS), one_of("label_space", self.label_space, LABEL_SPACES),
                  one_of("context", self.context, CONTEXTS), one_of("arch", self.arch, ARCHS),
-                 one_of("field_preset", self.field_preset, ("",) + CORPORA)]
+                 one_of("field_preset", self.field_preset, ("",) + CORPORA),
+                 one_of("field_view", self.field_view, ("own", "loader"))]
         rules += field_rules(self)
         field_variants = ("mmolre", "msa_only") if self.arch in FIELD_ARCHS else ("mmolre",)
         if self.arch != "mmolre" and (self.variant not in field_variants or self.context != "none"):

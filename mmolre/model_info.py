@@ -151,6 +151,7 @@ def measured_flops(model: MMoLRE, lengths: dict[str, int]) -> int:
     cfg, given = model.config, {}
     for m in cfg.modalities:
         given |= {m: torch.zeros(1, lengths[m], cfg.dims[m]), f"{m}_mask": torch.ones(1, lengths[m], dtype=torch.bool)}
+    given |= model.example_inputs(lengths) if hasattr(model, "example_inputs") else {}
     # torch's counter has no formula for the CPU flash-attention kernel that MultiheadAttention runs here
     cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
                      lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)}

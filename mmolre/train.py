@@ -59,7 +59,8 @@ def model_config(params: dict, run: str, cfg: TrainParams, features: FeatureFile
         if spec.arch in FIELD_ARCHS:
             spec = spec.model_copy(update=field_run(spec, params["data"]["dataset"], features, run))
         return spec.config(dims={m: features.dims[m] for m in spec.modalities}, label_space=features.label_space,
-                           er_loss_weight=cfg.er_loss_weight, emotion_pos_weight=pos_weight)
+                           er_loss_weight=cfg.er_loss_weight, emotion_pos_weight=pos_weight,
+                           field_view=features.view)
     except ValueError as e:  # a rule of the features' label space (the params alone were valid)
         raise MmolreError(f"train {run}: {e}") from None
 
@@ -71,6 +72,10 @@ def field_run(spec, dataset: str, features: FeatureFile, run: str) -> dict:
     if update["field_preset"] not in CORPORA:
         raise MmolreError(f"train {run}: arch={spec.arch} takes MMSA's preset of mosi, mosei or sims, and the data "
                           f"is {dataset}: name one in the run (field_preset: mosi)")
+    if spec.arch == "misa" and features.text_bert is None:
+        raise MmolreError(f"train {run}: arch=misa fine-tunes BERT from MMSA's token ids (text_bert), and "
+                          f"{features.path} has none: only MMSA's processed files carry them "
+                          "(`mmolre download --from-processed`)")
     if "er" in features.tasks and np.isnan(features.emotions[features.indices("train")]).all():
         update["variant"] = "msa_only"
     return update

@@ -54,12 +54,13 @@ def mmsa_trainer(args):
     return ATIO().getTrain(args)
 
 
-def small_bert(folder: Path) -> Path:
-    """A one-layer BERT of width 768 (12 heads, a 30-word vocabulary, no dropout) saved with its vocabulary."""
+def small_bert(folder: Path, vocab_size: int = len(VOCAB)) -> Path:
+    """A one-layer BERT of width 768 (12 heads, no dropout) saved with a vocabulary of its first 30 words
+    (`vocab_size` ids: processed_forms.py's files hold ids up to 3000)."""
     from transformers import BertConfig, BertModel
 
     config = BertConfig(hidden_size=768, num_hidden_layers=1, num_attention_heads=12, intermediate_size=32,
-                        vocab_size=len(VOCAB), max_position_embeddings=64, hidden_dropout_prob=0.0,
+                        vocab_size=vocab_size, max_position_embeddings=64, hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)

@@ -171,11 +171,17 @@ def test_load_refuses_another_preset(bert):
         load_mmsa_state(other, theirs.state_dict())
 
 
-FIELD_RUNS = {arch: {"arch": arch, "modalities": ["text", "audio", "video"]} for arch in ("lf_dnn", "tfn", "lmf", "mult")}
+FIELD_RUNS = {arch: {"arch": arch, "modalities": ["text", "audio", "video"]} for arch in CONFIGS}
 
 
 @pytest.fixture(scope="module")
-def mosi_runs(tmp_path_factory, tiny_params):
+def wide_bert(tmp_path_factory):
+    """The small BERT with 3,000 ids, as many as processed_forms.py's token ids need."""
+    return small_bert(tmp_path_factory.mktemp("wide_bert"), vocab_size=3000)
+
+
+@pytest.fixture(scope="module")
+def mosi_runs(tmp_path_factory, tiny_params, wide_bert):
     """MMSA's MOSI form (tests/processed_forms.py) imported, each field arch trained with no further keys, and
     evaluated: the roots and params."""
     from mmolre.evaluate import evaluate
@@ -186,6 +192,7 @@ def mosi_runs(tmp_path_factory, tiny_params):
     tmp = tmp_path_factory.mktemp("mosi")
     params = params_for(tiny_params, "mosi", write(tmp / "unaligned_50.pkl", mmsa_file("mosi")[0]))
     params["runs"] = {"main": {"modalities": ["text", "audio", "video"]}, **FIELD_RUNS}
+    params["runs"]["misa"] = {**FIELD_RUNS["misa"], "field_settings": {"pretrained": str(wide_bert)}}
     params["evaluate"] = {**params["evaluate"], "robustness": False}
     roots = imported(tmp, params)
     for run in params["runs"]:
@@ -196,10 +203,13 @@ def mosi_runs(tmp_path_factory, tiny_params):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", tuple(FIELD_RUNS))
-def test_a_run_of_a_field_arch_takes_mmsas_preset_and_its_parameter_count(arch, mosi_runs):
+def test_a_run_of_a_field_arch_takes_mmsas_preset_and_its_parameter_count(arch, mosi_runs, wide_bert):
     """On a MOSI-form processed file `{arch: tfn, modalities: [text, audio, video]}` is MMSA's TFN at its MOSI
-    preset, trained by its recipe, with MMSA's parameter count in costs.json (MOSI labels no emotion: no head)."""
+    preset, trained by its recipe, with MMSA's parameter count in costs.json (MOSI labels no emotion: no head;
+    MISA's count is MMSA's without BERT plus the small BERT it fine-tunes here)."""
     import json
+
+    from transformers import BertModel
 
     tmp, _ = mosi_runs
     saved = json.loads((tmp / "models" / arch / "config.json").read_text())
@@ -210,7 +220,8 @@ def test_a_run_of_a_field_arch_takes_mmsas_preset_and_its_parameter_count(arch, 
     assert selection["patience"] == 8 and selection["max_epochs"] is None
     assert selection["epochs_run"] == saved["best_epoch"] + 8
     costs = json.loads((tmp / "reports" / "costs.json").read_text())[arch]
-    assert costs["params"] == costs["params_mmsa_model"] == COUNTS[arch, "mosi"]
+    bert = count_parameters(BertModel.from_pretrained(wide_bert)) if arch == "misa" else 0
+    assert costs["params"] == costs["params_mmsa_model"] == COUNTS[arch, "mosi"] + bert
     assert costs["params_added"] == {"emotion_head": 0} and costs["flops_per_utterance"] > 0
 
 
@@ -244,8 +255,8 @@ def both_views(tmp_path_factory, tiny_params):
             for view in ("own", "loader")}, pkl
 
 
-@pytest.mark.parametrize("arch", tuple(FIELD_RUNS))
-def test_the_loaders_view_gives_a_field_run_exactly_what_mmsas_loader_gives_its_model(arch, both_views):
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_loaders_view_gives_a_field_run_exactly_what_mmsas_loader_gives_its_model(arch, both_views, wide_bert):
     """MMSA's own dataset over the file and mmolre's features of it in the loader's view: with the same weights,
     the field run's model predicts what MMSA's does (to the features' float16 storage); in the own-frames view it
     does not."""
@@ -254,16 +265,17 @@ def test_the_loaders_view_gives_a_field_run_exactly_what_mmsas_loader_gives_its_
     from mmolre.model_config import MMoLREConfig
 
     features, pkl = both_views
+    bert = {"pretrained": str(wide_bert)} if arch == "misa" else {}
     torch.manual_seed(0)
-    theirs = mmsa_model(mmsa_config(arch, "mosi")).eval()
-    dataset = mmsa_dataset(mmsa_config(arch, "mosi"), pkl)
+    theirs = mmsa_model(mmsa_config(arch, "mosi", **bert)).eval()
+    dataset = mmsa_dataset(mmsa_config(arch, "mosi", **bert), pkl)
     items = [dataset[k] for k in range(len(dataset))]
     with torch.no_grad():
         expected = theirs(*(torch.stack([it[m] for it in items]) for m in ("text", "audio", "vision")))["M"][:, 0]
     got = {}
     for view, file in features.items():
         cfg = MMoLREConfig(arch=arch, modalities=FIELD_MODALITIES, dims=file.dims, field_preset="mosi",
-                           label_space=file.label_space, variant="msa_only")
+                           label_space=file.label_space, variant="msa_only", field_view=view, field_settings=bert)
         ours = build_model(cfg).eval()
         load_mmsa_state(ours.net, theirs.state_dict())
         index = [list(file.utterance_id).index(it["id"].replace("$_$", "_")) for it in items]

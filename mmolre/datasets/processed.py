@@ -265,6 +265,8 @@ def write_split(form: Form, split: str, arrays: dict, plan: SplitPlan, path: Pat
                 raise MmolreError(f"{path}: {split}/{e}") from None
             writer.append(m, blocks, path)
             neg_inf[m] += count
+        if "text_bert" in arrays:  # MISA fine-tunes BERT from them (docs/field-models.md)
+            writer.append_tokens(np.asarray(arrays["text_bert"][rows]))
         progress.update(rows.stop - rows.start)
     return neg_inf
 

@@ -1,5 +1,6 @@
 """The on-disk form of an imported processed file, data/raw/<dataset>/processed/ (datasets/processed.py writes it):
-frames.h5 (each utterance's own frames per modality: `values` float32 and `offsets`, and `utterance_id`),
+frames.h5 (each utterance's own frames per modality: `values` float32 and `offsets`, and `utterance_id`; MMSA's
+files also `text_bert`, each utterance's BERT token ids, attention mask and segment ids, (N, 3, steps) int32),
 utterances.parquet (its rows) and source.json (`Source`: the file, its release and form, what the import found).
 Featurize reads it through `Frames` and `Source` without the importer's code.
 """
@@ -49,6 +50,11 @@ class FramesWriter:
     def __init__(self, path: Path):
         self.file = h5py.File(path, "w")
         self.lengths: dict[str, list[int]] = {m: [] for m in MODALITY_KEYS}
+        self.tokens: list[np.ndarray] = []
+
+    def append_tokens(self, tokens: np.ndarray) -> None:
+        """The next utterances' text_bert (n, 3, steps): token ids, attention mask, segment ids."""
+        self.tokens.append(np.asarray(tokens).astype(np.int32))
 
     def append(self, modality: str, blocks: list[np.ndarray], path: Path) -> None:
         values = self.file.get(f"{modality}/values")
@@ -68,6 +74,8 @@ class FramesWriter:
         for m, lengths in self.lengths.items():
             self.file[m].create_dataset("offsets", data=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
         self.file.create_dataset("utterance_id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
+        if self.tokens:
+            self.file.create_dataset("text_bert", data=np.concatenate(self.tokens))
         dims = {m: int(self.file[m]["values"].shape[1]) for m in MODALITY_KEYS}
         self.file.close()
         return dims
@@ -89,6 +97,13 @@ class Frames:
         first, last = offsets[min(rows)], offsets[max(rows) + 1]
         values = self.file[modality]["values"][first:last]
         return [values[offsets[i] - first:offsets[i + 1] - first] for i in rows]
+
+    def tokens(self, utterances: list[str]) -> np.ndarray | None:
+        """(n, 3, steps) text_bert of `utterances`, or None when the file had none."""
+        if "text_bert" not in self.file:
+            return None
+        rows = [self.row[u] for u in utterances]
+        return self.file["text_bert"][min(rows):max(rows) + 1][np.asarray(rows) - min(rows)] if rows else None
 
     def close(self) -> None:
         self.file.close()
