@@ -2,7 +2,7 @@
 seconds per epoch (one training pass and one validation pass) and peak RSS, side by side, with the ratio.
 
     python benchmarks/peer_mmsa.py [--models lf_dnn,tfn,lmf] [--epochs 3] [--threads 2]
-    python benchmarks/peer_mmsa.py --models mult,misa --batches 6 [--epochs 2]
+    python benchmarks/peer_mmsa.py --models mult,misa --batches 6 [--epochs 2] [--view loader]
 
 A synthetic file in MMSA's unaligned MOSI form (1,284 / 229 / 686 utterances; text 50 x 768, audio 375 x 5, vision
 500 x 20, text_bert token ids) is written once; mmolre imports it as `--from-processed` does. Each side runs in its
@@ -144,7 +144,7 @@ def prepare(work: Path) -> None:
     with open(work / "unaligned_50.pkl", "wb") as f:
         pickle.dump({split: mosi_split(rng, split, n) for split, n in SPLITS.items()}, f, protocol=4)
     params = load_params(ROOT / "params.yaml")
-    params["data"] |= {"dataset": "mosi", "processed": str(work / "unaligned_50.pkl")}
+    params["data"] |= {"dataset": "mosi", "processed": str(work / "unaligned_50.pkl"), "processed_view": ARGS.view}
     params["train"] |= {"threads": ARGS.threads, "workers": 0}
     download(params, work / "raw", work / "downloads")
     prepare_stage(params, work / "raw", work / "prepared")
@@ -192,6 +192,8 @@ if __name__ == "__main__":
     parser.add_argument("--models", default="lf_dnn,tfn,lmf,mult,misa")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per side; the first is warm-up")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--view", choices=("own", "loader"), default="own", help="mmolre's data view "
+                        "(data.processed_view): each utterance's own frames, or the padded arrays MMSA's models read")
     parser.add_argument("--batches", type=int, default=0, help="time the first N training batches of each epoch "
                         "(seconds per batch) instead of whole epochs")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
