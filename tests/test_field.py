@@ -302,3 +302,23 @@ def test_the_two_views_are_two_feature_files_that_say_which_they_hold(both_views
     # processed_forms.py stores 8 text, 12 audio and 10 vision steps; own frames are shorter where lengths say so
     assert {m: set(loader.lengths(m)) for m in FIELD_MODALITIES} == {"text": {8}, "audio": {12}, "video": {10}}
     assert min(own.lengths("audio")) < 12
+
+
+@pytest.mark.parametrize("arch", ("lf_dnn", "tfn", "lmf", "mult"))
+def test_with_emotions_labelled_the_emotion_head_is_the_only_addition(arch):
+    """MOSEI with the SDK's emotions: one Linear from what MMSA's output layer reads to the six emotions, beside
+    MMSA's model, whose parameters are unchanged (the train split labels no emotion: none, as on MOSI)."""
+    from mmolre.architectures import build_model
+    from mmolre.model_config import MMoLREConfig
+
+    def model(variant):
+        return build_model(MMoLREConfig(arch=arch, modalities=FIELD_MODALITIES, field_preset="mosei",
+                                        dims=dict(zip(FIELD_MODALITIES, DIMS["mosei"])), variant=variant))
+    both, alone = model("mmolre"), model("msa_only")
+    width = both.net.features_dim
+    assert count_parameters(both.net) == count_parameters(alone) == COUNTS[arch, "mosei"]
+    assert count_parameters(both) - COUNTS[arch, "mosei"] == width * 6 + 6 and alone.emotion_head is None
+    inputs = {m: torch.randn(3, 7, d) for m, d in zip(FIELD_MODALITIES, DIMS["mosei"])}
+    inputs |= {f"{m}_mask": torch.ones(3, 7, dtype=torch.bool) for m in FIELD_MODALITIES}
+    out = both.eval()(**inputs)
+    assert out.sentiment.shape == (3,) and out.emotions.shape == (3, 6)
