@@ -56,7 +56,12 @@ def one_of(key: str, value, allowed) -> str | None:
 
 def field_rules(cfg: "MMoLREConfig") -> list[str]:
     """The rules of a field model's run: MMSA's three modalities, a preset of a corpus MMSA tuned, its keys, one
-    sentiment intensity (MMSA's regression)."""
+    sentiment intensity (MMSA's regression); and the field keys' values for every arch."""
+    named = [None if cfg.field_preset in ("",) + CORPORA else (f"field_preset={cfg.field_preset!r}: choose one of "
+                                                                f"{', '.join(CORPORA)} (empty: the data's dataset)"),
+             one_of("field_view", cfg.field_view, ("own", "loader"))]
+    if any(named):
+        return [rule for rule in named if rule]
     if cfg.arch not in FIELD_ARCHS:
         return [f"field_settings={cfg.field_settings}: keys of the field's models' presets; arch={cfg.arch} has "
                 "none"] if cfg.field_settings else []
@@ -129,9 +134,7 @@ class MMoLREConfig:
         """Every rule the values break, one sentence each naming the keys."""
         rules = [one_of("variant", self.variant, VARIANTS), one_of("expert", self.expert, EXPERTS),
                  one_of("router", self.router, ROUTERS), one_of("label_space", self.label_space, LABEL_SPACES),
-                 one_of("context", self.context, CONTEXTS), one_of("arch", self.arch, ARCHS),
-                 one_of("field_preset", self.field_preset, ("",) + CORPORA),
-                 one_of("field_view", self.field_view, ("own", "loader"))]
+                 one_of("context", self.context, CONTEXTS), one_of("arch", self.arch, ARCHS)]
         rules += field_rules(self)
         field_variants = ("mmolre", "msa_only") if self.arch in FIELD_ARCHS else ("mmolre",)
         if self.arch != "mmolre" and (self.variant not in field_variants or self.context != "none"):
