@@ -116,6 +116,9 @@ def mmolre_side(model: str, work: Path) -> tuple[float, int]:
     from mmolre.params import TrainParams, build
     from mmolre.train import setup_run, setup_seed, train_epoch, validate
 
+    if ARGS.release_memory:  # glibc's defaults: freed blocks go back to the system (mmolre keeps up to 1 GiB)
+        import mmolre.batches
+        mmolre.batches.keep_freed_memory = lambda: None
     params = json.loads((work / "params.json").read_text())
     params["runs"] = {model: {"arch": model, "modalities": ["text", "audio", "video"],
                               **({"field_settings": {"pretrained": str(work / "bert")}} if model == "misa" else {})}}
@@ -161,8 +164,8 @@ def child(side: str, model: str, work: Path) -> None:
 
 def measure(side: str, model: str, work: Path) -> dict | None:
     done = subprocess.run([sys.executable, __file__, "--child", side, model, str(work), "--epochs", str(ARGS.epochs),
-                           "--threads", str(ARGS.threads), "--batches", str(ARGS.batches)], capture_output=True,
-                          text=True)
+                           "--threads", str(ARGS.threads), "--batches", str(ARGS.batches), "--view", ARGS.view,
+                           *(["--release-memory"] if ARGS.release_memory else [])], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{side} {model} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -194,6 +197,8 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--view", choices=("own", "loader"), default="own", help="mmolre's data view "
                         "(data.processed_view): each utterance's own frames, or the padded arrays MMSA's models read")
+    parser.add_argument("--release-memory", action="store_true", help="mmolre's side with glibc's default "
+                        "memory release (batches.keep_freed_memory off): less RSS, slower")
     parser.add_argument("--batches", type=int, default=0, help="time the first N training batches of each epoch "
                         "(seconds per batch) instead of whole epochs")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
