@@ -63,6 +63,28 @@ def batch(arch: str, corpus: str, generator: torch.Generator, size: int = 6):
     return text, audio, vision, torch.randn(size, 1, generator=generator)
 
 
+def field_model(arch: str, corpus: str, theirs, bert: dict, values: dict):
+    """The pipeline's FieldModel of the preset (with `values`), in the loader's view (read as MMSA's models read
+    MMSA's arrays), sentiment alone, holding `theirs`' weights."""
+    from mmolre.architectures import build_model
+    from mmolre.model_config import MMoLREConfig
+
+    model = build_model(MMoLREConfig(arch=arch, modalities=FIELD_MODALITIES, dims=dict(zip(FIELD_MODALITIES, DIMS[corpus])),
+                                     field_preset=corpus, field_settings=bert | values, field_view="loader",
+                                     variant="msa_only"))
+    load_mmsa_state(model.net, theirs.state_dict())
+    return model
+
+
+def pipeline_batch(arch: str, text, audio, vision) -> dict:
+    """MMSA's inputs as a pipeline batch: every step real (the loader's view); MISA's ids as text_bert beside a
+    text it does not read."""
+    xs = dict(zip(FIELD_MODALITIES, (torch.zeros(len(text), text.shape[2], 768) if arch == "misa" else text,
+                                     audio, vision)))
+    return {**xs, **{f"{m}_mask": torch.ones(x.shape[:2], dtype=torch.bool) for m, x in xs.items()},
+            **({"text_bert": text} if arch == "misa" else {})}
+
+
 def ours_inputs(arch: str, text, audio, vision) -> dict:
     """MMSA's model squeezes the (B, 1, d) averages itself; mmolre's reads (B, d)."""
     if arch in POOLED:
@@ -136,20 +158,28 @@ def update_error(name: str, before, ours, theirs) -> float:
 @pytest.mark.parametrize("corpus", ["mosi", "mosei"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_same_weights_after_training_steps(arch, corpus, bert):
-    """From the same weights and batches (dropout off), MMSA's trainer and mmolre's recipe leave the same weights:
-    two optimizer steps, and for MulT and MISA the accumulated batches and a tail that is never applied."""
+    """From the same weights and batches (dropout off), MMSA's trainer and the pipeline's training (a FieldModel,
+    its mmsa_recipe, train.optimise per mini-batch) leave the same weights: two optimizer steps, and for MulT and
+    MISA the accumulated batches and a tail that is never applied."""
+    from types import SimpleNamespace
+
+    from mmolre.train import Recipe, optimise
+
     zero = {key: (0.0,) * 4 if key == "dropouts" else 0.0 for key in DROPOUT_KEYS[arch]}
-    theirs, ours, cfg = pair(arch, corpus, bert, **zero)
-    no_dropout(theirs), no_dropout(ours)
-    before = copy.deepcopy(ours.state_dict())
+    theirs, _, cfg = pair(arch, corpus, bert, **zero)
+    model = field_model(arch, corpus, theirs, {"pretrained": str(bert)} if arch == "misa" else {}, zero)
+    no_dropout(theirs), no_dropout(model)
+    ours, before = model.net, copy.deepcopy(model.net.state_dict())
     generator = torch.Generator().manual_seed(2)
     batches = [batch(arch, corpus, generator, size=4) for _ in range(2 * recipes.accumulation(cfg) + 1)]
     loader = [{"text": t, "audio": a, "vision": v, "labels": {"M": y}} for t, a, v, y in batches]
     args = mmsa_config(arch, corpus, early_stop=0, model_save_path=str(bert.parent / f"{arch}.pth"),
                        **({"pretrained": str(bert)} if arch == "misa" else {}), **zero)
     mmsa_trainer(args).do_train(theirs, {"train": loader, "valid": loader[:1]})
-    recipes.train_epoch(cfg, ours, recipes.optimizer(arch, ours, cfg),
-                        [(ours_inputs(arch, t, a, v), y) for t, a, v, y in batches])
+    setup = SimpleNamespace(model=model.train(), recipe=Recipe(**model.mmsa_recipe()))
+    for step, (text, audio, vision, label) in enumerate(batches, start=1):
+        optimise(setup, model(**pipeline_batch(arch, text, audio, vision), sentiment=label[:, 0],
+                              emotions=torch.full((len(label), 6), float("nan"))).loss, step)
     expected = copy.deepcopy(ours)
     load_mmsa_state(expected, theirs.state_dict())
     for name, value in ours.state_dict().items():

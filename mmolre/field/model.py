@@ -87,4 +87,4 @@ class FieldModel(nn.Module, PretrainedMixin):
         return {"optimizer": optimizer, "scheduler": recipes.scheduler(settings, optimizer),
                 "accumulation": recipes.accumulation(settings), "clip_value": recipes.grad_clip(settings),
                 "patience": settings.early_stop, "batch_size": settings.batch_size,
-                "min_improvement": recipes.IMPROVEMENT, "decimals": 4}
+                "min_improvement": recipes.IMPROVEMENT, "decimals": recipes.DECIMALS}

@@ -1,11 +1,10 @@
 """How MMSA 2.2.1 trains each of its five models (its trains/singleTask/*.py; docs/field-models.md section 4):
 the loss, the optimizer and the parameters it updates, gradient accumulation and value clipping, the learning-rate
-schedule. Selection is common to all: the valid loss (a mean of per-batch means, rounded to 4 decimals) must fall
-by at least 1e-6, and training stops after `early_stop` epochs without that (`EarlyStop`)."""
+schedule. Selection is common to all: the valid loss (a mean of per-batch means, rounded to DECIMALS) must fall by
+at least IMPROVEMENT, and training stops after `early_stop` epochs without that. train.py runs these: `optimise`
+per mini-batch (accumulation, clipping), `EarlyStopping` per epoch."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +14,7 @@ from mmolre.field.base import FieldOutput
 from mmolre.field.presets import FieldConfig, MISAConfig, MulTConfig
 
 IMPROVEMENT = 1e-6  # the least fall of the valid loss that counts as better
+DECIMALS = 4  # the valid loss is rounded to these before it is compared
 
 
 def optimizer(arch: str, model: nn.Module, cfg: FieldConfig) -> torch.optim.Optimizer:
@@ -89,48 +89,3 @@ def loss(cfg: FieldConfig, out: FieldOutput, target: torch.Tensor) -> torch.Tens
 def eval_loss(cfg: FieldConfig, out: FieldOutput, target: torch.Tensor) -> torch.Tensor:
     """What selection averages per batch: L1, MISA's MSE."""
     return F.mse_loss(out.prediction, target) if isinstance(cfg, MISAConfig) else F.l1_loss(out.prediction, target)
-
-
-def train_epoch(cfg: FieldConfig, model: nn.Module, opt: torch.optim.Optimizer, batches) -> list[float]:
-    """One epoch of MMSA's loop over `batches` of (inputs dict, target (B, 1)): the per-batch training losses."""
-    model.train()
-    k, clip, left, losses = accumulation(cfg), grad_clip(cfg), accumulation(cfg), []
-    params = [p for p in model.parameters() if p.requires_grad]
-    for inputs, target in batches:
-        if left == k:
-            opt.zero_grad()
-        left -= 1
-        batch_loss = loss(cfg, model(**inputs), target)
-        batch_loss.backward()
-        if clip is not None:
-            nn.utils.clip_grad_value_(params, clip)
-        losses.append(batch_loss.item())
-        if not left:
-            opt.step()
-            left = k
-    return losses
-
-
-def valid_loss(cfg: FieldConfig, model: nn.Module, batches) -> float:
-    """MMSA's KeyEval: the mean of per-batch losses, rounded to 4 decimals."""
-    model.eval()
-    with torch.no_grad():
-        values = [eval_loss(cfg, model(**inputs), target).item() for inputs, target in batches]
-    return round(sum(values) / len(values), 4)
-
-
-@dataclass
-class EarlyStop:
-    """Best valid loss so far and its epoch; `done` after `patience` epochs without a fall of IMPROVEMENT."""
-    patience: int
-    best: float = 1e8
-    best_epoch: int = 0
-
-    def better(self, value: float, epoch: int) -> bool:
-        if value <= self.best - IMPROVEMENT:
-            self.best, self.best_epoch = value, epoch
-            return True
-        return False
-
-    def done(self, epoch: int) -> bool:
-        return epoch - self.best_epoch >= self.patience
