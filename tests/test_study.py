@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, sh, shrink, tool_env
-from mmolre.study import field_ranges, folded, parse_grid, point_name, sample_points
+from mmolre.study import field_ranges, folded, named_points, parse_grid, point_name, sample_points
 
 # the test MAE falls with n * r; the valid MAE (runs.main's best epoch, which chooses) is lowest at n * r = 12
 SCORE = """import json, pathlib, yaml
@@ -142,6 +142,15 @@ def test_draws_are_seeded_distinct_and_every_point_when_there_are_few():
     assert tfn["model.field_settings.text_out"] == [32, 64, 128, 256] and "model.field_settings.weight_decay" not in tfn
     assert folded({"model.arch": "tfn", "model.field_settings.text_out": 64, "model.field_settings.batch_size": 32}) == \
         {"model.arch": "tfn", "model.field_settings": {"text_out": 64, "batch_size": 32}}
+
+
+def test_a_search_over_mults_ranges_draws_its_points_without_listing_the_product():
+    """MMSA's MulT ranges hold 2,125,764,000 points: a search names its 50 draws, seeded, never the product."""
+    ranges = field_ranges("mult")
+    named = named_points(ranges, None, "tune", {"draws": 50, "seed": 1111})
+    assert len(named) == 50 and named == named_points(ranges, None, "tune", {"draws": 50, "seed": 1111})
+    assert all(name.startswith("tune-") and set(point) == set(ranges) for name, point in named.items())
+    assert list(named_points({"model.rank": [4, 8]}, None, "s", None)) == ["s-rank4", "s-rank8"]
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ MMSA_ONLY = ("Model.output_range", "Model.output_shift", ".version")
 def load_mmsa_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load the state dict of MMSA's model (its AMIO wrapper's, as MMSA saves it) into `model`: entries pair in
     order, every shape checked, MMSA's constants (MMSA_ONLY) left out."""
-    theirs = [(k, v) for k, v in state.items() if not any(k.endswith(s) or k == s for s in MMSA_ONLY)]
+    theirs = [(k, v) for k, v in state.items() if not k.endswith(MMSA_ONLY)]
     ours = list(model.state_dict().items())
     if len(theirs) != len(ours):
         raise ValueError(f"MMSA's state has {len(theirs)} entries, {type(model).__name__} {len(ours)}: not the "

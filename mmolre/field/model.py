@@ -70,12 +70,10 @@ class FieldModel(nn.Module, PretrainedMixin):
         """The recipe's loss over the labelled utterances (MISA: MSE and its terms over the whole batch's states)
         while training; MMSA's KeyEval (L1, MISA's MSE) in eval mode."""
         has = ~torch.isnan(sentiment)
-        labelled = FieldOutput(out.prediction[has], out.features, out.states)
-        target = sentiment[has][:, None]
         if not has.any():
             return out.prediction.sum() * 0.0
-        return recipes.loss(self.settings, labelled, target) if self.training else \
-            recipes.eval_loss(self.settings, labelled, target)
+        labelled, target = FieldOutput(out.prediction[has], out.features, out.states), sentiment[has][:, None]
+        return (recipes.loss if self.training else recipes.eval_loss)(self.settings, labelled, target)
 
     def mmsa_recipe(self) -> dict:
         """MMSA's training of this model: its optimizer, scheduler, accumulation, value clipping, early stop and

@@ -45,7 +45,7 @@ def accumulation(cfg: FieldConfig) -> int:
 
 def grad_clip(cfg: FieldConfig) -> float | None:
     """clip_grad_value_ after every mini-batch's backward (on the running sum), or None."""
-    return getattr(cfg, "grad_clip", None) if isinstance(cfg, (MulTConfig, MISAConfig)) else None
+    return getattr(cfg, "grad_clip", None)
 
 
 def diff_loss(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
