@@ -215,7 +215,8 @@ def copy_processed(params: dict, cfg: FeaturizeParams, prepared_root: Path, raw_
     dataset = params["data"]["dataset"]
     table, out = utterance_table(params, prepared_root), out_root / dataset / PROCESSED_FILE
     source, frames = Source.read(raw_root / dataset), Frames(raw_root / dataset)
-    chunks = chunks_of(params, cfg, table, out, out_root, source.sha256)
+    # the view is part of what the chunks hold: an interrupted run's chunks of the other view are not reused
+    chunks = chunks_of(params, cfg, table, out, out_root, f"{source.sha256}:{source.view}")
     try:
         for w in tqdm(chunks.missing(), desc=f"featurize {dataset} (copying {source.form}'s features)", unit="window"):
             ids = table.utterance_id.iloc[w * chunks.window:(w + 1) * chunks.window].tolist()
@@ -267,7 +268,7 @@ def identity_of(cfg: FeaturizeParams) -> dict:
 def chunks_of(params: dict, cfg: FeaturizeParams, table: pd.DataFrame, out: Path, out_root: Path,
               source: str = "") -> Chunks:
     """The chunk folder of this table and these settings (another table, setting or `source`, the processed file's
-    SHA-256: another folder)."""
+    SHA-256 and data view: another folder)."""
     dataset = params["data"]["dataset"]
     chunk_identity = {k: v for k, v in identity_of(cfg).items() if k != "on_invalid"}  # chunks hold every utterance
     config_hash = params_hash(dataset, chunk_identity, pd.util.hash_pandas_object(table).sum(),

@@ -352,3 +352,32 @@ def test_with_emotions_labelled_the_emotion_head_is_the_only_addition(arch):
     inputs |= {f"{m}_mask": torch.ones(3, 7, dtype=torch.bool) for m in FIELD_MODALITIES}
     out = both.eval()(**inputs)
     assert out.sentiment.shape == (3,) and out.emotions.shape == (3, 6)
+
+
+def test_an_interrupted_featurize_of_one_view_leaves_nothing_the_other_view_reuses(tmp_path, tiny_params, monkeypatch):
+    """featurize of the own view stopped after its chunks were written, then the same file in the loader's view:
+    the feature file holds the padded arrays, not the own view's chunks."""
+    import mmolre.featurize
+    from mmolre.download import download
+    from mmolre.features import FeatureFile
+    from mmolre.prepare import prepare
+    from processed_forms import mmsa_file, write
+    from test_processed import params_for
+
+    pkl = write(tmp_path / "unaligned_50.pkl", mmsa_file("mosi")[0])
+    roots = {k: tmp_path / k for k in ("raw", "prepared", "features", "downloads")}
+    original = mmolre.featurize.assemble
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    for view in ("own", "loader"):
+        params = params_for(tiny_params, "mosi", pkl, processed_view=view)
+        download(params, roots["raw"], roots["downloads"])
+        prepare(params, roots["raw"], roots["prepared"])
+        monkeypatch.setattr(mmolre.featurize, "assemble", interrupted if view == "own" else original)
+        if view == "own":
+            with pytest.raises(KeyboardInterrupt):
+                mmolre.featurize.featurize(params, roots["prepared"], roots["raw"], roots["features"])
+        else:
+            features = FeatureFile(mmolre.featurize.featurize(params, roots["prepared"], roots["raw"], roots["features"]))
+    assert set(features.lengths("audio")) == {12} and features.view == "loader"
