@@ -351,15 +351,15 @@ def standard_section(runs: dict, params: dict, features: dict) -> list[str]:
     if not source or source["form"] != "mmsa" or dataset not in MMSA_PUBLISHED:
         return []
     specs = {run: run_spec(params, run) for run in runs}
+    seeds = {run: len(run_seeds(params, run)) for run in runs}
     row = lambda run: [f"**{run}** ({specs[run].arch}, {'+'.join(specs[run].modalities)}; "
-                       f"{len(run_seeds(params, run))} seed{'s' * (len(run_seeds(params, run)) > 1)})",
-                       source["file"], *msa_row(runs[run][dataset]["msa"])]
+                       f"{seeds[run]} seed{'s' * (seeds[run] > 1)})", source["file"], *msa_row(runs[run][dataset]["msa"])]
     ran = [run for run in runs if dataset in runs[run]]
     variants = [run for run in ran if specs[run].arch in VARIANT_ARCHS]
     same = [run for run in ran if at_mmsa_preset(specs[run], dataset)]
     published = mmsa_published(dataset)
-    theirs = [[f"MMSA {specs[run].arch}", published[specs[run].arch]["file"], *msa_row(published[specs[run].arch])]
-              for run in same if specs[run].arch in published]
+    theirs = [[f"MMSA {arch}", published[arch]["file"], *msa_row(published[arch])]  # once per model
+              for arch in dict.fromkeys(specs[run].arch for run in same) if arch in published]
     five = ", ".join(map(str, MMSA_SEEDS))
     lines = [f"## Beside MMSA's table ({dataset}, MMSA's processed features)", "",
              f"MMSA trains each model from seeds {five} and publishes their mean; our runs here show the mean ± "
